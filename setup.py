@@ -66,9 +66,4 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["entropy_rl", "entropy_rl.*"]),
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
-    classifiers=[
-        "Programming Language :: Python :: 3",
-        "License :: OSI Approved :: Apache Software License",
-        "Topic :: Scientific/Engineering :: Artificial Intelligence",
-    ],
 )
