@@ -36,21 +36,51 @@ def _check_rows(rewards: Array, group_ids: Array) -> None:
                      f"{tuple(rewards.shape)} (the shape of rewards)")
 
 
+def dense_group_ids(group_ids: Array) -> Array:
+  """Maps arbitrary int ids [B] to dense ids in [0, B) (jit-safe)."""
+  _, inverse = jnp.unique(group_ids, size=group_ids.shape[0],
+                          return_inverse=True)
+  return inverse.reshape(group_ids.shape).astype(jnp.int32)
+
+
 def group_stats(rewards: Array, group_ids: Array, num_groups: int | None = None,
                 ddof: int = 1):
   """Per-row group mean, std (``ddof``) and size.
+
+  Args:
+    rewards: [B].
+    group_ids: [B] int ids. With ``num_groups=None`` any ids work (they are
+      densified); with a static ``num_groups`` ids must lie in
+      [0, num_groups).
+    num_groups: optional static number of groups.
+    ddof: delta degrees of freedom of the std (1 = unbiased, torch.std).
 
   Returns:
     ``(mean [B], std [B], count [B])`` of each row's group.
   """
   _check_rows(rewards, group_ids)
+  if num_groups is None:
+    group_ids = dense_group_ids(group_ids)
   g = rewards.shape[0] if num_groups is None else num_groups
   r = rewards.astype(jnp.float32)
-  s, n = ops.group_reduce(r, group_ids, g)
-  mean = s / jnp.maximum(n, 1.0)
-  sq, _ = ops.group_reduce((r - mean[group_ids]) ** 2, group_ids, g)
-  var = sq / jnp.maximum(n - ddof, 1.0)
-  return mean[group_ids], jnp.sqrt(var)[group_ids], n[group_ids]
+  centered, n = _centered(r, group_ids, g)
+  sq, _ = ops.group_reduce(centered ** 2, group_ids, g)
+  var = sq[group_ids] / jnp.maximum(n - ddof, 1.0)
+  return r - centered, jnp.sqrt(var), n
+
+
+def _centered(r: Array, group_ids: Array, g: int):
+  """``(R_i − μ_k, n_k)`` per row, exact (0) for constant groups.
+
+  Rewards are shifted by their group maximum before averaging, so a constant
+  group gives deviations of exactly 0 rather than float32 round-off (which
+  GRPO's division by σ + 1e-6 would blow up to O(0.1)).
+  """
+  shift = jax.ops.segment_max(r, group_ids, num_segments=g)[group_ids]
+  d = r - shift
+  s, n = ops.group_reduce(d, group_ids, g)
+  mean_d = (s / jnp.maximum(n, 1.0))[group_ids]
+  return d - mean_d, n[group_ids]
 
 
 def mean_baseline(rewards: Array, group_ids: Array, num_groups: int) -> Array:
@@ -108,12 +138,17 @@ def grpo(rewards: Array, group_ids: Array, num_groups: int | None = None, *,
     [B] advantages (broadcast to tokens with :func:`to_tokens`).
   """
   _check_rows(rewards, group_ids)
+  if num_groups is None:
+    group_ids = dense_group_ids(group_ids)
   g = rewards.shape[0] if num_groups is None else num_groups
   r = rewards.astype(jnp.float32)
   _, std, n = group_stats(r, group_ids, g)
-  b = baseline(r, group_ids, g)
   single = n < 2
-  adv = r - jnp.where(single, 0.0, b)
+  if baseline is mean_baseline:
+    centered, _ = _centered(r, group_ids, g)
+  else:
+    centered = r - baseline(r, group_ids, g)
+  adv = jnp.where(single, r, centered)
   if normalize_std:
     adv = adv / jnp.where(single, 1.0, std + eps)
   return adv
@@ -125,11 +160,12 @@ def rloo(rewards: Array, group_ids: Array,
 
   Singleton groups keep ``A_i = R_i`` (verl).
   """
-  _check_rows(rewards, group_ids)
+  if num_groups is None:
+    group_ids = dense_group_ids(group_ids)
   g = rewards.shape[0] if num_groups is None else num_groups
   r = rewards.astype(jnp.float32)
-  mean, _, n = group_stats(r, group_ids, g)
-  return jnp.where(n > 1, n / jnp.maximum(n - 1.0, 1.0) * (r - mean), r)
+  centered, n = _centered(r, group_ids, g)
+  return jnp.where(n > 1, n / jnp.maximum(n - 1.0, 1.0) * centered, r)
 
 
 def to_tokens(adv: Array, mask: Array) -> Array:
