@@ -1,0 +1,25 @@
+"""Flax NNX decoders (Llama / Qwen2 / Qwen3) and their checkpoints."""
+
+from entropy_rl.models.checkpoint import load_pretrained
+from entropy_rl.models.checkpoint import save_pretrained
+from entropy_rl.models.config import DecoderConfig
+from entropy_rl.models.decoder import as_functions
+from entropy_rl.models.decoder import Decoder
+from entropy_rl.models.decoder import init_cache
+from entropy_rl.models.decoder import KVCache
+from entropy_rl.models.decoder import LMFns
+from entropy_rl.models.decoder import logical_axes
+from entropy_rl.models.decoder import positions_from_mask
+
+__all__ = (
+    "Decoder",
+    "DecoderConfig",
+    "KVCache",
+    "LMFns",
+    "as_functions",
+    "init_cache",
+    "load_pretrained",
+    "logical_axes",
+    "positions_from_mask",
+    "save_pretrained",
+)
