@@ -1,0 +1,773 @@
+"""Per-token vocabulary statistics without materialising [N, V] logits.
+
+For hidden states h [N, D], an LM head W [D, V] and temperature τ the logits
+are z = h·W / τ. The statistics every method reads are, per token n::
+
+    lse_n = log Σ_v exp z_nv                      (log-partition)
+    ℓ_n   = z_{n,y_n} − lse_n                     (log π(y_n), ``logp``)
+    H_n   = lse_n − Σ_v p_nv z_nv,  p = softmax(z) (``entropy``)
+    m_n   = max_v z_nv                            (``max_logit``, no gradient)
+
+:func:`token_stats` computes them with an online softmax: tokens are processed
+in chunks (``lax.map``) and, inside a chunk, the vocabulary in chunks
+(``lax.scan``) whose body is wrapped in ``jax.checkpoint``. The forward pass
+keeps one [tc, vc] block alive, and the backward pass recomputes each block
+instead of storing it, so neither pass holds an [N, V] (or [tc, V]) float32
+array. Methods that need more than these four numbers declare *vocabulary
+reductions* (:class:`~entropy_rl.core.types.MonoidReduction` for associative
+ones, :class:`~entropy_rl.core.types.RowReduction` for order statistics);
+the constructors of this module build the ones the method catalogue uses:
+
+* :func:`scaled_logp`: log-softmax(κ·z)[y] (ERA).
+* :func:`topk_logits`, :func:`topk_logp`: streaming top-k, and ERA's
+  top-k-renormalised log-prob.
+* :func:`nucleus_entropy` (exact, bisection) and :func:`nucleus_entropy_topk`
+  (associative approximation with an exactness flag): SIREN's top-p entropy.
+* :func:`minp_logp`: Lp-Reg's min-p proxy log-prob of the target.
+
+References:
+  Online softmax: Milakov & Gimelshein 2018, https://arxiv.org/abs/1805.02867.
+  Gradient checkpointing: Chen et al. 2016, https://arxiv.org/abs/1604.06174.
+  SIREN: Jiang et al. 2025, https://arxiv.org/abs/2509.25133.
+  Lp-Reg: Huang et al. 2025, https://arxiv.org/abs/2510.03222.
+  ERA: Kang et al. 2025, https://arxiv.org/abs/2510.08141.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax import ad_checkpoint
+
+from entropy_rl.core import types
+
+Array = types.Array
+MonoidReduction = types.MonoidReduction
+RowReduction = types.RowReduction
+VocabReduction = types.VocabReduction
+Needs = types.Needs
+sg = lax.stop_gradient
+
+NEG = -1e30  # finite identity of max / masked logit: exp(NEG − m) = 0, no NaN
+CORE_KEYS = ("logp", "entropy", "lse", "max_logit")
+RESIDUAL_NAME = "token_stats_residual"
+_SUBLANE = 8  # token chunks are rounded up to a multiple of this
+
+
+# ----------------------------------------------------------------------------
+# The core monoid: online softmax with entropy.
+
+
+class SoftmaxCarry(NamedTuple):
+  """Online-softmax state of one token chunk; every field is [n] float32.
+
+  With a running maximum m (a constant shift, under stop-gradient)::
+
+      s = Σ_v exp(z_v − m),   u = Σ_v exp(z_v − m)·(z_v − m),   zy = z_y
+
+  so that lse = m + log s and H = log s − u / s. Keeping u relative to m
+  avoids the cancellation of lse − E[z] when logits are large.
+  """
+
+  m: Array  # [n] running max (stop-gradient)
+  s: Array  # [n] Σ exp(z − m)
+  u: Array  # [n] Σ exp(z − m)·(z − m)
+  zy: Array  # [n] target logit (0 until the chunk that holds it)
+
+
+def _softmax_init(n: int) -> SoftmaxCarry:
+  zero = jnp.zeros((n,), jnp.float32)
+  return SoftmaxCarry(jnp.full((n,), NEG, jnp.float32), zero, zero, zero)
+
+
+def _gather_target(z: Array, offset: Array | int, targets: Array) -> Array:
+  """z[n, y_n − offset] where the target falls in this chunk, else 0."""
+  local = targets - offset  # [n]
+  width = z.shape[-1]
+  inside = (local >= 0) & (local < width)
+  zy = jnp.take_along_axis(z, jnp.clip(local, 0, width - 1)[:, None], -1)
+  return jnp.where(inside, zy[:, 0], 0.0)
+
+
+def _softmax_chunk(z: Array, offset: Array | int, targets: Array,
+                   with_entropy: bool = True) -> SoftmaxCarry:
+  m = sg(jnp.max(z, -1))  # [n]
+  d = z - m[:, None]  # [n, c]
+  e = jnp.exp(d)  # [n, c]
+  u = jnp.sum(e * d, -1) if with_entropy else jnp.zeros_like(m)
+  return SoftmaxCarry(m, jnp.sum(e, -1), u, _gather_target(z, offset, targets))
+
+
+def _softmax_combine(a: SoftmaxCarry, b: SoftmaxCarry) -> SoftmaxCarry:
+  m = jnp.maximum(a.m, b.m)  # both already stop-gradient
+  fa, fb = jnp.exp(a.m - m), jnp.exp(b.m - m)
+  # Re-reference u to the new max: Σ e^{z−m}(z−m) = f·(u + (m_old − m)·s).
+  u = fa * (a.u + (a.m - m) * a.s) + fb * (b.u + (b.m - m) * b.s)
+  return SoftmaxCarry(m, fa * a.s + fb * b.s, u, a.zy + b.zy)
+
+
+def _softmax_finalize(c: SoftmaxCarry, core: Any = None) -> dict[str, Array]:
+  del core
+  log_s = jnp.log(c.s)
+  lse = c.m + log_s
+  return dict(logp=c.zy - lse, entropy=log_s - c.u / c.s, lse=lse,
+              max_logit=c.m)
+
+
+CORE = MonoidReduction(_softmax_init, _softmax_chunk, _softmax_combine,
+                       _softmax_finalize)
+
+
+# ----------------------------------------------------------------------------
+# Helpers shared by reductions.
+
+
+def saved_residual(x: Array) -> Array:
+  """Marks a cheap per-token value to be saved for the backward pass.
+
+  In row mode each token chunk runs under ``jax.checkpoint`` with a policy
+  that saves only values named :data:`RESIDUAL_NAME`; a :class:`RowReduction`
+  wraps an expensive, gradient-free intermediate (a threshold found by
+  bisection, say) in this function so the backward pass reuses it instead of
+  recomputing it.
+  """
+  return ad_checkpoint.checkpoint_name(x, RESIDUAL_NAME)
+
+
+def masked_entropy(z: Array, kept: Array) -> Array:
+  """Entropy of softmax(z) restricted to ``kept``; 0 where nothing is kept.
+
+  With q_v = exp z_v / Σ_{u∈K} exp z_u on the kept set K::
+
+      H_K = −Σ_{v∈K} q_v log q_v = log Σ_K e^{z−m} − Σ_K e^{z−m}(z−m) / Σ_K e^{z−m}
+
+  The mask is a constant; the gradient flows through z on the kept entries.
+
+  Args:
+    z: [n, c] float32 logits.
+    kept: [n, c] bool.
+
+  Returns:
+    [n] float32.
+  """
+  m = sg(jnp.max(jnp.where(kept, z, NEG), -1, keepdims=True))  # [n, 1]
+  d = jnp.where(kept, z - m, 0.0)  # [n, c]
+  e = jnp.where(kept, jnp.exp(d), 0.0)  # [n, c]
+  s = jnp.sum(e, -1)  # [n]
+  s_safe = jnp.where(s > 0, s, 1.0)  # empty set: H = log 1 − 0 = 0
+  return jnp.log(s_safe) - jnp.sum(e * d, -1) / s_safe
+
+
+def nucleus_threshold(z: Array, p_top: float, iters: int = 40) -> Array:
+  """Logit threshold θ whose set {z > θ} is SIREN's top-p kept set.
+
+  SIREN sorts p in descending order, takes the inclusive cumulative sum C and
+  keeps the ranks j with C_j < p_top, so the token whose cumulative mass
+  crosses p_top is *excluded*. That set is the largest upper set {z > θ} with
+  mass(θ) = Σ_{z_v > θ} p_v < p_top. Bisection keeps the invariant
+  mass(hi) < p_top ≤ mass(lo), starting from hi = max z and
+  lo = max z − (log(V / (1 − p_top)) + 1), below which the total mass is at
+  most (1 − p_top)/e. 40 halvings of that ≈ 15-nat bracket pass float32
+  resolution, so the set equals the sort-based one except on exact ties.
+  No sort and no gradient (the threshold is a constant).
+
+  Args:
+    z: [n, V] float32 logits.
+    p_top: nucleus mass in (0, 1].
+    iters: bisection steps.
+
+  Returns:
+    [n, 1] float32 threshold θ (``max z`` when p_max ≥ p_top: empty set).
+  """
+  z = sg(z)
+  v = z.shape[-1]
+  m = jnp.max(z, -1, keepdims=True)  # [n, 1]
+  e = jnp.exp(z - m)  # [n, V]
+  need = p_top * jnp.sum(e, -1, keepdims=True)  # [n, 1]
+  width = math.log(v / max(1.0 - p_top, 1e-30)) + 1.0
+  lo = jnp.maximum(m - width, jnp.min(z, -1, keepdims=True) - 1.0)
+  hi = m
+
+  def body(_, bracket):
+    lo, hi = bracket
+    mid = 0.5 * (lo + hi)
+    mass = jnp.sum(jnp.where(z > mid, e, 0.0), -1, keepdims=True)
+    ok = mass < need  # mid may become the new hi
+    return jnp.where(ok, lo, mid), jnp.where(ok, mid, hi)
+
+  _, hi = lax.fori_loop(0, iters, body, (lo, hi))
+  return hi
+
+
+def _pad_columns(z: Array, width: int, fill: float) -> Array:
+  if z.shape[-1] >= width:
+    return z
+  return jnp.pad(z, ((0, 0), (0, width - z.shape[-1])), constant_values=fill)
+
+
+def _topk_chunk(z: Array, offset: Array | int, k: int) -> tuple[Array, Array]:
+  """Top-k values [n, k] and global indices of one chunk (NEG / −1 padded)."""
+  vals, idx = lax.top_k(_pad_columns(z, k, NEG), k)
+  idx = jnp.where(idx < z.shape[-1], idx + offset, -1)
+  return vals, idx.astype(jnp.int32)
+
+
+def _topk_combine(a: tuple[Array, Array], b: tuple[Array, Array]
+                  ) -> tuple[Array, Array]:
+  """Merges two top-k lists; ties keep ``a`` (lower vocabulary ids) first."""
+  vals = jnp.concatenate([a[0], b[0]], -1)  # [n, 2k]
+  idx = jnp.concatenate([a[1], b[1]], -1)
+  top, pos = lax.top_k(vals, a[0].shape[-1])
+  return top, jnp.take_along_axis(idx, pos, -1)
+
+
+def _topk_init(n: int, k: int) -> tuple[Array, Array]:
+  return (jnp.full((n, k), NEG, jnp.float32), jnp.full((n, k), -1, jnp.int32))
+
+
+def _logsumexp(z: Array) -> Array:
+  m = sg(jnp.max(z, -1, keepdims=True))
+  return jnp.log(jnp.sum(jnp.exp(z - m), -1)) + m[:, 0]
+
+
+# ----------------------------------------------------------------------------
+# Reductions.
+
+
+def scaled_logp(kappa: float) -> MonoidReduction:
+  """ERA's rescaled log-prob of the target, log softmax(κ·z)[y].
+
+  ERA trains log π'(y) = log_softmax(z')[y] with z' = κ·z (κ > 1 sharpens,
+  applied to low-entropy rows) or z' = z/κ (flattens, high-entropy rows), so
+  an ERA transform declares ``scaled_logp(κ)`` and ``scaled_logp(1/κ)``.
+  Associative: an online log-sum-exp of κ·z plus the gathered target logit.
+
+  Args:
+    kappa: the logit scale κ > 0 (applied after the temperature).
+
+  Returns:
+    A :class:`MonoidReduction` finalising to [n] float32.
+  """
+  if not kappa > 0:
+    raise ValueError(f"scaled_logp: kappa must be > 0, got {kappa}")
+
+  def chunk(z, offset, targets):
+    return _softmax_chunk(kappa * z, offset, targets, with_entropy=False)
+
+  def finalize(carry, core):
+    del core
+    return _softmax_finalize(carry)["logp"]
+
+  return MonoidReduction(_softmax_init, chunk, _softmax_combine, finalize)
+
+
+def topk_logits(k: int, *, with_indices: bool = False) -> MonoidReduction:
+  """Streaming top-k logits of z, in descending order.
+
+  Each vocabulary chunk contributes its own top-k; two lists merge by a top-k
+  of their concatenation (associative). Values carry gradient. Where V < k
+  the list is padded with NEG (index −1).
+
+  Args:
+    k: number of logits kept.
+    with_indices: also return the vocabulary ids (key ``"<name>/indices"``).
+
+  Returns:
+    A :class:`MonoidReduction` finalising to [n, k] float32 values, or to
+    ``{"": values, "indices": [n, k] int32}``.
+  """
+  if k < 1:
+    raise ValueError(f"topk_logits: k must be >= 1, got {k}")
+
+  def finalize(carry, core):
+    del core
+    return {"": carry[0], "indices": carry[1]} if with_indices else carry[0]
+
+  return MonoidReduction(functools.partial(_topk_init, k=k),
+                         lambda z, off, y: _topk_chunk(z, off, k),
+                         _topk_combine, finalize)
+
+
+def topk_logp(k: int, kappa: float = 1.0, fill: float = -1e4
+              ) -> MonoidReduction:
+  """ERA's top-k-renormalised log-prob of the target (``topk=True``).
+
+  With z' = κ·z and K the k largest entries of z'::
+
+      ℓ_K(y) = z'_y − log Σ_{v∈K} exp z'_v        if y ∈ K
+      ℓ_K(y) = fill − log Σ_{v∈K} exp z'_v        otherwise
+
+  i.e. the log-softmax of z' with the logits outside K set to ``fill``. With
+  k ≥ V it is the full log-softmax. Associative (streaming top-k plus the
+  gathered target logit); membership is ``z'_y ≥`` the k-th value.
+
+  Args:
+    k: size of the renormalisation set (ERA: 20).
+    kappa: logit scale κ > 0.
+    fill: logit given to tokens outside the top k.
+
+  Returns:
+    A :class:`MonoidReduction` finalising to [n] float32.
+  """
+  if k < 1 or not kappa > 0:
+    raise ValueError(f"topk_logp: need k >= 1 and kappa > 0, got k={k}, "
+                     f"kappa={kappa}")
+
+  def init(n):
+    return _topk_init(n, k)[0], jnp.zeros((n,), jnp.float32)
+
+  def chunk(z, offset, targets):
+    zz = kappa * z
+    return _topk_chunk(zz, offset, k)[0], _gather_target(zz, offset, targets)
+
+  def combine(a, b):
+    vals = lax.top_k(jnp.concatenate([a[0], b[0]], -1), k)[0]
+    return vals, a[1] + b[1]
+
+  def finalize(carry, core):
+    del core
+    vals, zy = carry
+    inside = zy >= vals[:, -1]
+    return jnp.where(inside, zy, fill) - _logsumexp(vals)
+
+  return MonoidReduction(init, chunk, combine, finalize)
+
+
+def _check_p_top(name: str, p_top: float) -> None:
+  if not 0.0 < p_top <= 1.0:
+    raise ValueError(f"{name}: p_top must be in (0, 1], got {p_top}")
+
+
+def nucleus_entropy(p_top: float, iters: int = 40) -> RowReduction:
+  """SIREN's top-p (nucleus) entropy, exact up to ties, without sorting.
+
+  With p = softmax(z) sorted in descending order and C its inclusive
+  cumulative sum, the kept set is K = {ranks j : C_j < p_top} (the token that
+  crosses p_top is excluded; K = ∅ and Hᵖ = 0 when p_max ≥ p_top) and::
+
+      Hᵖ = −Σ_{v∈K} q_v log q_v,   q = p·1[K] / Σ_K p
+
+  K is found as {z > θ} by :func:`nucleus_threshold` (bisection, no
+  gradient; θ is saved for the backward pass), and the gradient flows
+  through the masked-softmax entropy. A row reduction: the pass gives each
+  token chunk full rows [tc, V].
+
+  Args:
+    p_top: nucleus mass (SIREN: 0.8).
+    iters: bisection steps.
+
+  Returns:
+    A :class:`RowReduction` giving [n] float32.
+  """
+  _check_p_top("nucleus_entropy", p_top)
+
+  def fn(z, targets, core):
+    del targets, core
+    theta = saved_residual(nucleus_threshold(z, p_top, iters))  # [n, 1]
+    return masked_entropy(z, z > theta)
+
+  return RowReduction(fn)
+
+
+def nucleus_entropy_topk(p_top: float, k: int) -> MonoidReduction:
+  """Associative approximation of :func:`nucleus_entropy` from the top k.
+
+  Streams the k largest logits, then applies SIREN's rule to them with the
+  full-vocabulary lse (from the core statistics). The result is exact
+  (up to ties) iff the top-k mass reaches p_top, or k ≥ V; otherwise the
+  kept set is truncated to the top k, which is what SIREN's own code does
+  with k = 10,000. Report the inexact fraction as a metric.
+
+  Args:
+    p_top: nucleus mass in (0, 1].
+    k: number of logits streamed.
+
+  Returns:
+    A :class:`MonoidReduction` finalising to ``{"": Hᵖ [n] float32,
+    "exact": [n] bool}``: keys ``"<name>"`` and ``"<name>/exact"``.
+  """
+  _check_p_top("nucleus_entropy_topk", p_top)
+  top = topk_logits(k)
+
+  def finalize(carry, core):
+    vals = carry[0]  # [n, k] descending
+    p = jnp.exp(sg(vals - core["lse"][:, None]))  # [n, k]
+    cum = jnp.cumsum(p, -1)
+    kept = cum < p_top
+    exact = (cum[:, -1] >= p_top) | (vals[:, -1] <= 0.5 * NEG)
+    return {"": masked_entropy(vals, kept), "exact": exact}
+
+  return MonoidReduction(top.init, top.chunk, top.combine, finalize)
+
+
+def minp_logp(kappa: float, fill: float = -1e4, relative: bool = True
+              ) -> RowReduction:
+  """Lp-Reg's min-p proxy log-prob of the target.
+
+  The proxy keeps v iff p_v ≥ κ·max_u p_u (``relative``; z_v ≥ max z + log κ)
+  or p_v ≥ κ (absolute, Lp-Reg's ``regular_type="fixed"``;
+  z_v ≥ lse + log κ), sets the other logits to ``fill`` and renormalises::
+
+      ℓᵖ(y) = log_softmax(z̃)[y],   z̃_v = z_v if kept else fill
+
+  The threshold is relative to the final max (or lse), so this is a row
+  reduction. The mask is a constant; the value carries gradient through z
+  (Lp-Reg itself uses it without gradient, from the old-policy pass).
+
+  Args:
+    kappa: min-p threshold κ in (0, 1] (Lp-Reg: 0.02).
+    fill: logit given to filtered tokens.
+    relative: threshold relative to p_max (default) or absolute.
+
+  Returns:
+    A :class:`RowReduction` giving [n] float32.
+  """
+  if not 0.0 < kappa <= 1.0:
+    raise ValueError(f"minp_logp: kappa must be in (0, 1], got {kappa}")
+
+  def fn(z, targets, core):
+    ref = core["max_logit"] if relative else core["lse"]
+    thr = sg(ref)[:, None] + math.log(kappa)  # [n, 1]
+    zz = jnp.where(z >= thr, z, fill)  # [n, V]
+    return _gather_target(zz, 0, targets) - _logsumexp(zz)
+
+  return RowReduction(fn)
+
+
+# ----------------------------------------------------------------------------
+# The pass.
+
+
+def _split_reductions(reductions: Mapping[str, VocabReduction]
+                      ) -> tuple[dict[str, MonoidReduction],
+                                 dict[str, RowReduction]]:
+  monoids, rows = {}, {}
+  for name, r in reductions.items():
+    if not isinstance(name, str) or not name or name in CORE_KEYS:
+      raise ValueError(f"reduction name {name!r} must be a non-empty string "
+                       f"other than {CORE_KEYS}")
+    if isinstance(r, MonoidReduction):
+      monoids[name] = r
+    elif isinstance(r, RowReduction):
+      rows[name] = r
+    else:
+      raise ValueError(f"reductions[{name!r}] is a {type(r).__name__}; "
+                       "expected a MonoidReduction or a RowReduction")
+  return monoids, rows
+
+
+def _put(out: dict[str, Array], name: str, value: Any) -> None:
+  """Stores a reduction result; a dict result gives keys ``name/suffix``."""
+  if isinstance(value, Mapping):
+    for suffix, v in value.items():
+      out[f"{name}/{suffix}" if suffix else name] = v
+  else:
+    out[name] = value
+
+
+def _chunk_all(z: Array, offset: Array | int, targets: Array,
+               monoids: Mapping[str, MonoidReduction]) -> tuple[Any, Any]:
+  return (CORE.chunk(z, offset, targets),
+          {k: r.chunk(z, offset, targets) for k, r in monoids.items()})
+
+
+def _combine_all(a: tuple[Any, Any], b: tuple[Any, Any],
+                 monoids: Mapping[str, MonoidReduction]) -> tuple[Any, Any]:
+  return (CORE.combine(a[0], b[0]),
+          {k: r.combine(a[1][k], b[1][k]) for k, r in monoids.items()})
+
+
+def _finalize_all(carry: tuple[Any, Any],
+                  monoids: Mapping[str, MonoidReduction],
+                  rows: Mapping[str, RowReduction] | None = None,
+                  z: Array | None = None,
+                  targets: Array | None = None) -> dict[str, Array]:
+  core = CORE.finalize(carry[0], None)
+  out = dict(core)
+  for name, r in monoids.items():
+    _put(out, name, r.finalize(carry[1][name], core))
+  for name, r in (rows or {}).items():
+    _put(out, name, r.fn(z, targets, core))
+  return out
+
+
+def _row_stats(z: Array, targets: Array,
+               monoids: Mapping[str, MonoidReduction],
+               rows: Mapping[str, RowReduction]) -> dict[str, Array]:
+  """All statistics of full rows z [n, V] (float32)."""
+  return _finalize_all(_chunk_all(z, 0, targets, monoids), monoids, rows, z,
+                       targets)
+
+
+def _logits(h: Array, w: Array, temperature: Any, compute_dtype: Any) -> Array:
+  """z = h·W / τ with float32 accumulation; h [n, D], w [D, c] -> [n, c]."""
+  z = jnp.dot(h.astype(compute_dtype), w.astype(compute_dtype),
+              preferred_element_type=jnp.float32)
+  return z / temperature
+
+
+def _vocab_scan(h: Array, w: Array, targets: Array,
+                monoids: Mapping[str, MonoidReduction], temperature: Any,
+                vocab_chunk: int, compute_dtype: Any) -> tuple[Any, Any]:
+  """Online reduction over vocabulary chunks of one token chunk.
+
+  ⌊V / vc⌋ full chunks run in a ``lax.scan``; a remainder of V mod vc columns
+  runs once more after it with its own static width, so no column is padded
+  and no copy of W is made. Each step is checkpointed: the backward pass
+  recomputes its [n, vc] logits block.
+  """
+  v = w.shape[1]
+  n_full, rem = divmod(v, vocab_chunk)
+
+  def block(carry, start, width):
+    w_c = lax.dynamic_slice_in_dim(w, start, width, axis=1)  # [D, width]
+    z = _logits(h, w_c, temperature, compute_dtype)  # [n, width] f32
+    return _combine_all(carry, _chunk_all(z, start, targets, monoids), monoids)
+
+  @functools.partial(jax.checkpoint, prevent_cse=False)
+  def step(carry, j):
+    return block(carry, j * vocab_chunk, vocab_chunk), None
+
+  n = h.shape[0]
+  carry = (CORE.init(n), {k: r.init(n) for k, r in monoids.items()})
+  carry, _ = lax.scan(step, carry, jnp.arange(n_full, dtype=jnp.int32))
+  if rem:
+    tail = jax.checkpoint(
+        functools.partial(block, start=n_full * vocab_chunk, width=rem),
+        prevent_cse=False)
+    carry = tail(carry)
+  return carry
+
+
+def _token_chunking(n: int, token_chunk: int) -> tuple[int, int]:
+  """(number of chunks, chunk size ≤ token_chunk) with little padding."""
+  n_chunks = max(1, -(-n // token_chunk))
+  tc = -(-n // n_chunks)
+  if tc > _SUBLANE:
+    tc = min(token_chunk, -(-tc // _SUBLANE) * _SUBLANE)
+  return n_chunks, max(tc, 1)
+
+
+def _map_tokens(fn, xs: tuple[Array, ...], n: int, token_chunk: int
+                ) -> dict[str, Array]:
+  """``lax.map`` of ``fn`` over token chunks of xs (leading dim n).
+
+  N is padded up to n_chunks·tc (at most a few tokens with balanced chunks)
+  with zeros; the padded outputs are sliced away, so their cotangent is 0.
+  """
+  n_chunks, tc = _token_chunking(n, token_chunk)
+  pad = n_chunks * tc - n
+
+  def split(x):
+    if pad:
+      x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
+    return x.reshape((n_chunks, tc) + x.shape[1:])
+
+  out = lax.map(fn, tuple(split(x) for x in xs))
+  return {k: v.reshape((n_chunks * tc,) + v.shape[2:])[:n]
+          for k, v in out.items()}
+
+
+def _check_temperature(temperature: Any) -> None:
+  if isinstance(temperature, (int, float)) and not temperature > 0:
+    raise ValueError(f"temperature must be > 0, got {temperature}")
+
+
+def token_stats(hidden: Array, lm_head: Array, targets: Array, *,
+                reductions: Mapping[str, VocabReduction] = {},
+                temperature: float | Array = 1.0, token_chunk: int = 1024,
+                vocab_chunk: int = 4096, compute_dtype: Any = None
+                ) -> dict[str, Array]:
+  """Per-token log-prob, entropy and declared reductions, chunked.
+
+  With z = h·W / τ (float32 accumulation) and p = softmax(z)::
+
+      logp = z_y − lse,   entropy = lse − Σ_v p_v z_v,   lse = log Σ_v e^{z_v}
+
+  plus ``max_logit`` = max_v z_v (no gradient) and one entry per reduction
+  (a dict-valued result ``{suffix: [N]}`` gives keys ``"name/suffix"``, and
+  the empty suffix gives ``"name"``).
+
+  Monoid mode (no :class:`RowReduction`): ``lax.map`` over token chunks, an
+  inner ``lax.scan`` over vocabulary chunks whose body is ``jax.checkpoint``-ed
+  (the online softmax, running max under stop-gradient, identity NEG = −1e30).
+  Neither the forward nor the backward pass holds a [tc, V] or [N, V] float32
+  array; the backward pass recomputes each [tc, vc] block (4 matrix products
+  instead of 3). The W gradient is one [D, V] accumulator in W's dtype.
+
+  Row mode (any :class:`RowReduction`): each token chunk gets full rows
+  [tc, V] under a ``jax.checkpoint`` of the chunk function that saves only
+  values marked with :func:`saved_residual`; memory is O(tc·V).
+
+  N need not divide by ``token_chunk`` (chunks are balanced and the last one
+  zero-padded) nor V by ``vocab_chunk`` (a remainder chunk). bfloat16
+  ``hidden``/``lm_head`` are multiplied in ``compute_dtype`` (default: their
+  promoted dtype) with float32 accumulation; all statistics are float32 and
+  the per-chunk hidden gradient accumulates over vocabulary chunks in
+  float32. Pass float32 ``lm_head`` and ``compute_dtype=jnp.bfloat16`` to get
+  bfloat16 products with a float32 W-gradient accumulator.
+
+  Args:
+    hidden: [N, D] final hidden states (after the final norm).
+    lm_head: [D, V] output projection (for a tied embedding E [V, D], E.T).
+    targets: [N] int token ids in [0, V) (outside: the target logit is 0).
+    reductions: name -> :class:`MonoidReduction` | :class:`RowReduction`.
+    temperature: τ > 0 (a Python float or a scalar array).
+    token_chunk: maximum tokens per chunk (tc).
+    vocab_chunk: vocabulary columns per chunk (vc), monoid mode.
+    compute_dtype: dtype of the matrix products (default: promoted input).
+
+  Returns:
+    Dict of float32 [N] arrays (a reduction may add trailing dims):
+    ``logp``, ``entropy``, ``lse``, ``max_logit`` and the reductions.
+
+  Raises:
+    ValueError: on bad shapes, chunk sizes, temperature or reductions.
+  """
+  if hidden.ndim != 2 or lm_head.ndim != 2:
+    raise ValueError(f"hidden must be [N, D] and lm_head [D, V]; got shapes "
+                     f"{tuple(hidden.shape)} and {tuple(lm_head.shape)}")
+  n, d = hidden.shape
+  if lm_head.shape[0] != d:
+    raise ValueError(f"lm_head has shape {tuple(lm_head.shape)}, expected "
+                     f"[{d}, V] for hidden of shape {tuple(hidden.shape)}")
+  if tuple(targets.shape) != (n,) or not jnp.issubdtype(targets.dtype,
+                                                        jnp.integer):
+    raise ValueError(f"targets must be int [{n}], got {targets.dtype} "
+                     f"{tuple(targets.shape)}")
+  if token_chunk < 1 or vocab_chunk < 1:
+    raise ValueError(f"token_chunk and vocab_chunk must be >= 1, got "
+                     f"{token_chunk} and {vocab_chunk}")
+  _check_temperature(temperature)
+  monoids, rows = _split_reductions(reductions)
+  cdt = compute_dtype or jnp.result_type(hidden.dtype, lm_head.dtype)
+  vc = min(vocab_chunk, lm_head.shape[1])
+
+  if rows:
+    policy = jax.checkpoint_policies.save_only_these_names(RESIDUAL_NAME)
+
+    @functools.partial(jax.checkpoint, policy=policy, prevent_cse=False)
+    def chunk_fn(xs):
+      h, y = xs
+      z = _logits(h, lm_head, temperature, cdt)  # [tc, V] f32
+      return _row_stats(z, y, monoids, rows)
+  else:
+
+    def chunk_fn(xs):
+      h, y = xs
+      # float32 h: its cotangent sums over vocabulary chunks in float32.
+      carry = _vocab_scan(h.astype(jnp.float32), lm_head, y, monoids,
+                          temperature, vc, cdt)
+      return _finalize_all(carry, monoids)
+
+  return _map_tokens(chunk_fn, (hidden, targets.astype(jnp.int32)), n,
+                     token_chunk)
+
+
+def token_stats_from_logits(logits: Array, targets: Array, *,
+                            temperature: float | Array = 1.0,
+                            reductions: Mapping[str, VocabReduction] = {}
+                            ) -> dict[str, Array]:
+  """The same statistics from materialised logits (the naive path).
+
+  For models that already return logits [..., V]: z = logits / τ in float32
+  (−inf logits, e.g. a masked vocabulary, are clamped to NEG), every
+  reduction sees full rows. Memory is that of the logits plus a float32
+  copy; prefer :func:`token_stats` from hidden states for long batches.
+
+  Args:
+    logits: [N, V] or [B, T, V] logits (any float dtype).
+    targets: int token ids, logits.shape[:-1].
+    temperature: τ > 0.
+    reductions: name -> reduction (monoids run on the whole row).
+
+  Returns:
+    Dict of float32 arrays of shape logits.shape[:-1] (plus any trailing
+    dims of a reduction): ``logp``, ``entropy``, ``lse``, ``max_logit``, ...
+  """
+  if logits.ndim < 2 or tuple(targets.shape) != tuple(logits.shape[:-1]):
+    raise ValueError(f"logits must be [..., V] with targets [...]; got "
+                     f"shapes {tuple(logits.shape)} and "
+                     f"{tuple(targets.shape)}")
+  _check_temperature(temperature)
+  monoids, rows = _split_reductions(reductions)
+  lead, v = logits.shape[:-1], logits.shape[-1]
+  z = jnp.maximum(logits.reshape(-1, v).astype(jnp.float32) / temperature, NEG)
+  out = _row_stats(z, targets.reshape(-1).astype(jnp.int32), monoids, rows)
+  return {k: x.reshape(lead + x.shape[1:]) for k, x in out.items()}
+
+
+def token_stats_naive(hidden: Array, lm_head: Array, targets: Array,
+                      temperature: float | Array = 1.0) -> dict[str, Array]:
+  """Reference: materialises z = h·W / τ [N, V] and uses log_softmax.
+
+  Returns:
+    Dict of float32 [N]: ``logp``, ``entropy``, ``lse``, ``max_logit``.
+  """
+  z = jnp.dot(hidden, lm_head, preferred_element_type=jnp.float32)
+  z = z / temperature  # [N, V]
+  logp_all = jax.nn.log_softmax(z, -1)  # [N, V]
+  return dict(
+      logp=jnp.take_along_axis(logp_all, targets[:, None], -1)[:, 0],
+      entropy=-jnp.sum(jnp.exp(logp_all) * logp_all, -1),
+      lse=jax.nn.logsumexp(z, -1),
+      max_logit=sg(jnp.max(z, -1)))
+
+
+def batched_token_stats(hidden: Array, lm_head: Array, targets: Array,
+                        **kwargs: Any) -> dict[str, Array]:
+  """:func:`token_stats` for hidden [B, T, D] and targets [B, T].
+
+  Returns:
+    Dict of [B, T] arrays (same keys as :func:`token_stats`).
+  """
+  if hidden.ndim != 3 or tuple(targets.shape) != tuple(hidden.shape[:2]):
+    raise ValueError(f"hidden must be [B, T, D] and targets [B, T]; got "
+                     f"shapes {tuple(hidden.shape)} and "
+                     f"{tuple(targets.shape)}")
+  b, t, d = hidden.shape
+  out = token_stats(hidden.reshape(b * t, d), lm_head,
+                    targets.reshape(b * t), **kwargs)
+  return {k: v.reshape((b, t) + v.shape[1:]) for k, v in out.items()}
+
+
+def stats_for_needs(hidden: Array, lm_head: Array, targets: Array,
+                    needs: Needs, *, old: bool = False,
+                    temperature: float | Array = 1.0, token_chunk: int = 1024,
+                    vocab_chunk: int = 4096, compute_dtype: Any = None
+                    ) -> dict[str, Array]:
+  """The one statistics pass a transform's :class:`Needs` asks for.
+
+  Computes ``logp``, ``entropy``, ``lse``, ``max_logit`` and the reductions of
+  ``needs.vocab`` (current policy, with gradient) or, with ``old=True``, of
+  ``needs.old_vocab`` (old policy: the inputs are stop-gradient, so nothing
+  is kept for a backward pass). Callers put ``logp``/``entropy`` into
+  ``PolicyBatch.logp``/``entropy`` (or ``old_logp``/``old_entropy``) and the
+  reduction keys into ``vocab_stats`` (``old_vocab_stats``).
+
+  Args:
+    hidden: [N, D] or [B, T, D].
+    lm_head: [D, V].
+    targets: [N] or [B, T] int.
+    needs: the transform's static declaration.
+    old: the old-policy pass (``needs.old_vocab``, no gradient).
+    temperature, token_chunk, vocab_chunk, compute_dtype: as in
+      :func:`token_stats`.
+
+  Returns:
+    Dict of arrays shaped like ``targets``.
+  """
+  reductions = needs.old_vocab if old else needs.vocab
+  if old:
+    hidden, lm_head = sg(hidden), sg(lm_head)
+  kwargs = dict(reductions=reductions, temperature=temperature,
+                token_chunk=token_chunk, vocab_chunk=vocab_chunk,
+                compute_dtype=compute_dtype)
+  if hidden.ndim == 3:
+    return batched_token_stats(hidden, lm_head, targets, **kwargs)
+  return token_stats(hidden, lm_head, targets, **kwargs)
