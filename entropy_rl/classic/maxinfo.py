@@ -1,0 +1,65 @@
+"""MaxInfoRL: information gain as an auto-scaled extra entropy term.
+
+Sukhija et al., "MaxInfoRL: Boosting exploration in reinforcement learning
+through information gain maximization", https://arxiv.org/abs/2412.12098
+(spec §B4; code ``maxinforl_torch/commons/maxinfo_sac.py``).
+
+* An ensemble of E heads f_e(s, a) -> (s' − s, r) on normalised inputs and
+  outputs; per sample ``IG(s, a) = mean_o log(ε + Var_e[f_e]) − log ε``
+  (unbiased variance over heads, ε = 1e−6), then a running normaliser.
+* Total entropy ``𝓗(s, ã) = λ·IG(s, ã) − α·log π(ã|s)`` in the actor
+  (IG differentiated through ã) and ``+ λ·IG(s', a')`` in the critic target.
+* ``L_λ = E[log λ · sg(IG(s, ã_π) − IG(s, ã_π̄))]`` with π̄ a Polyak target
+  actor: λ falls when the current policy already gains more information.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+IG_EPS = 1e-6
+
+
+def information_gain(preds: Array, eps: float = IG_EPS) -> Array:
+  """IG from ensemble predictions [E, ..., O] -> [...].
+
+  ``mean_o log(ε + Var_e f_e) − log ε`` with the unbiased (ddof 1) variance.
+  Identical heads give 0.
+  """
+  var = jnp.var(preds, axis=0, ddof=1)
+  return jnp.mean(jnp.log(eps + var), -1) - jnp.log(eps)
+
+
+class RunningNorm(NamedTuple):
+  """Running mean / variance (Chan's parallel update)."""
+
+  mean: Array
+  var: Array
+  count: Array
+
+
+def running_norm_init(shape=()) -> RunningNorm:
+  return RunningNorm(jnp.zeros(shape), jnp.ones(shape), jnp.array(1e-4))
+
+
+def running_norm_update(stats: RunningNorm, x: Array) -> RunningNorm:
+  """Merges a batch x [N, ...] into the statistics."""
+  bm, bv, n = x.mean(0), x.var(0), x.shape[0]
+  delta = bm - stats.mean
+  tot = stats.count + n
+  mean = stats.mean + delta * n / tot
+  m2 = stats.var * stats.count + bv * n + delta ** 2 * stats.count * n / tot
+  return RunningNorm(mean, m2 / tot, tot)
+
+
+def normalize(stats: RunningNorm, x: Array) -> Array:
+  return (x - stats.mean) / jnp.sqrt(stats.var + 1e-8)
+
+
+def lambda_loss(log_lambda: Array, ig_pi: Array, ig_target: Array) -> Array:
+  """L_λ = E[log λ · sg(IG_π − IG_π̄)]; ∂/∂log λ has the sign of the gap."""
+  return jnp.mean(log_lambda * jax.lax.stop_gradient(ig_pi - ig_target))
