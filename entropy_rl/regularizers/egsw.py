@@ -1,0 +1,100 @@
+"""EGSW: entropy-guided sequence weighting.
+
+Reference: "Entropy-Guided Sequence Weighting for Efficient Exploration in
+RL-Based LLM Fine-Tuning", https://arxiv.org/abs/2503.22456 (spec §12; no code
+was released, the weight formula is from the paper's summary).
+
+Step-wise weights, normalised over the members j of a group that are active
+at the same step t::
+
+    w_raw[i,t] = exp((A[i,t] + α·H°[i,t]) / P)
+    w[i,t]     = n_t · w_raw[i,t] / Σ_{j∈G(i), m[j,t]=1} w_raw[j,t]
+
+``n_t`` (the number of active members) rescales the softmax so that uniform
+weights are 1 and the GRPO mean over the group becomes the paper's weighted
+sum (``rescale=True``, the default; ``False`` gives the raw softmax of the
+summary). The trajectory-wise variant uses the row-mean entropy and the row
+advantage. Weights are stop-gradient and multiply the surrogate.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from entropy_rl.core import advantages as adv_lib
+from entropy_rl.core import ops
+from entropy_rl.core import types
+
+Array = types.Array
+EGSW_MODES = ("step", "trajectory")
+
+
+def egsw_weights(advantages: Array, entropy: Array, mask: Array,
+                 group_ids: Array, *, alpha: float, temperature: float,
+                 mode: str = "step", rescale: bool = True) -> Array:
+  """EGSW weights [B, T] (0 on padding); see the module docstring."""
+  if mode not in EGSW_MODES:
+    raise ValueError(f"unknown EGSW mode {mode!r}; valid: "
+                     f"{', '.join(EGSW_MODES)}")
+  m = mask.astype(jnp.float32)
+  ids = adv_lib.dense_group_ids(group_ids)
+  g = ids.shape[0]
+  if mode == "trajectory":
+    n = jnp.maximum(m.sum(-1, keepdims=True), 1.0)
+    h = (entropy * m).sum(-1, keepdims=True) / n
+    a = (advantages * m).sum(-1, keepdims=True) / n
+    score = jnp.broadcast_to((a + alpha * h) / temperature, m.shape)
+  else:
+    score = (advantages + alpha * entropy) / temperature
+  score = jnp.where(m > 0, score, -jnp.inf)
+  top = jax.ops.segment_max(score, ids, num_segments=g)  # [G, T]
+  top = jnp.where(jnp.isfinite(top), top, 0.0)
+  e = jnp.where(m > 0, jnp.exp(score - top[ids]), 0.0)
+  denom = jax.ops.segment_sum(e, ids, num_segments=g)[ids]
+  count = jax.ops.segment_sum(m, ids, num_segments=g)[ids]
+  w = e / jnp.maximum(denom, 1e-30)
+  if rescale:
+    w = w * count
+  return jnp.where(m > 0, w, 0.0)
+
+
+def egsw(alpha: float = 0.5, temperature: float = 1.0, *,
+         mode: str = "step", rescale: bool = True) -> types.EntropyTransform:
+  """Entropy-guided sequence weighting (Vanlioglu 2025).
+
+  Args:
+    alpha: α, the entropy bonus inside the weight (0 and ``temperature=inf``
+      is the identity).
+    temperature: P, the softmax temperature.
+    mode: ``"step"`` (per token position) or ``"trajectory"``.
+    rescale: multiply by the number of active group members (see module).
+
+  Returns:
+    An :class:`EntropyTransform` writing ``weights`` from ``advantages``,
+    ``old_entropy`` and ``group_ids``.
+  """
+  if mode not in EGSW_MODES:
+    raise ValueError(f"unknown EGSW mode {mode!r}; valid: "
+                     f"{', '.join(EGSW_MODES)}")
+  if temperature <= 0:
+    raise ValueError(f"temperature must be > 0, got {temperature}")
+
+  def update(batch, state, *, rng=None, step=None, **extra):
+    del rng, step, extra
+    if math.isinf(temperature) and alpha == 0.0:
+      return batch, state
+    h = batch.old_entropy
+    w = egsw_weights(batch.advantages, h, batch.mask, batch.group_ids,
+                     alpha=alpha, temperature=temperature, mode=mode,
+                     rescale=rescale)
+    w = jax.lax.stop_gradient(w)
+    batch = batch._replace(weights=batch.weights * w)
+    return ops.add_metrics(batch, egsw_w_mean=ops.masked_mean(w, batch.mask),
+                           egsw_w_max=ops.masked_max(w, batch.mask)), state
+
+  return types.EntropyTransform(
+      types.init_empty_state, update,
+      needs=types.Needs(frozenset({"old_entropy", "group_ids"})))
