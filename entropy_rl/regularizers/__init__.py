@@ -49,3 +49,5 @@ from entropy_rl.regularizers.hdpo import hdpo
 from entropy_rl.regularizers.hdpo import hdpo_objective
 from entropy_rl.regularizers.riskpo import riskpo
 from entropy_rl.regularizers.riskpo import riskpo_advantages
+from entropy_rl.regularizers.hapo import hapo
+from entropy_rl.regularizers.hapo import HapoState
