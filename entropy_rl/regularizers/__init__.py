@@ -51,3 +51,5 @@ from entropy_rl.regularizers.riskpo import riskpo
 from entropy_rl.regularizers.riskpo import riskpo_advantages
 from entropy_rl.regularizers.hapo import hapo
 from entropy_rl.regularizers.hapo import HapoState
+from entropy_rl.regularizers.cure import cure_rollout
+from entropy_rl.regularizers.cure import CureRollout
