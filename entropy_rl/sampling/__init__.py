@@ -1,0 +1,60 @@
+"""On-device sampling: the sampler and the sampling methods.
+
+``sample`` / ``make_sampler`` run prefill and a KV-cache decode loop in one
+jitted program; the methods are composable
+:class:`~entropy_rl.core.types.LogitsProcessor`s plus a draw.
+"""
+
+from entropy_rl.sampling.methods import compose
+from entropy_rl.sampling.methods import draw_and_stats
+from entropy_rl.sampling.methods import em_inf
+from entropy_rl.sampling.methods import em_inf_temperature
+from entropy_rl.sampling.methods import entropy_of_logits
+from entropy_rl.sampling.methods import greedy
+from entropy_rl.sampling.methods import hapo_sampler_stats
+from entropy_rl.sampling.methods import hapo_score
+from entropy_rl.sampling.methods import hapo_temperature
+from entropy_rl.sampling.methods import min_p
+from entropy_rl.sampling.methods import SamplingMethod
+from entropy_rl.sampling.methods import scale_by_temperature
+from entropy_rl.sampling.methods import temperature
+from entropy_rl.sampling.methods import top_h
+from entropy_rl.sampling.methods import top_h_keep_count
+from entropy_rl.sampling.methods import top_k
+from entropy_rl.sampling.methods import top_p
+from entropy_rl.sampling.methods import truncate_min_p
+from entropy_rl.sampling.methods import truncate_top_h
+from entropy_rl.sampling.methods import truncate_top_k
+from entropy_rl.sampling.methods import truncate_top_p
+from entropy_rl.sampling.sampler import make_sampler
+from entropy_rl.sampling.sampler import sample
+from entropy_rl.sampling.sampler import SampleOutput
+from entropy_rl.sampling.sampler import Sampler
+
+__all__ = (
+    "SampleOutput",
+    "Sampler",
+    "SamplingMethod",
+    "compose",
+    "draw_and_stats",
+    "em_inf",
+    "em_inf_temperature",
+    "entropy_of_logits",
+    "greedy",
+    "hapo_sampler_stats",
+    "hapo_score",
+    "hapo_temperature",
+    "make_sampler",
+    "min_p",
+    "sample",
+    "scale_by_temperature",
+    "temperature",
+    "top_h",
+    "top_h_keep_count",
+    "top_k",
+    "top_p",
+    "truncate_min_p",
+    "truncate_top_h",
+    "truncate_top_k",
+    "truncate_top_p",
+)

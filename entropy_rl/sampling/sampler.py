@@ -1,0 +1,439 @@
+"""On-device autoregressive sampler over a KV cache.
+
+``sample(fns, params, prompt_tokens, prompt_mask, rng, *, max_new_tokens,
+...)`` runs one jitted program:
+
+1. **Prefill**: the left-padded prompts [B, P] go through
+   ``fns.hidden`` once with a P-slot cache; positions are
+   ``cumsum(mask) − 1`` so padding shifts nothing. Only the last position's
+   logits are computed.
+2. **Fan-out**: the prefilled cache (not the prompt) is repeated
+   ``num_samples`` times into the decode cache of R = B·n rows (row
+   ``b·n + j`` is sample j of prompt b) with one ``dynamic_update_slice``.
+3. **Decode**: a ``lax.while_loop`` over blocks of ``block_size`` steps, each
+   block a ``lax.scan`` of single-token steps through ``fns.hidden``; the
+   loop stops when every row has emitted an end token (or after
+   ``max_new_tokens``). Each step processes the logits (the method's
+   processors), draws a token and computes, in the same fused pass, the
+   log-probability and entropy of the distribution it drew from.
+
+Outputs have fixed shapes [R, N]. A row's ``mask`` is 1 from its first
+token up to and **including** its first end token; after it, tokens are
+``pad_id`` and logp/entropy are 0. No host round trip happens between the
+prefill and the returned arrays.
+
+``logp`` / ``entropy`` are those of softmax(z') where z' are the logits
+after every processor: at the sampling temperature and, under a truncation
+(top-k/p, min-p, Top-H), of the truncated, renormalised distribution. This
+is the behaviour policy of the rollout, the ``old_logp`` the PPO ratio
+needs (spec A6 (b)); a training pass that recomputes log-probs from the
+model at temperature T gives the untruncated distribution instead.
+
+The model interface (``entropy_rl.models.as_functions``): ``fns.hidden(params,
+tokens [B,S], positions [B,S], mask [B,S], cache) -> (hidden [B,S,D],
+cache)`` writing slots [index, index+S); ``fns.logits(params, hidden)`` f32;
+``fns.head(params) -> W [D, V]``; ``fns.init_cache(batch, max_len,
+dtype=None)``; ``fns.config``.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+import numpy as np
+
+from entropy_rl.core import types
+from entropy_rl.sampling import methods as methods_lib
+
+Array = types.Array
+LogitsProcessor = types.LogitsProcessor
+SamplingMethod = methods_lib.SamplingMethod
+
+
+class SampleOutput(NamedTuple):
+  """Fixed-shape rollouts of R = B·num_samples rows and N new tokens.
+
+  Row ``b·n + j`` is sample j of prompt b.
+  """
+
+  tokens: Array  # [R, N] int32, pad_id after the end token
+  logp: Array  # [R, N] f32 log-prob under the distribution sampled from
+  entropy: Array  # [R, N] f32 entropy of that distribution (nats)
+  mask: Array  # [R, N] bool, generated tokens incl. the end token
+  lengths: Array  # [R] int32 = mask.sum(-1)
+  ended: Array  # [R] bool, emitted an end token
+  prompt_tokens: Array  # [R, P] the prompts, repeated
+  prompt_mask: Array  # [R, P] bool
+  group_ids: Array  # [R] int32 prompt index b
+  num_steps: Array  # [] int32 decode positions actually run (early stop)
+
+
+class Sampler(NamedTuple):
+  """A compiled-once sampler (see :func:`make_sampler`).
+
+  Attributes:
+    init_cache: ``init_cache(batch, prompt_len) -> cache`` for ``batch``
+      prompts (the cache holds ``batch · num_samples`` rows).
+    generate: ``generate(params, prompt_tokens, prompt_mask, rng, cache,
+      processor_params=None, sampling_params=None) -> (SampleOutput,
+      cache)``, jitted, with ``cache`` donated: pass the returned cache to
+      the next call so its buffer is reused in place.
+  """
+
+  init_cache: Callable[[int, int], Any]
+  generate: Callable[..., tuple[SampleOutput, Any]]
+
+
+# ----------------------------------------------------------------------------
+# Validation (host side, static shapes only).
+
+
+def _vocab_size(fns, params) -> int:
+  """V of the LM head (abstract evaluation: no computation)."""
+  w = jax.eval_shape(fns.head, params)
+  return int(w.shape[-1])
+
+
+def _strong(x: Any) -> Any:
+  """Python / NumPy scalars and arrays as 32-bit, non-weak-typed arrays, so
+  ``0.5`` and ``jnp.float32(0.5)`` share one compiled program."""
+  if isinstance(x, jax.Array):
+    return x
+  a = np.asarray(x)
+  if a.dtype == np.float64:
+    a = a.astype(np.float32)
+  elif a.dtype == np.int64:
+    a = a.astype(np.int32)
+  return jnp.asarray(a)
+
+
+def _check_params_tuple(name: str, value: Any, procs: Sequence[Any]) -> tuple:
+  if value is None:
+    value = tuple(p.init() for p in procs)
+  if not isinstance(value, (tuple, list)) or len(value) != len(procs):
+    raise ValueError(f"{name} must be a tuple with one entry per processor "
+                     f"({len(procs)}), got {value!r}")
+  return jax.tree.map(_strong, tuple(value))
+
+
+def _validate(fns, params, prompt_tokens, prompt_mask, *, max_new_tokens,
+              sampling, end_ids, num_samples, block_size, processors, pad_id,
+              max_len, vocab_size):
+  """Checks the static arguments; returns (B, P, V, max_len)."""
+  if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens <= 0:
+    raise ValueError(f"max_new_tokens must be a positive int, got "
+                     f"{max_new_tokens!r}")
+  if not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
+    raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}")
+  if not isinstance(block_size, (int, np.integer)) or block_size < 1:
+    raise ValueError(f"block_size must be an int >= 1, got {block_size!r}")
+  methods_lib.check_method(sampling)
+  for p in processors:
+    if not isinstance(p, LogitsProcessor):
+      raise ValueError(f"processors must be LogitsProcessors, got "
+                       f"{type(p).__name__}")
+  if prompt_tokens.ndim != 2:
+    raise ValueError(f"prompt_tokens must be [B, P], got shape "
+                     f"{tuple(prompt_tokens.shape)}")
+  if tuple(prompt_mask.shape) != tuple(prompt_tokens.shape):
+    raise ValueError(f"prompt_mask shape {tuple(prompt_mask.shape)} != "
+                     f"prompt_tokens shape {tuple(prompt_tokens.shape)}")
+  if not jnp.issubdtype(prompt_tokens.dtype, jnp.integer):
+    raise ValueError(f"prompt_tokens must be integers, got "
+                     f"{prompt_tokens.dtype}")
+  b, p = prompt_tokens.shape
+  if b < 1 or p < 1:
+    raise ValueError(f"prompt_tokens must have B >= 1 rows and P >= 1 "
+                     f"columns, got shape {(b, p)}")
+  v = _vocab_size(fns, params)
+  cfg_v = getattr(getattr(fns, "config", None), "vocab_size", None)
+  if cfg_v is not None and cfg_v != v:
+    raise ValueError(f"vocabulary mismatch: fns.config.vocab_size = {cfg_v} "
+                     f"but the LM head has {v} columns")
+  if vocab_size is not None and vocab_size > v:
+    raise ValueError(f"vocabulary mismatch: the tokenizer has {vocab_size} "
+                     f"tokens but the model only {v}")
+  bad = [e for e in end_ids if not 0 <= e < v]
+  if bad:
+    raise ValueError(f"end_ids {bad} are outside the model's vocabulary "
+                     f"[0, {v})")
+  if not 0 <= pad_id < v:
+    raise ValueError(f"pad_id {pad_id} is outside the vocabulary [0, {v})")
+  if isinstance(prompt_tokens, np.ndarray) and prompt_tokens.size:
+    hi, lo = int(prompt_tokens.max()), int(prompt_tokens.min())
+    if hi >= v or lo < 0:
+      raise ValueError(f"vocabulary mismatch: prompt token ids span "
+                       f"[{lo}, {hi}] but the model's vocabulary is [0, {v})")
+  need = p + max_new_tokens - 1
+  if max_len is None:
+    max_len = need
+  if p > max_len or need > max_len:
+    raise ValueError(
+        f"the cache holds max_len = {max_len} tokens but the prompts have "
+        f"P = {p} and generating {max_new_tokens} tokens needs {need}")
+  return b, p, v, max_len
+
+
+# ----------------------------------------------------------------------------
+# The jitted program.
+
+
+def _positions(mask: Array) -> Array:
+  """RoPE positions of left-padded rows: cumsum(mask) − 1, clipped at 0."""
+  return jnp.maximum(jnp.cumsum(mask.astype(jnp.int32), -1) - 1, 0)
+
+
+def _repeat_rows(x: Array, n: int, axis: int) -> Array:
+  return x if n == 1 else jnp.repeat(x, n, axis=axis)
+
+
+def _fan_out(small, cache, n: int):
+  """Writes the prefilled cache (B rows, P slots) into the R-row cache."""
+  def put(big, part, axis):
+    part = _repeat_rows(part, n, axis).astype(big.dtype)
+    return lax.dynamic_update_slice(big, part, (0,) * big.ndim)
+  k = put(cache.k, small.k, 1)
+  v = put(cache.v, small.v, 1)
+  p = small.valid.shape[1]
+  valid = jnp.zeros_like(cache.valid)
+  valid = lax.dynamic_update_slice(valid, _repeat_rows(small.valid, n, 0),
+                                   (0, 0))
+  return cache._replace(k=k, v=v, valid=valid,
+                        index=jnp.asarray(p, cache.index.dtype))
+
+
+def _sample_impl(params, prompt_tokens, prompt_mask, rng, cache,
+                 processor_params, sampling_params, *, fns, max_new_tokens,
+                 sampling, processors, end_ids, num_samples, block_size,
+                 pad_id, early_stop):
+  """The whole rollout; see the module docstring. Returns (out, cache)."""
+  b, p = prompt_tokens.shape
+  n, big_n = num_samples, max_new_tokens
+  r = b * n
+  mask = prompt_mask.astype(bool)
+  tokens = prompt_tokens.astype(jnp.int32)
+  procs = tuple(processors) + tuple(sampling.processors)
+  proc_params = tuple(processor_params) + tuple(sampling_params)
+  end = jnp.asarray(end_ids if end_ids else (-1,), jnp.int32)
+
+  # Prefill into a P-slot cache, then fan out to the R-row decode cache.
+  # The barrier keeps XLA from constant-folding attention over the empty cache.
+  small = lax.optimization_barrier(fns.init_cache(b, p, dtype=cache.k.dtype))
+  h, small = fns.hidden(params, tokens, _positions(mask), mask, small)
+  logits0 = fns.logits(params, h[:, -1])  # [B, V] f32
+  cache = _fan_out(small, cache, n)
+  logits0 = _repeat_rows(logits0, n, 0)  # [R, V]
+  base_pos = _repeat_rows(jnp.sum(mask, -1, dtype=jnp.int32), n, 0)  # [R]
+
+  rng_rows, rng_proc = jax.random.split(rng)
+  row_keys = jax.random.split(rng_rows, r)  # row i's stream: f(rng, i, t)
+
+  def emit(z, t, done):
+    """Processes logits z [R, V] of token t and draws it."""
+    z = z.astype(jnp.float32)
+    z = methods_lib.apply_processors(
+        z, procs, proc_params, rng=jax.random.fold_in(rng_proc, t), pos=t)
+    keys = jax.vmap(jax.random.fold_in, (0, None))(row_keys, t)
+    tok, logp, ent = methods_lib.draw_and_stats(z, keys, sampling.draw)
+    live = ~done
+    is_end = jnp.any(tok[:, None] == end[None, :], -1)
+    tok = jnp.where(live, tok, pad_id)
+    return (tok, jnp.where(live, logp, 0.0), jnp.where(live, ent, 0.0), live,
+            done | (live & is_end))
+
+  t0_tok, t0_logp, t0_ent, t0_live, done = emit(
+      logits0, jnp.asarray(0, jnp.int32), jnp.zeros((r,), bool))
+
+  n_steps = big_n - 1  # decode steps after the prefill's token
+  n_blocks = -(-n_steps // block_size)
+  width = 1 + n_blocks * block_size
+  out_tok = jnp.full((width, r), pad_id, jnp.int32)
+  out_logp = jnp.zeros((width, r), jnp.float32)
+  out_ent = jnp.zeros((width, r), jnp.float32)
+  out_live = jnp.zeros((width, r), bool)
+  out_tok = out_tok.at[0].set(t0_tok)
+  out_logp = out_logp.at[0].set(t0_logp)
+  out_ent = out_ent.at[0].set(t0_ent)
+  out_live = out_live.at[0].set(t0_live)
+  ones = jnp.ones((r, 1), bool)
+
+  def step(carry, _):
+    t, cache, last, done = carry
+    pos = (base_pos + t - 1)[:, None]
+    h, cache = fns.hidden(params, last[:, None], pos, ones, cache)
+    z = fns.logits(params, h[:, 0])  # [R, V]
+    tok, logp, ent, live, done = emit(z, t, done)
+    return (t + 1, cache, tok, done), (tok, logp, ent, live)
+
+  def block(state):
+    t, cache, last, done, bufs = state
+    (t2, cache, last, done), ys = lax.scan(
+        step, (t, cache, last, done), None, length=block_size)
+    bufs = tuple(lax.dynamic_update_slice(buf, y, (t, 0))
+                 for buf, y in zip(bufs, ys))
+    return t2, cache, last, done, bufs
+
+  def cond(state):
+    t, _, _, done, _ = state
+    go = t < big_n
+    return (go & ~jnp.all(done)) if early_stop else go
+
+  state = (jnp.asarray(1, jnp.int32), cache, t0_tok, done,
+           (out_tok, out_logp, out_ent, out_live))
+  if n_blocks:
+    state = lax.while_loop(cond, block, state)
+  t_end, cache, _, _, bufs = state
+  tok, logp, ent, live = (x[:big_n].T for x in bufs)
+  ended = jnp.any(live & jnp.any(tok[..., None] == end, -1), -1)
+  out = SampleOutput(
+      tokens=tok, logp=logp, entropy=ent, mask=live,
+      lengths=jnp.sum(live, -1, dtype=jnp.int32), ended=ended,
+      prompt_tokens=_repeat_rows(tokens, n, 0),
+      prompt_mask=_repeat_rows(mask, n, 0),
+      group_ids=jnp.repeat(jnp.arange(b, dtype=jnp.int32), n),
+      num_steps=jnp.minimum(t_end, big_n))
+  return out, cache
+
+
+_STATIC = ("fns", "max_new_tokens", "sampling", "processors", "end_ids",
+           "num_samples", "block_size", "pad_id", "early_stop")
+_sample_jit = jax.jit(_sample_impl, static_argnames=_STATIC,
+                      donate_argnames=("cache",))
+
+
+# ----------------------------------------------------------------------------
+# Public entry points.
+
+
+def sample(fns, params, prompt_tokens: Array, prompt_mask: Array, rng: Array,
+           *, max_new_tokens: int,
+           sampling: SamplingMethod = methods_lib.SamplingMethod(),
+           end_ids: Sequence[int] = (), num_samples: int = 1,
+           block_size: int = 16, processors: Sequence[LogitsProcessor] = (),
+           processor_params: Sequence[Any] | None = None,
+           sampling_params: Sequence[Any] | None = None,
+           cache_dtype: Any = None, max_len: int | None = None,
+           pad_id: int = 0, early_stop: bool = True,
+           vocab_size: int | None = None) -> SampleOutput:
+  """Samples ``max_new_tokens`` tokens for each left-padded prompt.
+
+  Compiled once per set of static arguments (the model functions, shapes,
+  method, processors, end ids, ...); processor parameters are traced, so a
+  controller may change them every call. Build processors and methods once
+  and reuse them: a new closure is a new static argument.
+
+  Args:
+    fns: the model's ``LMFns`` (``entropy_rl.models.as_functions``).
+    params: the model's parameters.
+    prompt_tokens: [B, P] int, left-padded.
+    prompt_mask: [B, P] bool, 1 = real token; every row needs at least one.
+    rng: a PRNG key. Row i's randomness depends only on (rng, i, step), so
+      padding a prompt differently does not change its samples.
+    max_new_tokens: N > 0.
+    sampling: a :class:`SamplingMethod` (default: categorical at T = 1).
+    end_ids: token ids that end a row (included in its mask).
+    num_samples: n samples per prompt; R = B·n output rows.
+    block_size: decode steps per ``lax.scan`` block between early-stop
+      checks.
+    processors: extra :class:`LogitsProcessor`s applied to the raw logits
+      *before* the method's processors (HAPO, EM-INF, ...).
+    processor_params: one params pytree per entry of ``processors``
+      (default: their ``init()``); scalars or per-row [R] arrays.
+    sampling_params: the same for ``sampling.processors`` (e.g. AEPO's
+      temperature: ``({"temperature": T},)`` for :func:`temperature`).
+    cache_dtype: KV-cache dtype (default: the model's compute dtype).
+    max_len: cache length in tokens (default P + N − 1, the minimum).
+    pad_id: token written after a row's end.
+    early_stop: stop once every row ended (False: always N steps; outputs
+      are identical either way).
+    vocab_size: the tokenizer's vocabulary size, if known (checked against
+      the model's).
+
+  Returns:
+    A :class:`SampleOutput` with [R, N] tokens, logp, entropy and mask.
+
+  Raises:
+    ValueError: non-positive ``max_new_tokens``, a prompt longer than the
+      cache, a vocabulary mismatch (tokenizer vs model, end/pad/prompt ids
+      outside the model's vocabulary), or malformed arguments.
+  """
+  end_ids = tuple(int(e) for e in end_ids)
+  processors = tuple(processors)
+  b, p, _, max_len = _validate(
+      fns, params, prompt_tokens, prompt_mask, max_new_tokens=max_new_tokens,
+      sampling=sampling, end_ids=end_ids, num_samples=num_samples,
+      block_size=block_size, processors=processors, pad_id=pad_id,
+      max_len=max_len, vocab_size=vocab_size)
+  processor_params = _check_params_tuple("processor_params", processor_params,
+                                         processors)
+  sampling_params = _check_params_tuple("sampling_params", sampling_params,
+                                        sampling.processors)
+  cache = fns.init_cache(b * num_samples, max_len, dtype=cache_dtype)
+  out, _ = _sample_jit(
+      params, jnp.asarray(prompt_tokens), jnp.asarray(prompt_mask), rng,
+      cache, processor_params, sampling_params, fns=fns,
+      max_new_tokens=int(max_new_tokens), sampling=sampling,
+      processors=processors, end_ids=end_ids, num_samples=int(num_samples),
+      block_size=int(block_size), pad_id=int(pad_id),
+      early_stop=bool(early_stop))
+  return out
+
+
+def make_sampler(fns, *, max_new_tokens: int,
+                 sampling: SamplingMethod = methods_lib.SamplingMethod(),
+                 end_ids: Sequence[int] = (), num_samples: int = 1,
+                 block_size: int = 16,
+                 processors: Sequence[LogitsProcessor] = (),
+                 cache_dtype: Any = None, max_len: int | None = None,
+                 pad_id: int = 0, early_stop: bool = True) -> Sampler:
+  """A :class:`Sampler` whose ``generate`` is jitted with a donated cache.
+
+  For training loops: ``cache = s.init_cache(B, P)`` once, then
+  ``out, cache = s.generate(params, prompts, mask, rng, cache, ...)`` every
+  step; the cache buffer is updated in place (donation) instead of being
+  reallocated. Same arguments and outputs as :func:`sample`; shapes are
+  checked on every call (host side, no device work), and ``generate``
+  exposes ``.lower(...)`` for ahead-of-time compilation.
+  """
+  end_ids = tuple(int(e) for e in end_ids)
+  processors = tuple(processors)
+  methods_lib.check_method(sampling)
+  static = dict(fns=fns, max_new_tokens=max_new_tokens, sampling=sampling,
+                processors=processors, end_ids=end_ids,
+                num_samples=num_samples, block_size=block_size, pad_id=pad_id,
+                early_stop=early_stop)
+  jitted = jax.jit(functools.partial(_sample_impl, **static),
+                   donate_argnames=("cache",))
+
+  def cache_len(p):
+    return max_len if max_len is not None else p + max_new_tokens - 1
+
+  def init_cache(batch: int, prompt_len: int):
+    return fns.init_cache(batch * num_samples, cache_len(prompt_len),
+                          dtype=cache_dtype)
+
+  def generate(params, prompt_tokens, prompt_mask, rng, cache,
+               processor_params=None, sampling_params=None):
+    b, p, _, ml = _validate(
+        fns, params, prompt_tokens, prompt_mask,
+        max_new_tokens=max_new_tokens, sampling=sampling, end_ids=end_ids,
+        num_samples=num_samples, block_size=block_size,
+        processors=processors, pad_id=pad_id, max_len=cache_len(
+            prompt_tokens.shape[1]), vocab_size=None)
+    if cache.valid.shape != (b * num_samples, ml):
+      raise ValueError(f"cache has valid shape {tuple(cache.valid.shape)}, "
+                       f"expected {(b * num_samples, ml)}: make it with "
+                       f"init_cache({b}, {p})")
+    return jitted(params, jnp.asarray(prompt_tokens),
+                  jnp.asarray(prompt_mask), rng, cache,
+                  _check_params_tuple("processor_params", processor_params,
+                                      processors),
+                  _check_params_tuple("sampling_params", sampling_params,
+                                      sampling.processors))
+
+  generate.lower = lambda *a, **k: jitted.lower(*a, **k)  # AOT compilation
+  return Sampler(init_cache=init_cache, generate=generate)

@@ -1,0 +1,266 @@
+"""entropy_rl.sampling.sample: tokens, masks, cache, padding, early stop, errors.
+
+Fake models (tests/sampling_fakes.py) give exact expected tokens (a
+deterministic next-token rule), fixed logits, and a small real transformer
+whose KV-cache decode must equal its full recomputation.
+"""
+
+from absl.testing import absltest
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from entropy_rl import sampling
+from entropy_rl.sampling import sampler as sampler_lib
+from tests import sampling_fakes as fakes
+
+try:
+  from entropy_rl.core import token_stats as token_stats_lib  # pylint: disable=g-import-not-at-top
+except ImportError:  # pragma: no cover
+  token_stats_lib = None
+
+V = 17
+END = 16
+# Left-padded prompts; row 2 is a single real token.
+PROMPTS = np.array([[0, 0, 5, 3], [1, 2, 3, 4], [0, 0, 0, 9]], np.int32)
+MASKS = np.array([[0, 0, 1, 1], [1, 1, 1, 1], [0, 0, 0, 1]], bool)
+
+
+def expected_rollout(prompt, mask, n_new, end=END, pad=0):
+  """The deterministic fake's greedy rollout, computed by hand."""
+  n_real = int(mask.sum())
+  last, pos = int(prompt[-1]), n_real - 1
+  toks, live, done = [], [], False
+  for _ in range(n_new):
+    if done:
+      toks.append(pad)
+      live.append(False)
+      continue
+    nxt = fakes.next_token_rule(last, pos, pos + 1, V)
+    toks.append(nxt)
+    live.append(True)
+    done = nxt == end
+    last, pos = nxt, pos + 1
+  return np.array(toks), np.array(live)
+
+
+class DeterministicTest(absltest.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.fns, cls.params = fakes.next_token_model(V)
+
+  def run_greedy(self, n_new, **kw):
+    return sampling.sample(self.fns, self.params, PROMPTS, MASKS,
+                           jax.random.key(0), max_new_tokens=n_new,
+                           sampling=sampling.greedy(), end_ids=(END,), **kw)
+
+  def test_exact_tokens_and_masks(self):
+    out = self.run_greedy(10, block_size=4)
+    for r in range(3):
+      toks, live = expected_rollout(PROMPTS[r], MASKS[r], 10)
+      np.testing.assert_array_equal(out.tokens[r], toks)
+      np.testing.assert_array_equal(out.mask[r], live)
+      self.assertEqual(int(out.lengths[r]), live.sum())
+      self.assertEqual(bool(out.ended[r]), bool((toks[live] == END).any()))
+    # The end token is inside the mask, everything after is padding.
+    self.assertTrue(bool(out.ended[0]))
+    first_end = int(np.argmax(np.asarray(out.tokens[0]) == END))
+    self.assertTrue(bool(out.mask[0, first_end]))
+    self.assertFalse(np.asarray(out.mask[0, first_end + 1:]).any())
+    # A one-hot-like distribution: logp ≈ 0 and entropy ≈ 0 where live, 0
+    # exactly elsewhere.
+    np.testing.assert_allclose(out.logp, 0.0, atol=1e-6)
+    np.testing.assert_allclose(out.entropy, 0.0, atol=1e-6)
+    self.assertEqual(out.tokens.dtype, jnp.int32)
+    self.assertEqual(out.mask.dtype, jnp.bool_)
+    np.testing.assert_array_equal(out.prompt_tokens, PROMPTS)
+    np.testing.assert_array_equal(out.group_ids, [0, 1, 2])
+
+  def test_early_stop_equals_all_blocks(self):
+    n_new = 40
+    ends = []
+    for r in range(3):
+      _, live = expected_rollout(PROMPTS[r], MASKS[r], n_new)
+      ends.append(live.sum())
+    self.assertLess(max(ends) + 8, n_new)  # every row ends well before N
+    early = self.run_greedy(n_new, block_size=4)
+    full = self.run_greedy(n_new, block_size=4, early_stop=False)
+    for a, b in zip(early, full):
+      if a.ndim:
+        np.testing.assert_array_equal(a, b)
+    self.assertEqual(int(full.num_steps), n_new)
+    # Stopped at the first block boundary after the last row ended.
+    self.assertLess(int(early.num_steps), max(ends) + 4 + 1)
+    self.assertGreaterEqual(int(early.num_steps), max(ends))
+
+  def test_block_size_does_not_change_outputs(self):
+    a = self.run_greedy(11, block_size=1)
+    b = self.run_greedy(11, block_size=16)
+    np.testing.assert_array_equal(a.tokens, b.tokens)
+    np.testing.assert_array_equal(a.mask, b.mask)
+
+  def test_one_new_token(self):
+    out = self.run_greedy(1)
+    self.assertEqual(out.tokens.shape, (3, 1))
+    for r in range(3):
+      np.testing.assert_array_equal(
+          out.tokens[r], expected_rollout(PROMPTS[r], MASKS[r], 1)[0])
+
+  def test_num_samples_repeats_rows(self):
+    out = self.run_greedy(6, num_samples=3)
+    self.assertEqual(out.tokens.shape, (9, 6))
+    np.testing.assert_array_equal(out.group_ids, np.repeat(np.arange(3), 3))
+    np.testing.assert_array_equal(out.prompt_tokens,
+                                  np.repeat(PROMPTS, 3, axis=0))
+    for r in range(9):
+      np.testing.assert_array_equal(
+          out.tokens[r], expected_rollout(PROMPTS[r // 3], MASKS[r // 3],
+                                          6)[0])
+
+  def test_bad_inputs(self):
+    f, p = self.fns, self.params
+    key = jax.random.key(0)
+
+    def call(prompts=PROMPTS, masks=MASKS, **kw):
+      kw.setdefault("max_new_tokens", 4)
+      return sampling.sample(f, p, prompts, masks, key, **kw)
+
+    for n in (0, -3):
+      with self.assertRaisesRegex(ValueError, "max_new_tokens"):
+        call(max_new_tokens=n)
+    with self.assertRaisesRegex(ValueError, "cache holds max_len"):
+      call(max_len=3)  # P = 4 > 3
+    with self.assertRaisesRegex(ValueError, "cache holds max_len"):
+      call(max_len=5, max_new_tokens=4)  # needs 4 + 4 - 1 = 7
+    with self.assertRaisesRegex(ValueError, "vocabulary mismatch"):
+      call(vocab_size=V + 1)
+    with self.assertRaisesRegex(ValueError, "vocabulary mismatch"):
+      call(prompts=PROMPTS + V)
+    with self.assertRaisesRegex(ValueError, "end_ids"):
+      call(end_ids=(V,))
+    with self.assertRaisesRegex(ValueError, "pad_id"):
+      call(pad_id=-1)
+    bad_fns = f._replace(config=fakes.FakeConfig(vocab_size=V + 3,
+                                                 hidden_size=V))
+    with self.assertRaisesRegex(ValueError, "vocabulary mismatch"):
+      sampling.sample(bad_fns, p, PROMPTS, MASKS, key, max_new_tokens=2)
+    with self.assertRaisesRegex(ValueError, "prompt_mask shape"):
+      call(masks=MASKS[:, 1:])
+    with self.assertRaisesRegex(ValueError, r"\[B, P\]"):
+      call(prompts=PROMPTS[0], masks=MASKS[0])
+    with self.assertRaisesRegex(ValueError, "integers"):
+      call(prompts=PROMPTS.astype(np.float32))
+    with self.assertRaisesRegex(ValueError, "num_samples"):
+      call(num_samples=0)
+    with self.assertRaisesRegex(ValueError, "block_size"):
+      call(block_size=0)
+    with self.assertRaisesRegex(ValueError, "draw"):
+      call(sampling=sampling.SamplingMethod((), "nucleus"))
+    with self.assertRaisesRegex(ValueError, "one entry per processor"):
+      call(sampling=sampling.temperature(0.5), sampling_params=())
+    with self.assertRaisesRegex(ValueError, "LogitsProcessor"):
+      call(processors=(lambda z: z,))
+
+
+class AttentionModelTest(absltest.TestCase):
+  """The small transformer: cache vs recompute, padding, stats, donation."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.fns, cls.params = fakes.tiny_attention_model()
+    rs = np.random.RandomState(0)
+    cls.prompts = rs.randint(1, 48, (3, 6)).astype(np.int32)
+    cls.masks = np.ones((3, 6), bool)
+    cls.masks[0, :2] = False
+    cls.masks[2, :5] = False
+    cls.prompts[~cls.masks] = 0
+    cls.method = sampling.temperature(0.8)
+    cls.out = sampling.sample(cls.fns, cls.params, cls.prompts, cls.masks,
+                              jax.random.key(3), max_new_tokens=12,
+                              num_samples=2, sampling=cls.method,
+                              end_ids=(7,), block_size=5)
+
+  def test_cache_decode_equals_full_recompute(self):
+    out = self.out
+    logits, hidden = fakes.full_recompute_logits(
+        self.fns, self.params, out.prompt_tokens, out.prompt_mask,
+        out.tokens)
+    logp_all = jax.nn.log_softmax(logits / 0.8, -1)  # [R, N, V]
+    logp = jnp.take_along_axis(logp_all, out.tokens[..., None], -1)[..., 0]
+    ent = -jnp.sum(jnp.exp(logp_all) * logp_all, -1)
+    m = np.asarray(out.mask)
+    self.assertGreater(m.sum(), 12)
+    np.testing.assert_allclose(np.asarray(out.logp)[m], np.asarray(logp)[m],
+                               atol=1e-4)
+    np.testing.assert_allclose(np.asarray(out.entropy)[m],
+                               np.asarray(ent)[m], atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(out.logp)[~m], 0.0)
+    # The token-statistics pass of training on the same tokens.
+    if token_stats_lib is not None:
+      r, n, d = hidden.shape
+      stats = token_stats_lib.token_stats(
+          hidden.reshape(r * n, d), self.fns.head(self.params),
+          out.tokens.reshape(-1), temperature=0.8, vocab_chunk=16)
+      np.testing.assert_allclose(
+          np.asarray(out.logp)[m], np.asarray(stats["logp"]).reshape(r, n)[m],
+          atol=1e-4)
+      np.testing.assert_allclose(
+          np.asarray(out.entropy)[m],
+          np.asarray(stats["entropy"]).reshape(r, n)[m], atol=1e-4)
+
+  def test_samples_differ_within_a_group(self):
+    toks = np.asarray(self.out.tokens)
+    self.assertFalse(all(np.array_equal(toks[2 * b], toks[2 * b + 1])
+                         for b in range(3)))
+
+  def test_left_padding_does_not_change_outputs(self):
+    extra = 5
+    prompts = np.pad(self.prompts, ((0, 0), (extra, 0)))
+    masks = np.pad(self.masks, ((0, 0), (extra, 0)))
+    out = sampling.sample(self.fns, self.params, prompts, masks,
+                          jax.random.key(3), max_new_tokens=12,
+                          num_samples=2, sampling=self.method, end_ids=(7,),
+                          block_size=5)
+    np.testing.assert_array_equal(out.tokens, self.out.tokens)
+    np.testing.assert_array_equal(out.mask, self.out.mask)
+    np.testing.assert_allclose(out.logp, self.out.logp, atol=1e-5)
+    np.testing.assert_allclose(out.entropy, self.out.entropy, atol=1e-5)
+
+  def test_make_sampler_reuses_donated_cache(self):
+    s = sampling.make_sampler(self.fns, max_new_tokens=12, num_samples=2,
+                              sampling=self.method, end_ids=(7,),
+                              block_size=5)
+    cache = s.init_cache(3, 6)
+    for _ in range(2):
+      out, cache = s.generate(self.params, self.prompts, self.masks,
+                              jax.random.key(3), cache)
+      np.testing.assert_array_equal(out.tokens, self.out.tokens)
+      np.testing.assert_allclose(out.logp, self.out.logp, atol=1e-6)
+    with self.assertRaisesRegex(ValueError, "init_cache"):
+      s.generate(self.params, self.prompts[:2], self.masks[:2],
+                 jax.random.key(3), cache)
+
+  def test_traced_processor_params_do_not_recompile(self):
+    f, p = fakes.fixed_logits_model(np.linspace(-2.0, 2.0, 11))
+    method = sampling.temperature(1.0)
+    kw = dict(max_new_tokens=3, sampling=method, block_size=2)
+    prompts, masks = np.zeros((4, 2), np.int32), np.ones((4, 2), bool)
+    sampling.sample(f, p, prompts, masks, jax.random.key(0), **kw)
+    size = sampler_lib._sample_jit._cache_size()
+    z = np.linspace(-2.0, 2.0, 11)
+    for t in (0.5, 2.0, np.array([0.5, 1.0, 2.0, 4.0], np.float32)):
+      out = sampling.sample(f, p, prompts, masks, jax.random.key(0),
+                            sampling_params=({"temperature": t},), **kw)
+      t_rows = np.broadcast_to(np.asarray(t, np.float32), (4,))
+      want = [float(sampling.entropy_of_logits(jnp.asarray(z / tr)[None])[0])
+              for tr in t_rows]
+      np.testing.assert_allclose(out.entropy, np.repeat(
+          np.array(want)[:, None], 3, 1), rtol=1e-5)
+    self.assertLessEqual(sampler_lib._sample_jit._cache_size(), size + 1)
+
+
+if __name__ == "__main__":
+  absltest.main()
