@@ -1,0 +1,169 @@
+"""entropy_rl.parallel: meshes, rules, and sharded == single-device steps.
+
+Runs on the 8 fake CPU devices of tests/conftest.py.
+"""
+
+from absl.testing import absltest
+from absl.testing import parameterized
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import PartitionSpec as P
+
+import entropy_rl as er
+from entropy_rl import models
+from entropy_rl import parallel
+from entropy_rl import regularizers
+from entropy_rl.training import step as step_lib
+from entropy_rl.training import types
+
+
+def _model():
+  cfg = models.DecoderConfig.tiny(vocab_size=64, hidden_size=32, num_layers=1,
+                                  num_heads=4, num_kv_heads=2,
+                                  intermediate_size=64)
+  model = models.Decoder(cfg, rngs=nnx.Rngs(0))
+  fns, params = models.as_functions(model)
+  return fns, params, models.logical_axes(model)
+
+
+def _rollout(rows=16, p=4, n=5, seed=0):
+  rng = np.random.default_rng(seed)
+  pm = np.ones((rows, p), bool)
+  pm[::3, :2] = False
+  lens = rng.integers(1, n + 1, size=(rows, 1))
+  return types.Rollout(
+      prompt=jnp.asarray(rng.integers(4, 64, (rows, p)), jnp.int32),
+      prompt_mask=jnp.asarray(pm),
+      response=jnp.asarray(rng.integers(4, 64, (rows, n)), jnp.int32),
+      response_mask=jnp.asarray((np.arange(n)[None] < lens), jnp.float32),
+      logp=jnp.full((rows, n), -3.0, jnp.float32),
+      entropy=jnp.full((rows, n), 2.0, jnp.float32),
+      rewards=jnp.asarray(rng.integers(0, 2, rows), jnp.float32),
+      group_ids=jnp.repeat(jnp.arange(rows // 4, dtype=jnp.int32), 4))
+
+
+class MeshTest(parameterized.TestCase):
+
+  @parameterized.parameters(
+      ((-1, 1, 1), (8, 1, 1)), ((2, -1, 1), (2, 4, 1)),
+      ((2, 2, 2), (2, 2, 2)), ({"fsdp": 2, "data": -1}, (4, 2, 1)))
+  def test_resolve(self, shape, want):
+    self.assertEqual(parallel.resolve_mesh_shape(shape, 8), want)
+
+  @parameterized.parameters(((3, -1, 1),), ((-1, -1, 1),), ((2, 2, 1),),
+                            ((1, 1),), ({"model": 2},))
+  def test_resolve_rejects(self, shape):
+    with self.assertRaises(ValueError):
+      parallel.resolve_mesh_shape(shape, 8)
+
+  def test_make_mesh_auto_axes(self):
+    mesh = parallel.make_mesh((2, 2, 2))
+    self.assertEqual(mesh.axis_names, parallel.MESH_AXES)
+    self.assertTrue(all(t == jax.sharding.AxisType.Auto
+                        for t in mesh.axis_types))
+    self.assertIn("data=2 fsdp=2 tensor=2", parallel.describe(mesh))
+
+  def test_logical_rules(self):
+    mesh = parallel.make_mesh((2, 2, 2))
+    spec = parallel.logical_to_spec(("embed", "mlp"), shape=(32, 64),
+                                    mesh=mesh)
+    self.assertEqual(spec, P("fsdp", "tensor"))
+    # "vocab" and "heads" both want tensor: the second gets nothing.
+    self.assertEqual(parallel.logical_to_spec(("vocab", "heads")),
+                     P("tensor", None))
+    # 7 rows do not divide by fsdp=2: replicated.
+    self.assertEqual(parallel.logical_to_spec(("embed", "mlp"), shape=(7, 64),
+                                              mesh=mesh), P(None, "tensor"))
+    # size-1 axes are dropped.
+    mesh1 = parallel.make_mesh((8, 1, 1))
+    self.assertEqual(parallel.logical_to_spec(("embed", "mlp"),
+                                              shape=(32, 64), mesh=mesh1),
+                     P(None, None))
+
+  def test_path_rules(self):
+    mesh = parallel.make_mesh((2, 2, 2))
+    params = {"layer": {"q_proj": jnp.zeros((4, 8)), "scale": jnp.zeros(8)},
+              "embed": jnp.zeros((16, 4))}
+    specs = parallel.param_specs(params, mesh=mesh)
+    self.assertEqual(specs["layer"]["q_proj"], P("fsdp", "tensor"))
+    self.assertEqual(specs["layer"]["scale"], P(None))
+    self.assertEqual(specs["embed"], P("tensor", "fsdp"))
+
+  def test_batch_spec(self):
+    mesh = parallel.make_mesh((2, 2, 2))
+    self.assertEqual(parallel.batch_spec((8, 3), mesh), P(("data", "fsdp")))
+    self.assertEqual(parallel.batch_spec((6, 3), mesh), P())
+    self.assertEqual(parallel.batch_spec((), mesh), P())
+    x = parallel.shard_batch({"a": np.zeros((8, 3), np.float32)}, mesh)
+    self.assertEqual(x["a"].sharding.spec, P(("data", "fsdp")))
+
+  def test_initialize_distributed_single_host_is_noop(self):
+    self.assertFalse(parallel.initialize_distributed())
+    self.assertEqual(parallel.process_shard(), (0, 1))
+
+
+class ShardedStepTest(parameterized.TestCase):
+  """One RL update (GRPO + entropy bonus, 2 mini-batches) on several meshes
+  equals the single-device update."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.fns, cls.params, cls.axes = _model()
+    cls.transform = er.named_chain(
+        ("advantages", regularizers.grpo_advantages()),
+        ("bonus", regularizers.entropy_bonus(0.01)))
+    cls.opt = optax.adamw(1e-2, weight_decay=0.01)
+    cls.step_fn = staticmethod(step_lib.make_train_step(
+        cls.fns, er.grpo(), cls.transform, cls.opt, minibatches=2,
+        measure_entropy_change=False, token_chunk=32, vocab_chunk=32))
+    cls.ro = _rollout()
+    state = types.init_train_state(cls.params, cls.opt, cls.transform, 0)
+    cls.want_state, cls.want_metrics = jax.jit(cls.step_fn)(state, cls.ro)
+
+  @parameterized.named_parameters(
+      ("data", (8, 1, 1)), ("fsdp", (2, 4, 1)), ("fsdp_tensor", (2, 2, 2)))
+  def test_sharded_equals_single_device(self, shape):
+    mesh = parallel.make_mesh(shape)
+    specs = parallel.param_specs(self.params, self.axes, mesh=mesh)
+    state = types.init_train_state(self.params, self.opt, self.transform, 0)
+    state_sh = parallel.tree_shardings(
+        parallel.state_specs(state, specs, self.params), mesh)
+    state = parallel.place(state, state_sh)
+    step = parallel.shard_train_step(self.step_fn, mesh=mesh,
+                                     state_sharding=state_sh)
+    new, metrics = step(state, parallel.shard_batch(self.ro, mesh))
+
+    chex_close = lambda a, b: np.testing.assert_allclose(  # noqa: E731
+        np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-5)
+    jax.tree.map(chex_close, new.params, self.want_state.params)
+    jax.tree.map(chex_close, new.opt_state, self.want_state.opt_state)
+    for k in ("loss", "pg_loss", "entropy", "grad_norm"):
+      chex_close(metrics[k], self.want_metrics[k])
+
+    # The parameters (and Adam's moments) are sharded as the rules say.
+    attn = new.params["layers"][0]["attn"]
+    mlp = new.params["layers"][0]["mlp"]
+    want_q = parallel.logical_to_spec(("embed", "heads"), shape=(32, 32),
+                                      mesh=mesh)
+    self.assertEqual(attn["q_proj"][...].sharding.spec, want_q)
+    self.assertEqual(mlp["down_proj"][...].sharding.spec,
+                     parallel.logical_to_spec(("mlp", "embed"),
+                                              shape=(64, 32), mesh=mesh))
+    mu = new.opt_state[0].mu["layers"][0]["attn"]["q_proj"][...]
+    self.assertEqual(mu.sharding.spec, want_q)
+    if shape == (2, 2, 2):
+      self.assertEqual(want_q, P("fsdp", "tensor"))
+      self.assertTrue(parallel.is_sharded(attn["q_proj"][...]))
+      self.assertEqual(new.params["embedding"][...].sharding.spec,
+                       P("tensor", "fsdp"))
+    if shape == (8, 1, 1):
+      self.assertFalse(parallel.is_sharded(attn["q_proj"][...]))
+    self.assertEqual(int(new.step), 1)
+
+
+if __name__ == "__main__":
+  absltest.main()
