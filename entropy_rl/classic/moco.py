@@ -36,8 +36,8 @@ def maxent_correction(p_hat: Array, phi: Array, psi: Array, beta: float = 0.0,
     psi: [d] target expectations.
     beta: dual L2 regulariser.
     iters: Newton iterations.
-    ridge: Hessian ridge (the dual is flat along feature combinations that
-      are constant on the support).
+    ridge: Hessian ridge; the Newton system is solved by least squares
+      (the dual is flat along feature combinations constant on the support).
 
   Returns:
     (P̃ [S'], λ [d]).
@@ -57,7 +57,8 @@ def maxent_correction(p_hat: Array, phi: Array, psi: Array, beta: float = 0.0,
     mean = phi @ q
     grad = mean - psi + beta * lam
     cov = (phi * q) @ phi.T - jnp.outer(mean, mean)
-    step = jnp.linalg.solve(cov + (beta + ridge) * jnp.eye(d), grad)
+    step = jnp.linalg.lstsq(cov + (beta + ridge) * jnp.eye(d), grad,
+                            rcond=1e-6)[0]
     # backtracking on the convex dual
     f0 = dual(lam)
     ts = 0.5 ** jnp.arange(12)
