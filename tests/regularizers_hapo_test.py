@@ -1,13 +1,15 @@
 """HAPO (spec §7): entropy score, clip, redistribution, advantages."""
 
+import importlib
 from absl.testing import absltest
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import entropy_rl as er
-from entropy_rl.regularizers import hapo
 from tests import test_utils
+
+hapo = importlib.import_module("entropy_rl.regularizers.hapo")
 
 H = jnp.array([[0.05, 0.2, 1.0, 2.0, 0.5]])
 M = jnp.ones((1, 5))

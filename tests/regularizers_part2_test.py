@@ -1,5 +1,6 @@
 """EGSW, RENT, EM-FT/EM-RL, HAEPO, GRPO-λ, RiskPO, H-DPO (spec §12-17)."""
 
+import importlib
 import math
 
 from absl.testing import absltest
@@ -9,13 +10,14 @@ import jax.numpy as jnp
 import numpy as np
 
 import entropy_rl as er
-from entropy_rl.regularizers import egsw
-from entropy_rl.regularizers import entropy_min
-from entropy_rl.regularizers import grpo_lambda
-from entropy_rl.regularizers import haepo
-from entropy_rl.regularizers import hdpo
-from entropy_rl.regularizers import riskpo
 from tests import test_utils
+
+egsw = importlib.import_module("entropy_rl.regularizers.egsw")
+entropy_min = importlib.import_module("entropy_rl.regularizers.entropy_min")
+grpo_lambda = importlib.import_module("entropy_rl.regularizers.grpo_lambda")
+haepo = importlib.import_module("entropy_rl.regularizers.haepo")
+hdpo = importlib.import_module("entropy_rl.regularizers.hdpo")
+riskpo = importlib.import_module("entropy_rl.regularizers.riskpo")
 
 
 def _prep(t, b):
