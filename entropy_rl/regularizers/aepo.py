@@ -40,6 +40,8 @@ from entropy_rl.core import types
 
 Array = types.Array
 REG_KEY = "aepo_reg"  # batch.aux key: 1 on regulariser rows [B]
+_DICT_FIELDS = ("vocab_stats", "old_vocab_stats", "aux", "loss_terms",
+                "metrics")
 
 
 def aepo_controller(h_prev: Array | float, target: Array | float,
@@ -125,12 +127,15 @@ def aepo_assemble(batch_grpo: types.PolicyBatch, batch_reg: types.PolicyBatch,
     order = jnp.argsort(~selected.astype(bool), stable=True)  # selected first
   src = order[jnp.minimum(jnp.arange(b), b_r - 1)]  # [B]
   use = jnp.arange(b) < n_reg  # [B]
-  grpo = batch_grpo._replace(aux={**(batch_grpo.aux or {}),
-                                  REG_KEY: jnp.zeros((b,), jnp.float32)})
+  # Dict-valued fields: None and {} are the same (prepare_batch returns {}).
+  dicts = lambda x: {k: dict(getattr(x, k) or {}) for k in _DICT_FIELDS}
+  grpo = batch_grpo._replace(**dicts(batch_grpo))
+  grpo = grpo._replace(aux={**grpo.aux, REG_KEY: jnp.zeros((b,), jnp.float32)})
   mask_r = jnp.asarray(batch_reg.mask, jnp.float32)
-  reg = batch_reg._replace(
+  reg = batch_reg._replace(**dicts(batch_reg))
+  reg = reg._replace(
       advantages=jnp.broadcast_to(mask_r, batch_reg.logp.shape),
-      aux={**(batch_reg.aux or {}), REG_KEY: jnp.ones((b_r,), jnp.float32)})
+      aux={**reg.aux, REG_KEY: jnp.ones((b_r,), jnp.float32)})
 
   def pick(x_grpo, x_reg):
     x_reg = jnp.asarray(x_reg)
