@@ -53,3 +53,5 @@ from entropy_rl.regularizers.hapo import hapo
 from entropy_rl.regularizers.hapo import HapoState
 from entropy_rl.regularizers.cure import cure_rollout
 from entropy_rl.regularizers.cure import CureRollout
+from entropy_rl.regularizers.era import era_llm
+from entropy_rl.regularizers.era import era_objective
