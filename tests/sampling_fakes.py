@@ -1,6 +1,7 @@
 """Fake models with the sampler's model interface (``LMFns``), for tests.
 
-Each constructor returns ``(fns, params)`` like ``entropy_rl.models.as_functions``:
+Each constructor returns ``(fns, params)`` like
+``entropy_rl.models.as_functions``:
 ``fns.hidden(params, tokens [B,S], positions [B,S], mask [B,S], cache)``,
 ``fns.head(params) -> W [D, V]``, ``fns.logits(params, hidden)`` (f32),
 ``fns.init_cache(batch, max_len, dtype=None)`` and ``fns.config``.

@@ -1,4 +1,4 @@
-"""entropy_rl.sampling.sample: tokens, masks, cache, padding, early stop, errors.
+"""entropy_rl.sampling.sample: tokens, masks, cache, padding, early stop.
 
 Fake models (tests/sampling_fakes.py) give exact expected tokens (a
 deterministic next-token rule), fixed logits, and a small real transformer
@@ -15,7 +15,8 @@ from entropy_rl.sampling import sampler as sampler_lib
 from tests import sampling_fakes as fakes
 
 try:
-  from entropy_rl.core import token_stats as token_stats_lib  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from entropy_rl.core import token_stats as token_stats_lib
 except ImportError:  # pragma: no cover
   token_stats_lib = None
 

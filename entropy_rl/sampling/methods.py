@@ -51,7 +51,7 @@ _F32 = jnp.float32
 
 
 def _col(x: Array | float) -> Array:
-  """A scalar or per-row [R] parameter as something that broadcasts to [R, V]."""
+  """A scalar or per-row [R] parameter, made to broadcast against [R, V]."""
   x = jnp.asarray(x)
   return x[:, None] if x.ndim == 1 else x
 
@@ -95,6 +95,18 @@ def _keep_at_least(z: Array, threshold: Array) -> Array:
   return jnp.where(z >= threshold[:, None], z, NEG_INF)
 
 
+def _keep_top_ranks(z: Array, idx: Array, count: Array) -> Array:
+  """z on the first ``count`` [R] of the sorted indices idx [R, n], else −inf.
+
+  Rank-based, so tied logits are split by sort order (as in transformers'
+  top-p), not all kept as a value threshold would.
+  """
+  rank_kept = jnp.arange(idx.shape[-1])[None] < count[:, None]  # [R, n]
+  rows = jnp.arange(z.shape[0])[:, None]
+  keep = jnp.zeros(z.shape, bool).at[rows, idx].set(rank_kept)
+  return jnp.where(keep, z, NEG_INF)
+
+
 # ----------------------------------------------------------------------------
 # Temperature and the classic truncations.
 
@@ -117,7 +129,8 @@ def scale_by_temperature(temperature: float = 1.0) -> LogitsProcessor:
 
 
 def truncate_top_k(k: int) -> LogitsProcessor:
-  """Keeps the k largest logits of each row (ties at the k-th are kept).
+  """Keeps the k largest logits of each row (ties at the k-th are all kept,
+  like transformers' ``TopKLogitsWarper``).
 
   ``k`` (a Python int) is also the static bound of the per-call parameter
   ``params = {"k": k'}``, 1 ≤ k' ≤ k (scalar or [R]), so a controller can
@@ -145,7 +158,8 @@ def truncate_top_p(top_p: float, max_candidates: int | None = None
   """Nucleus truncation: the smallest top set with probability ≥ top_p.
 
   With p = softmax(z) sorted descending, token (j) is kept iff
-  Σ_{i<j} p_(i) < top_p (so at least one token, and top_p = 1 keeps all).
+  Σ_{i<j} p_(i) < top_p (so at least one token, and top_p = 1 keeps all);
+  ties at the boundary are split by rank, like transformers.
   ``params = {"top_p": p}`` (scalar or [R]).
 
   Args:
@@ -166,14 +180,13 @@ def truncate_top_p(top_p: float, max_candidates: int | None = None
     del rng, pos
     v = z.shape[-1]
     kk = v if max_candidates is None else min(max_candidates, v)
-    vals = lax.top_k(z, kk)[0]  # [R, kk] descending
+    vals, idx = lax.top_k(z, kk)  # [R, kk] descending
     _, lse = log_normalizer(z)
     probs = jnp.exp(vals - lse[:, None])
     before = jnp.cumsum(probs, -1) - probs  # mass strictly above (j)
     p = jnp.broadcast_to(_f32(params["top_p"]), z.shape[:1])
     count = jnp.maximum(jnp.sum(before < p[:, None], -1), 1)  # [R]
-    thr = jnp.take_along_axis(vals, (count - 1)[:, None], -1)[:, 0]
-    return jnp.where((p >= 1.0)[:, None], z, _keep_at_least(z, thr))
+    return jnp.where((p >= 1.0)[:, None], z, _keep_top_ranks(z, idx, count))
 
   return LogitsProcessor(init, apply)
 
@@ -203,7 +216,8 @@ def top_h_keep_count(probs_sorted: Array, alpha: Array) -> Array:
   S_j = −Σ_{i≤j} p_(i) log₂ p_(i) (over the top N, of the *full* softmax),
   τ = α·S_N and j* = min{j ≥ 1 : S_{j+1} > τ}, i.e. max(1, #{j : S_j ≤ τ})
   (= N when no S_{j+1} exceeds τ, e.g. α = 1; the reference code crashes
-  there). Zero probabilities contribute 0 (no NaN).
+  there). Zero probabilities contribute 0 (no NaN) and are never kept, so a
+  one-hot row keeps 1.
 
   Args:
     probs_sorted: [R, N] descending probabilities.
@@ -216,7 +230,8 @@ def top_h_keep_count(probs_sorted: Array, alpha: Array) -> Array:
   terms = jnp.where(p > 0, -p * jnp.log2(jnp.where(p > 0, p, 1.0)), 0.0)
   s = jnp.cumsum(terms, -1)  # [R, N]
   tau = jnp.broadcast_to(_f32(alpha), p.shape[:1]) * s[:, -1]
-  return jnp.maximum(jnp.sum(s <= tau[:, None], -1), 1).astype(jnp.int32)
+  within = (s <= tau[:, None]) & (p > 0)
+  return jnp.maximum(jnp.sum(within, -1), 1).astype(jnp.int32)
 
 
 def truncate_top_h(alpha: float = 0.4, top_n: int = 100) -> LogitsProcessor:
@@ -224,8 +239,8 @@ def truncate_top_h(alpha: float = 0.4, top_n: int = 100) -> LogitsProcessor:
 
   With p = softmax(z) (z already temperature-scaled by an earlier
   processor), keep the j* most probable tokens of :func:`top_h_keep_count`
-  and set the rest to −inf. ``params = {"alpha": α}`` (scalar or [R]);
-  ``top_n`` is static.
+  (by rank) and set the rest to −inf. ``params = {"alpha": α}`` (scalar or
+  [R]); ``top_n`` is static.
 
   Spec cases: p = (½, ¼, ⅛, ⅛), N = 4 keeps 1, 2, 3 tokens for α = 0.4,
   0.6, 0.8.
@@ -240,11 +255,10 @@ def truncate_top_h(alpha: float = 0.4, top_n: int = 100) -> LogitsProcessor:
   def apply(z, params, *, rng=None, pos=None):
     del rng, pos
     n = min(top_n, z.shape[-1])
-    vals = lax.top_k(z, n)[0]  # [R, n]
+    vals, idx = lax.top_k(z, n)  # [R, n]
     _, lse = log_normalizer(z)
     count = top_h_keep_count(jnp.exp(vals - lse[:, None]), params["alpha"])
-    thr = jnp.take_along_axis(vals, (count - 1)[:, None], -1)[:, 0]
-    return _keep_at_least(z, thr)
+    return _keep_top_ranks(z, idx, count)
 
   return LogitsProcessor(init, apply)
 
