@@ -143,15 +143,16 @@ def _attend(q, k, v, new_mask, k_old, v_old, old_mask):
                     preferred_element_type=f32)
     so = jnp.where(old_mask[:, None, None, None, :], so, _NEG)
     m = jnp.maximum(m, jnp.max(so, axis=-1, keepdims=True))
+  # p @ v in v's dtype (as transformers does after its softmax): XLA:CPU
+  # lacks some bf16 x bf16 -> f32 dot layouts.
   p = jnp.exp(s - m)
   denom = jnp.sum(p, axis=-1)
-  out = jnp.einsum("bkgqs,bskd->bqkgd", p.astype(v.dtype), v,
-                   preferred_element_type=f32)
+  out = jnp.einsum("bkgqs,bskd->bqkgd", p.astype(v.dtype), v).astype(f32)
   if k_old is not None:
     po = jnp.exp(so - m)
     denom = denom + jnp.sum(po, axis=-1)
     out = out + jnp.einsum("bkgqt,bktd->bqkgd", po.astype(v.dtype),
-                           v_old.astype(v.dtype), preferred_element_type=f32)
+                           v_old.astype(v.dtype)).astype(f32)
   out = out / jnp.transpose(denom, (0, 3, 1, 2))[..., None]
   return out.astype(q.dtype)
 

@@ -1,0 +1,360 @@
+"""entropy_rl.models: parity with transformers, KV cache, padding, checkpoints.
+
+Random Llama / Qwen2 / Qwen3 models built with transformers (float32) are
+saved, loaded with `load_pretrained` and must give the same logits; the KV
+cache must reproduce full recomputation; left padding must change nothing;
+`save_pretrained` must write what transformers loads.
+"""
+
+import functools
+import json
+import os
+import pathlib
+import tempfile
+
+from absl.testing import absltest
+from absl.testing import parameterized
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import safetensors.numpy
+
+from entropy_rl import models
+from entropy_rl.models import checkpoint
+
+try:
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+except ImportError:  # pragma: no cover
+  if os.environ.get("CI") == "true":
+    raise
+  pytest.skip("torch/transformers not installed (the test extra)",
+              allow_module_level=True)
+
+VOCAB = 128
+COMMON = dict(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2,
+              num_attention_heads=4, num_key_value_heads=2,
+              intermediate_size=96, max_position_embeddings=256)
+# family -> (config class, model class, extra config, scan_layers,
+#            max_shard_size for transformers' save)
+FAMILIES = {
+    "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM,
+              dict(tie_word_embeddings=False, rope_theta=5_000.0), False,
+              "40KB"),
+    "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM,
+              dict(tie_word_embeddings=True, rope_theta=20_000.0), True,
+              None),
+    "qwen3": (transformers.Qwen3Config, transformers.Qwen3ForCausalLM,
+              dict(tie_word_embeddings=False, head_dim=32,
+                   rope_theta=1_000_000.0), False, None),
+}
+_TMP = tempfile.TemporaryDirectory()
+_HF = {}
+
+
+def hf_model(family):
+  """A random transformers model of ``family`` and its saved directory."""
+  if family not in _HF:
+    config_cls, model_cls, extra, _, shard = FAMILIES[family]
+    torch.manual_seed(len(_HF))
+    model = model_cls(config_cls(**COMMON, **extra)).eval()
+    with torch.no_grad():  # Random norms and biases: nothing hides a bug.
+      for name, p in model.named_parameters():
+        if "norm" in name or "bias" in name:
+          p.add_(0.2 * torch.randn_like(p))
+    path = pathlib.Path(_TMP.name) / family
+    kw = {"max_shard_size": shard} if shard else {}
+    model.save_pretrained(path, **kw)
+    _HF[family] = model, path
+  return _HF[family]
+
+
+def hf_logits(model, tokens, mask=None):
+  with torch.no_grad():
+    kw = {} if mask is None else {"attention_mask": torch.tensor(mask)}
+    return model(torch.tensor(tokens), **kw).logits.numpy()
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _forward(fns, params, x, mask):
+  pos = models.positions_from_mask(mask)
+  return fns.logits(params, fns.hidden(params, x, pos, mask)[0])
+
+
+def forward(model, x, mask=None):
+  """Jitted full-sequence logits (eager dispatch is slow on 2 cores)."""
+  fns, params = models.as_functions(model)
+  mask = np.ones(x.shape, bool) if mask is None else mask
+  return np.asarray(_forward(fns, params, x, mask))
+
+
+def tokens(b, s, seed=0):
+  return np.random.RandomState(seed).randint(0, VOCAB, (b, s)).astype(
+      np.int32)
+
+
+def left_padded(lengths, total, seed=0):
+  """Rows of ``lengths`` real tokens, left-padded to ``total``."""
+  toks = tokens(len(lengths), total, seed)
+  mask = np.arange(total)[None] >= total - np.asarray(lengths)[:, None]
+  return np.where(mask, toks, 0).astype(np.int32), mask
+
+
+class ParityTest(parameterized.TestCase):
+
+  @parameterized.parameters("llama", "qwen2", "qwen3")
+  def test_logits_equal_transformers(self, family):
+    hf, path = hf_model(family)
+    scan = FAMILIES[family][3]
+    if FAMILIES[family][4]:
+      self.assertTrue((path / "model.safetensors.index.json").exists())
+    model = models.load_pretrained(path, scan_layers=scan)
+    self.assertEqual(model.config.hf_model_type, family)
+    self.assertEqual(model.config.scan_layers, scan)
+    x = tokens(2, 11)
+    np.testing.assert_allclose(forward(model, x), hf_logits(hf, x),
+                               atol=1e-4, rtol=0)
+
+  def test_left_padded_logits_equal_transformers(self):
+    hf, path = hf_model("qwen2")
+    model = models.load_pretrained(path)
+    x, mask = left_padded([7, 4, 1], 7)
+    ours = forward(model, x, mask)
+    for row, n in enumerate([7, 4, 1]):
+      ref = hf_logits(hf, x[row:row + 1, 7 - n:])[0]
+      np.testing.assert_allclose(ours[row, 7 - n:], ref, atol=1e-4, rtol=0)
+
+  @parameterized.parameters("llama", "qwen3")
+  def test_save_pretrained_round_trip(self, family):
+    hf, path = hf_model(family)
+    model = models.load_pretrained(path, scan_layers=family == "qwen3")
+    out = pathlib.Path(_TMP.name) / f"ours_{family}"
+    models.save_pretrained(model, out, max_shard_size=30_000)
+    self.assertTrue((out / "model.safetensors.index.json").exists())
+    again = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    self.assertIsInstance(again, type(hf))
+    x = tokens(2, 9, seed=3)
+    np.testing.assert_allclose(hf_logits(again, x), hf_logits(hf, x),
+                               atol=1e-6, rtol=0)
+    reloaded = models.load_pretrained(out)
+    jax.tree.map(np.testing.assert_array_equal,
+                 nnx.to_pure_dict(nnx.state(reloaded)),
+                 nnx.to_pure_dict(nnx.state(models.load_pretrained(path))))
+
+
+def small_config(**kw):
+  return models.DecoderConfig(**{**dict(
+      vocab_size=VOCAB, hidden_size=64, num_layers=2, num_heads=4,
+      num_kv_heads=2, intermediate_size=96, qkv_bias=True, qk_norm=True,
+      tie_word_embeddings=False), **kw})
+
+
+def random_model(**kw):
+  """A random `Decoder` with norm scales away from 1 and non-zero biases."""
+  model = models.Decoder(small_config(**kw), rngs=nnx.Rngs(0))
+  keys = iter(jax.random.split(jax.random.key(1), 64))
+
+  def bump(path, x):
+    name = jax.tree_util.keystr(path)
+    if "scale" in name or "bias" in name:
+      return x + 0.2 * jax.random.normal(next(keys), x.shape, x.dtype)
+    return x
+  state = nnx.state(model)
+  nnx.replace_by_pure_dict(state, jax.tree_util.tree_map_with_path(
+      bump, nnx.to_pure_dict(state)))
+  nnx.update(model, state)
+  return model
+
+
+class CacheTest(parameterized.TestCase):
+
+  @parameterized.parameters(False, True)
+  def test_incremental_decode_equals_full_recompute(self, scan):
+    """Chunked prefill (3 + 2 tokens) then 4 single steps, left-padded."""
+    fns, params = models.as_functions(random_model(scan_layers=scan))
+    lengths, p, n = [5, 3, 1], 5, 4
+    _, prompt_mask = left_padded(lengths, p)
+    mask = np.concatenate([prompt_mask, np.ones((3, n), bool)], axis=1)
+    x = np.where(mask, tokens(3, p + n, seed=8), 0).astype(np.int32)
+    pos = np.asarray(models.positions_from_mask(jnp.asarray(mask)))
+    full = _forward(fns, params, x, mask)
+
+    @jax.jit
+    def step(params, x, pos, mask, cache):
+      h, cache = fns.hidden(params, x, pos, mask, cache)
+      return fns.logits(params, h), cache
+    cache = fns.init_cache(3, p + n + 2)
+    got = []
+    for a, b in [(0, 3), (3, 5)] + [(t, t + 1) for t in range(p, p + n)]:
+      logits, cache = step(params, x[:, a:b], pos[:, a:b], mask[:, a:b], cache)
+      got.append(logits)
+    got = np.concatenate(got, axis=1)
+    np.testing.assert_allclose(np.where(mask[..., None], got, 0),
+                               np.where(mask[..., None], full, 0),
+                               atol=1e-5, rtol=0)
+    self.assertEqual(int(cache.index), p + n)
+    np.testing.assert_array_equal(
+        cache.valid, np.concatenate([mask, np.zeros((3, 2), bool)], 1))
+    # The most padded row equals the same row decoded alone, unpadded.
+    alone = x[2:, p - lengths[2]:]
+    ref = _forward(fns, params, alone, np.ones_like(alone, bool))
+    np.testing.assert_allclose(got[2, p - lengths[2]:], ref[0], atol=1e-5,
+                               rtol=0)
+
+  def test_jit_equals_no_jit_and_padding_values_ignored(self):
+    fns, params = models.as_functions(random_model())
+    x, mask = left_padded([6, 2], 6, seed=2)
+    pos = models.positions_from_mask(jnp.asarray(mask))
+    hidden = jax.jit(fns.hidden)
+    h1, _ = fns.hidden(params, x, pos, mask)
+    h2, _ = hidden(params, x, pos, mask)
+    np.testing.assert_allclose(h1, h2, atol=1e-6, rtol=0)
+    junk = np.where(mask, x, 77)  # Different pad ids: same real outputs.
+    h3, _ = hidden(params, junk, pos, mask)
+    np.testing.assert_allclose(np.where(mask[..., None], h3, 0),
+                               np.where(mask[..., None], h1, 0), atol=1e-6)
+    self.assertTrue(np.isfinite(np.asarray(h1)).all())
+
+  def test_cache_shapes_and_dtype(self):
+    cfg = small_config()
+    cache = models.init_cache(cfg, 3, 10, dtype=jnp.bfloat16)
+    self.assertEqual(cache.k.shape, (2, 3, 2, 10, 16))
+    self.assertEqual(cache.k.dtype, jnp.bfloat16)
+    self.assertEqual(cache.valid.shape, (3, 10))
+    self.assertEqual(cache.index.dtype, jnp.int32)
+    with self.assertRaisesRegex(ValueError, "max_len"):
+      models.init_cache(cfg, 3, 0)
+
+  def test_bf16_compute_close_to_f32(self):
+    model = random_model()
+    fns, params = models.as_functions(model)
+    bf = models.Decoder(model.config.replace(dtype=jnp.bfloat16),
+                        rngs=nnx.Rngs(0))
+    nnx.update(bf, nnx.state(model))
+    bfns, _ = models.as_functions(bf)
+    x, mask = left_padded([8, 5], 8)
+    pos = models.positions_from_mask(jnp.asarray(mask))
+    h, _ = jax.jit(bfns.hidden)(params, x, pos, mask)
+    self.assertEqual(h.dtype, jnp.bfloat16)
+    self.assertEqual(bfns.head(params).dtype, jnp.bfloat16)
+    lb = _forward(bfns, params, x, mask)
+    self.assertEqual(lb.dtype, jnp.float32)
+    lf = _forward(fns, params, x, mask)
+    m = mask[..., None]
+    self.assertLess(float(jnp.max(jnp.abs(jnp.where(m, lb - lf, 0)))), 0.05)
+    cache = bfns.init_cache(2, 9)
+    self.assertEqual(cache.k.dtype, jnp.bfloat16)
+    hc, cache = jax.jit(bfns.hidden)(params, x, pos, mask, cache)
+    self.assertEqual(cache.k.dtype, jnp.bfloat16)
+    self.assertTrue(np.isfinite(np.asarray(hc, np.float32)).all())
+
+  def test_head_and_grad(self):
+    fns, params = models.as_functions(random_model(tie_word_embeddings=True))
+    w = fns.head(params)
+    np.testing.assert_array_equal(w, params["embedding"][...].T)
+    x, mask = left_padded([4, 3], 4)
+    pos = models.positions_from_mask(jnp.asarray(mask))
+
+    def loss(params):
+      h, _ = fns.hidden(params, x, pos, mask)
+      lp = jax.nn.log_softmax(h @ fns.head(params))
+      return -jnp.sum(jnp.where(mask, lp[..., 0], 0))
+    g = jax.jit(jax.grad(loss))(params)
+    norms = [float(jnp.abs(v).sum()) for v in jax.tree.leaves(g)]
+    self.assertTrue(all(np.isfinite(norms)) and all(n > 0 for n in norms))
+
+
+class AxesTest(absltest.TestCase):
+
+  def test_logical_axes(self):
+    is_leaf = lambda x: isinstance(x, tuple)  # noqa: E731
+    for scan in (False, True):
+      model = random_model(scan_layers=scan, tie_word_embeddings=False)
+      axes = models.logical_axes(model)
+      pure = nnx.to_pure_dict(axes)
+      self.assertEqual(pure["embedding"], ("vocab", "embed"))
+      self.assertEqual(pure["lm_head"], ("embed", "vocab"))
+      layer = pure["layers"] if scan else pure["layers"][0]
+      prefix = ("layers",) if scan else ()
+      self.assertEqual(layer["attn"]["q_proj"], prefix + ("embed", "heads"))
+      self.assertEqual(layer["attn"]["k_proj"],
+                       prefix + ("embed", "kv_heads"))
+      self.assertEqual(layer["mlp"]["down_proj"], prefix + ("mlp", "embed"))
+      self.assertEqual(layer["attn"]["q_norm"]["scale"],
+                       prefix + ("head_dim",))
+      _, params = models.as_functions(model)
+      # One name per array dimension, structures aligned with the params.
+      jax.tree.map(lambda a, p: self.assertLen(a, p.ndim),
+                   models.logical_axes(params), params, is_leaf=is_leaf)
+
+  def test_presets(self):
+    tiny = models.DecoderConfig.tiny()
+    self.assertEqual((tiny.vocab_size, tiny.hidden_size, tiny.num_layers,
+                      tiny.num_heads, tiny.num_kv_heads, tiny.head_dim,
+                      tiny.intermediate_size, tiny.tie_word_embeddings),
+                     (512, 256, 4, 4, 4, 64, 1024, True))
+    q = models.DecoderConfig.qwen2_5_0_5b()
+    self.assertEqual((q.head_dim, q.hf_model_type, q.rope_theta),
+                     (64, "qwen2", 1e6))
+    params = nnx.eval_shape(lambda: models.Decoder(q, rngs=nnx.Rngs(0)))
+    n = sum(x.size for x in jax.tree.leaves(nnx.state(params)))
+    self.assertEqual(n, 494_032_768)  # Qwen2.5-0.5B's published count.
+
+
+class BadInputTest(absltest.TestCase):
+
+  def _saved(self, name):
+    model = random_model(qk_norm=False, qkv_bias=False)
+    path = pathlib.Path(_TMP.name) / name
+    models.save_pretrained(model, path)
+    return path
+
+  def test_unknown_architecture(self):
+    path = self._saved("gpt2")
+    cfg = json.loads((path / "config.json").read_text())
+    cfg["model_type"] = "gpt2"
+    (path / "config.json").write_text(json.dumps(cfg))
+    with self.assertRaisesRegex(ValueError, "model_type 'gpt2'"):
+      models.load_pretrained(path)
+
+  def test_missing_and_unexpected_tensors(self):
+    path = self._saved("missing")
+    f = path / "model.safetensors"
+    tensors = safetensors.numpy.load_file(f)
+    name = "model.layers.1.mlp.up_proj.weight"
+    del tensors[name]
+    safetensors.numpy.save_file(tensors, f)
+    with self.assertRaisesRegex(ValueError, f"missing.*{name}"):
+      models.load_pretrained(path)
+    tensors[name] = np.zeros((96, 64), np.float32)
+    tensors["model.layers.0.self_attn.o_proj.bias"] = np.zeros(64)
+    safetensors.numpy.save_file(tensors, f)
+    with self.assertRaisesRegex(ValueError, "unexpected.*o_proj.bias"):
+      models.load_pretrained(path)
+    del tensors["model.layers.0.self_attn.o_proj.bias"]
+    tensors[name] = np.zeros((64, 96), np.float32)
+    safetensors.numpy.save_file(tensors, f)
+    with self.assertRaisesRegex(ValueError, f"{name} has shape"):
+      models.load_pretrained(path)
+
+  def test_bad_configs(self):
+    with self.assertRaisesRegex(ValueError, "num_kv_heads"):
+      small_config(num_kv_heads=3)
+    with self.assertRaisesRegex(ValueError, "rope scaling"):
+      checkpoint.config_from_hf(
+          {"model_type": "llama", "rope_scaling": {"rope_type": "llama3"}})
+    with self.assertRaisesRegex(ValueError, "no config.json"):
+      models.load_pretrained(_TMP.name)
+    with self.assertRaisesRegex(ValueError, "qkv_bias"):
+      models.save_pretrained(random_model(qk_norm=False, family="llama"),
+                             pathlib.Path(_TMP.name) / "bad")
+    fns, params = models.as_functions(random_model())
+    x = tokens(2, 5)
+    with self.assertRaisesRegex(ValueError, "does not fit"):
+      fns.hidden(params, x, x, x > -1, fns.init_cache(2, 4))
+
+
+if __name__ == "__main__":
+  absltest.main()
