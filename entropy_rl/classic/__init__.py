@@ -9,7 +9,7 @@ Tabular: :mod:`~entropy_rl.classic.mdvi`,
 :mod:`~entropy_rl.classic.maxent_exploration`,
 :mod:`~entropy_rl.classic.bobw`, :mod:`~entropy_rl.classic.moco`.
 Pieces: :mod:`~entropy_rl.classic.moss`,
-:mod:`~entropy_rl.classic.entropy_sgd` (an optax transformation).
+:mod:`~entropy_rl.classic.local_entropy` (Entropy-SGD, an optax transformation).
 """
 
 from entropy_rl.classic import ace
@@ -17,7 +17,7 @@ from entropy_rl.classic import bandlimited
 from entropy_rl.classic import bobw
 from entropy_rl.classic import diayn
 from entropy_rl.classic import doraemon
-from entropy_rl.classic import entropy_sgd as entropy_sgd_lib
+from entropy_rl.classic import local_entropy
 from entropy_rl.classic import envs
 from entropy_rl.classic import era
 from entropy_rl.classic import maxent_exploration
@@ -37,8 +37,8 @@ from entropy_rl.classic.bobw import bobw_po
 from entropy_rl.classic.bobw import ftrl_policy
 from entropy_rl.classic.diayn import pseudo_reward as diayn_reward
 from entropy_rl.classic.doraemon import doraemon_update
-from entropy_rl.classic.entropy_sgd import entropy_sgd
-from entropy_rl.classic.entropy_sgd import scale_by_local_entropy
+from entropy_rl.classic.local_entropy import entropy_sgd
+from entropy_rl.classic.local_entropy import scale_by_local_entropy
 from entropy_rl.classic.era import era_log_std
 from entropy_rl.classic.maxent_exploration import entgame_plan
 from entropy_rl.classic.maxent_exploration import ucbvi_ent_plan
@@ -57,8 +57,8 @@ __all__ = (
     "PPOConfig", "SACConfig", "TRPOConfig", "ace", "band_limited_q",
     "bandlimited", "bobw", "bobw_po", "causal_weights", "diayn",
     "diayn_reward", "doraemon", "doraemon_update", "entgame_plan",
-    "entropy_sgd", "entropy_sgd_lib", "envs", "era", "era_log_std",
-    "ftrl_policy", "information_gain", "maxent_correction",
+    "entropy_sgd", "envs", "era", "era_log_std",
+    "ftrl_policy", "information_gain", "local_entropy", "maxent_correction",
     "maxent_exploration", "maxinfo", "mdvi", "mdvi_solve", "moco", "mocovi",
     "moss", "moss_reward", "munchausen_target", "nets", "ppo", "sac",
     "scale_by_local_entropy", "soft_reset", "tabular", "trpo", "trpo_step",

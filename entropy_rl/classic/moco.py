@@ -74,8 +74,15 @@ def maxent_correction(p_hat: Array, phi: Array, psi: Array, beta: float = 0.0,
 def corrected_model(p_hat: Array, P_true: Array, basis: Array,
                     beta: float = 0.0) -> Array:
   """P̃ [S, A, S] from P̂ [S, A, S] matching E_P[φ] for basis [d, S]."""
-  psi = jnp.einsum("sat,dt->sad", P_true, basis)
-  fn = lambda p, q: maxent_correction(p, basis, q, beta)[0]
+  # Whiten the basis (same constraint set, well conditioned): φ' = S⁻¹Uᵀφ on
+  # the singular directions above 1e-5·s_max; collinear iterates are dropped.
+  u, sv, vh = jnp.linalg.svd(basis, full_matrices=False)
+  keep = sv > 1e-5 * sv.max()
+  basis_w = jnp.where(keep[:, None], vh, 0.0)
+  proj = jnp.where(keep[:, None], u.T / jnp.where(keep, sv, 1.0)[:, None],
+                   0.0)
+  psi = jnp.einsum("sat,dt->sad", P_true, basis) @ proj.T
+  fn = lambda p, q: maxent_correction(p, basis_w, q, beta)[0]
   return jax.vmap(jax.vmap(fn))(p_hat, psi)
 
 
