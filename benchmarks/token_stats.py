@@ -9,8 +9,9 @@ with respect to h and W, once through
 :func:`~entropy_rl.core.token_stats.token_stats_naive` ([N, V] logits). For
 each it prints one JSON object: the compiled program's temporary memory
 (``compiled.memory_analysis().temp_size_in_bytes``, the "extra" memory beyond
-arguments and outputs) and the median wall time of ``--repeats`` runs after
-``--warmup`` runs. A variant whose temp + argument + output bytes exceed
+arguments and outputs) and the median wall time (and process CPU time, all
+threads: steadier on a shared host) of ``--repeats`` runs after ``--warmup``
+runs. A variant whose temp + argument + output bytes exceed
 ``--max-run-gib`` is compiled but not run (``"ran": false`` with the reason).
 A last object per vocabulary compares the two.
 
@@ -26,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import statistics
 import time
 
@@ -103,14 +103,16 @@ def _measure(name, fn, inputs, cfg, args):
         f"needs {total / 2**30:.1f} GiB > --max-run-gib {args.max_run_gib}: "
         "memory from memory_analysis (compile only), not run"))
   else:
-    times = []
+    times, cpu = [], []
     for i in range(args.warmup + args.repeats):
-      t0 = time.perf_counter()
+      t0, c0 = time.perf_counter(), time.process_time()
       result = jax.block_until_ready(compiled(*inputs))
       if i >= args.warmup:
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     rec.update(ran=True, times_s=[round(t, 3) for t in times],
-               median_s=round(statistics.median(times), 3))
+               median_s=round(statistics.median(times), 3),
+               median_cpu_s=round(statistics.median(cpu), 3))
   print(json.dumps(rec), flush=True)
   return rec, result
 
@@ -129,7 +131,7 @@ def main() -> None:
     cfg = dict(bench="token_stats_logp_entropy_fwd_bwd",
                backend=jax.default_backend(),
                device=jax.devices()[0].device_kind,
-               host=platform.node(), jax=jax.__version__,
+               jax=jax.__version__,
                tokens=args.tokens, vocab=v, hidden=args.hidden,
                dtype=args.dtype, token_chunk=args.token_chunk,
                vocab_chunk=args.vocab_chunk,
@@ -145,6 +147,8 @@ def main() -> None:
                                       4))
       if c["ran"] and n["ran"]:
         summary["time_ratio"] = round(c["median_s"] / n["median_s"], 3)
+        summary["cpu_time_ratio"] = round(
+            c["median_cpu_s"] / max(n["median_cpu_s"], 1e-9), 3)
         (lc, gc), (ln, gn) = results["chunked"], results["naive"]
         summary.update(rel_err_loss=abs(float(lc) - float(ln)) / abs(float(ln)),
                        rel_err_grad_h=_rel(gc[0], gn[0]),
