@@ -46,17 +46,18 @@ class QaeTest(absltest.TestCase):
   @given(n=st.integers(2, 8), data=st.data())
   def test_binary_gate(self, n, data):
     # Q_K = 0 if p <= 1 − K, else 1, so only successes (hard prompts) or only
-    # failures (easy prompts) get a non-zero advantage.
+    # failures (easy prompts) get a non-zero advantage. One shape: the group
+    # is the first n of 8 rows, the rest a second group.
     k = data.draw(st.sampled_from([0.2, 0.4, 0.5, 0.8]))
     s = data.draw(st.integers(0, n))
-    r = jnp.asarray([1.0] * s + [0.0] * (n - s))
-    q = adv_lib.quantile_baseline(k)(r, jnp.zeros(n, jnp.int32), 1)
+    r = jnp.asarray([1.0] * s + [0.0] * (8 - s))
+    g = (jnp.arange(8) >= n).astype(jnp.int32)
+    q, a = _GATES[k](r, g)
     p = s / n
-    np.testing.assert_array_equal(q, 0.0 if p <= 1 - k + 1e-9 else 1.0)
-    a = adv_lib.grpo(r, jnp.zeros(n, jnp.int32), baseline=adv_lib.
-                     quantile_baseline(k))
-    if p <= 1 - k + 1e-9:
-      self.assertTrue(bool(jnp.all(a[s:] == 0)))
+    hard = p <= 1 - k + 1e-9
+    np.testing.assert_array_equal(q[:n], 0.0 if hard else 1.0)
+    if hard:
+      self.assertTrue(bool(jnp.all(a[s:n] == 0)))
     else:
       self.assertTrue(bool(jnp.all(a[:s] == 0)))
 
@@ -128,6 +129,15 @@ class QaeTest(absltest.TestCase):
   def test_needs_rewards(self):
     with self.assertRaisesRegex(ValueError, "rewards"):
       er.prepare_batch(_batch()._replace(rewards=None), regularizers.qae(), ())
+
+
+def _make_gate(k):
+  baseline = adv_lib.quantile_baseline(k)
+  return jax.jit(lambda r, g: (baseline(r, g, r.shape[0]),
+                               adv_lib.grpo(r, g, baseline=baseline)))
+
+
+_GATES = {k: _make_gate(k) for k in (0.2, 0.4, 0.5, 0.8)}
 
 
 @jax.jit
