@@ -17,8 +17,8 @@ A last object per vocabulary compares the two.
 
 Usage::
 
-  nice python benchmarks/token_stats.py                  # 8192 x {32768, 151936} x 896
-  python benchmarks/token_stats.py --quick               # small, seconds
+  nice python benchmarks/token_stats.py       # 8192 x {32768, 151936} x 896
+  python benchmarks/token_stats.py --quick    # small, seconds
   python benchmarks/token_stats.py --vocab 32768 --dtype bfloat16 --repeats 5
 """
 

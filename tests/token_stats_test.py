@@ -127,7 +127,8 @@ class CoreMatchesNaiveTest(parameterized.TestCase):
 class HandValuesTest(absltest.TestCase):
 
   def test_temperature_entropy(self):
-    # ERA spec: z = [2, 1, 0]; H(z) = 0.83240, H(2z) = 0.44106, H(z/2) = 1.02019.
+    # ERA spec: z = [2, 1, 0]; H(z) = 0.83240, H(2z) = 0.44106,
+    # H(z/2) = 1.02019 (τ = 1, 0.5, 2).
     z = jnp.array([[2.0, 1.0, 0.0]])
     y = jnp.array([0])
     for t, want in ((1.0, 0.83240), (0.5, 0.44106), (2.0, 1.02019)):

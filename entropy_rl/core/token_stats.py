@@ -28,9 +28,11 @@ the constructors of this module build the ones the method catalogue uses:
 References:
   Online softmax: Milakov & Gimelshein 2018, https://arxiv.org/abs/1805.02867.
   Gradient checkpointing: Chen et al. 2016, https://arxiv.org/abs/1604.06174.
-  SIREN: Jiang et al. 2025, https://arxiv.org/abs/2509.25133.
+  SIREN: "Rethinking Entropy Regularization in Large Reasoning Models" (2025),
+    https://arxiv.org/abs/2509.25133.
   Lp-Reg: Huang et al. 2025, https://arxiv.org/abs/2510.03222.
-  ERA: Kang et al. 2025, https://arxiv.org/abs/2510.08141.
+  ERA: "Entropy Regularizing Activation" (2025),
+    https://arxiv.org/abs/2510.08549.
 """
 
 from __future__ import annotations
@@ -144,7 +146,8 @@ def masked_entropy(z: Array, kept: Array) -> Array:
 
   With q_v = exp z_v / Σ_{u∈K} exp z_u on the kept set K::
 
-      H_K = −Σ_{v∈K} q_v log q_v = log Σ_K e^{z−m} − Σ_K e^{z−m}(z−m) / Σ_K e^{z−m}
+      H_K = −Σ_{v∈K} q_v log q_v
+          = log Σ_K e^{z−m} − Σ_K e^{z−m}(z−m) / Σ_K e^{z−m}
 
   The mask is a constant; the gradient flows through z on the kept entries.
 
