@@ -106,6 +106,21 @@ def _clean(ans: str) -> str:
   return ans
 
 
+_BARE_RE_ANSWER = re.compile(r"[\x21-\x7e]{1,100}")  # Printable ASCII.
+
+
+def _looks_like_answer(s: str) -> bool:
+  """One short printable word with a digit or letter and balanced braces."""
+  if not _BARE_RE_ANSWER.fullmatch(s) or not re.search(r"[0-9A-Za-z]", s):
+    return False
+  depth = 0
+  for ch in s:
+    depth += (ch == "{") - (ch == "}")
+    if depth < 0:
+      return False
+  return depth == 0
+
+
 def extract_answer(text: Any, mode: str = "flexible") -> str | None:
   """The final answer in a response, or None if there is none.
 
@@ -147,7 +162,7 @@ def extract_answer(text: Any, mode: str = "flexible") -> str | None:
     if ans:
       return ans
   bare = _clean(text)
-  if bare and len(bare) <= 100 and not re.search(r"\s", bare):
+  if _looks_like_answer(bare):
     return bare  # The whole response is the answer ("10^{400}", "x+1").
   numbers = _NUMBER_RE.findall(text)
   if numbers:

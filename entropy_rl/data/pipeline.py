@@ -115,7 +115,8 @@ def _source(task, seed, num_examples, shard_index, shard_count
             ) -> grain.MapDataset:
   ds = grain.MapDataset.source(TaskSource(task, seed=seed,
                                           num_examples=num_examples))
-  ds = ds.map_with_index(lambda i, example: (i, example))
+  n = len(ds)  # grain passes indices of later epochs unwrapped.
+  ds = ds.map_with_index(lambda i, example: (i % n, example))
   if shard_count > 1:
     ds = ds[shard_index::shard_count]
   return ds.seed(seed).shuffle()

@@ -116,4 +116,8 @@ class _MappedSequence(Sequence):
   def __getitem__(self, i):  # pytype: disable=signature-mismatch
     if isinstance(i, slice):
       return [self[j] for j in range(*i.indices(len(self)))]
-    return self._fn(self._items[i])
+    n = len(self._items)
+    i = int(i)
+    if not -n <= i < n:  # Procedural datasets would generate past the end.
+      raise IndexError(f"index {i} out of range for {n} examples")
+    return self._fn(self._items[i % n])
