@@ -163,10 +163,11 @@ class RegulariserTest(absltest.TestCase):
     whole, _ = siren_lib.peak_entropy(b.old_vocab_stats[STAT], b.mask, 0.8)
     np.testing.assert_allclose(s.anchor, whole, rtol=1e-6)
     self.assertTrue(bool(s.ready))
+    # The mask is per row and SMTM a mean over rows, so the whole-batch
+    # anchor also equals the mean over equal micro-batches (the reference
+    # re-reads it from the actor's per-micro-batch metric).
     halves = [siren_lib.peak_entropy(b.old_vocab_stats[STAT][i:i + 2],
                                      b.mask[i:i + 2], 0.8)[0] for i in (0, 2)]
-    # The whole-batch SMTM equals the mean of equal-size halves, so compare
-    # with a batch whose halves differ in size: the anchor is not per scope.
     np.testing.assert_allclose(np.mean(halves), whole, rtol=1e-6)
     # A second prepare keeps the anchor.
     b2 = b._replace(old_vocab_stats={STAT: b.old_vocab_stats[STAT] * 3.0})
