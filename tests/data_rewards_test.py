@@ -396,12 +396,12 @@ class JaxEqualsPythonTest(absltest.TestCase):
   def test_random_token_ids_bulk(self):
     # Uniform ids (incl. specials and out-of-range), random masks with holes.
     rng = np.random.default_rng(0)
-    n = 4 * B
+    n = B  # Same shape as every other call: no new compile.
     for task, make in ((ARITH, lambda: int(rng.integers(-99, 99))),
                        (CD, lambda: data.CountdownAnswer(
                            int(rng.integers(0, 30)),
                            tuple(int(x) for x in rng.integers(0, 9, 4))))):
-      for _ in range(3):
+      for _ in range(8):
         digits = rng.integers(4, 4 + 10, (n, T))
         ops = rng.integers(0, TOK.vocab_size + 3, (n, T))
         ids = np.where(rng.random((n, T)) < 0.6, digits, ops).astype(np.int32)
@@ -446,6 +446,10 @@ class JaxEqualsPythonTest(absltest.TestCase):
         split_digits=False)
     with self.assertRaisesRegex(ValueError, "character-level"):
       char_classes.char_class_table(sp)
+    # The built-in task then falls back to its Python checker.
+    task = data.arithmetic(tokenizer=sp)
+    self.assertIsNone(task.jax_reward_fn)
+    self.assertEqual(task.score("24", 24).reward, 1.0)
 
 
 if __name__ == "__main__":

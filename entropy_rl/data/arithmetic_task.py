@@ -203,7 +203,8 @@ def arithmetic(num_digits: int | Sequence[int] = 2, num_operands: int = 2,
     num_operands: operands per expression (>= 2).
     ops: allowed operators.
     allow_negative: allow negative answers (``"3-7="`` -> ``"-4"``).
-    tokenizer: tokenizer of the on-device checker (default `CharTokenizer`).
+    tokenizer: tokenizer of the on-device checker (default `CharTokenizer`);
+      if it is not character-level, ``jax_reward_fn`` is None.
 
   Returns:
     A `Task` named "arithmetic" with ``jax_reward_fn`` and ``encode_answer``
@@ -216,6 +217,10 @@ def arithmetic(num_digits: int | Sequence[int] = 2, num_operands: int = 2,
     raise ValueError(f"ops must be a non-empty subset of {_OPS!r}, "
                      f"got {ops!r}")
   tokenizer = tokenizer if tokenizer is not None else tok_lib.CharTokenizer()
+  try:
+    jax_fn = arithmetic_jax_reward(tokenizer)
+  except ValueError:  # Not character-level: the Python checker only.
+    jax_fn = None
 
   def sample(rng):
     return generate(rng, num_digits=num_digits, num_operands=num_operands,
@@ -225,7 +230,7 @@ def arithmetic(num_digits: int | Sequence[int] = 2, num_operands: int = 2,
       name="arithmetic", sample=sample, reward_fn=reward,
       solution_fn=lambda prompt, answer: str(int(answer)),
       encode_answer=lambda answer: np.asarray(answer, np.int32),
-      jax_reward_fn=arithmetic_jax_reward(tokenizer),
+      jax_reward_fn=jax_fn,
       make_jax_reward_fn=arithmetic_jax_reward, tokenizer=tokenizer,
       config=dict(num_digits=num_digits, num_operands=num_operands, ops=ops,
                   allow_negative=allow_negative))

@@ -366,7 +366,8 @@ def countdown(num_numbers: int = 4, max_number: int = 20, *,
     max_target: largest target.
     use_all: every number must be used exactly once.
     min_used: fewest numbers the generator's solution uses.
-    tokenizer: tokenizer of the on-device checker (default `CharTokenizer`).
+    tokenizer: tokenizer of the on-device checker (default `CharTokenizer`);
+      if it is not character-level, ``jax_reward_fn`` is None.
 
   Returns:
     A `Task` named "countdown"; answers are `CountdownAnswer`s, encoded as
@@ -385,6 +386,10 @@ def countdown(num_numbers: int = 4, max_number: int = 20, *,
   if min_target > max_target:
     raise ValueError(f"min_target {min_target} > max_target {max_target}")
   tokenizer = tokenizer if tokenizer is not None else tok_lib.CharTokenizer()
+  try:
+    jax_fn = countdown_jax_reward(tokenizer, use_all=use_all)
+  except ValueError:  # Not character-level: the Python checker only.
+    jax_fn = None
   kw = dict(num_numbers=num_numbers, min_number=min_number,
             max_number=max_number, ops=ops, min_target=min_target,
             max_target=max_target, use_all=use_all, min_used=min_used)
@@ -398,7 +403,7 @@ def countdown(num_numbers: int = 4, max_number: int = 20, *,
       reward_fn=lambda text, answer: reward(text, answer, use_all=use_all),
       solution_fn=lambda prompt, answer: answer.solution,
       encode_answer=encode_answer,
-      jax_reward_fn=countdown_jax_reward(tokenizer, use_all=use_all),
+      jax_reward_fn=jax_fn,
       make_jax_reward_fn=lambda tok: countdown_jax_reward(tok,
                                                           use_all=use_all),
       tokenizer=tokenizer, config=kw)
