@@ -358,8 +358,11 @@ class HFTokenizer(TokenizerBase):
     return list(self.tok.encode(text, add_special_tokens=False))
 
   def decode(self, ids: Sequence[int]) -> str:
-    ids = [int(i) for i in ids if 0 <= int(i) < self.vocab_size]
-    return self.tok.decode(ids, skip_special_tokens=False,
+    # Out-of-range ids (a model's padded vocabulary) decode as unknown.
+    unk = self.tok.unk_token_id
+    ids = [int(i) if 0 <= int(i) < self.vocab_size else unk for i in ids]
+    return self.tok.decode([i for i in ids if i is not None],
+                           skip_special_tokens=False,
                            clean_up_tokenization_spaces=False)
 
   def apply_chat_template(self, messages: Sequence[Message],

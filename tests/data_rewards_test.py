@@ -99,7 +99,8 @@ class ArithmeticRewardTest(parameterized.TestCase):
         self.assertTrue(prompt.endswith("="))
         expr = prompt[:-1]
         # Python's own evaluation agrees (divisions are exact by design).
-        self.assertEqual(eval(expr.replace("/", "//")), ans)  # pylint: disable=eval-used
+        # pylint: disable-next=eval-used
+        self.assertEqual(eval(expr.replace("/", "//")), ans)
         self.assertLessEqual(abs(ans), data.INT_LIMIT)
 
   def test_default_prompts_short(self):

@@ -1,4 +1,4 @@
-"""Tokenizers: char-level, sentencepiece trained offline, HF adapter, padding."""
+"""Tokenizers: char-level, sentencepiece trained offline, HF adapter, pads."""
 
 import os
 import tempfile

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import collections
 import re
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp

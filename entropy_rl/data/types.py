@@ -33,7 +33,7 @@ RewardFn = Callable[[str, Any], RewardResult]
 JaxRewardFn = Callable[..., Any]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Task:
   """A verifiable task: a prompt generator and its answer checker.
 
