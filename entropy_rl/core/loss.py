@@ -109,8 +109,10 @@ def prepare_batch(batch: PolicyBatch, transform: types.EntropyTransform,
   mini-batches. Nothing here is differentiated.
 
   Returns:
-    ``(batch', state', metrics)``; ``batch'`` keeps the knobs it was given
-    (or None) so it can be sliced and passed to :func:`policy_loss`.
+    ``(batch', state', metrics)``. ``batch'`` has the pytree structure it was
+    given (fields that were None and that the transform did not write stay
+    None; metrics and loss terms are the caller's), so it can be sliced and
+    passed to :func:`policy_loss` without a retrace.
   """
   validate_batch(batch)
   if transform.prepare is None:
@@ -128,7 +130,15 @@ def prepare_batch(batch: PolicyBatch, transform: types.EntropyTransform,
                                    step=jnp.asarray(step), **extra)
   b = jax.tree.map(sg, b)
   metrics = dict(b.metrics or {})
-  return b._replace(metrics=batch.metrics), jax.tree.map(sg, new_state), metrics
+  # Keep the caller's pytree structure: dict fields the transform left empty
+  # go back to None if they were None (no retrace downstream), and loss terms
+  # never outlive prepare.
+  restore = {}
+  for name in ("aux", "vocab_stats", "old_vocab_stats"):
+    if getattr(batch, name) is None and not getattr(b, name):
+      restore[name] = None
+  b = b._replace(metrics=batch.metrics, loss_terms=batch.loss_terms, **restore)
+  return b, jax.tree.map(sg, new_state), metrics
 
 
 def entropy_metrics(batch: PolicyBatch) -> dict[str, Array]:
