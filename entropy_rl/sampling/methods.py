@@ -643,8 +643,8 @@ def draw_and_stats(z: Array, keys: Array | None, draw: str
         cs, jnp.maximum(ci - 1, 0)[:, None], -1)[:, 0], 0.0)
     mass = jnp.take_along_axis(sc, ci[:, None], -1)[:, 0]
     frac = jnp.clip((target - prev) / mass, 0.0, 1.0 - 2.0 ** -24)
-    row = jnp.take_along_axis(e, ci[:, None, None], 1)[:, 0]  # [R, S]
-    ce = jnp.cumsum(row, -1)
+    row = jnp.take_along_axis(dc, ci[:, None, None], 1)[:, 0]  # [R, S]
+    ce = jnp.cumsum(jnp.exp(row), -1)  # recomputed: e [R, V] is not kept
     j = jnp.sum(ce <= (frac * ce[:, -1])[:, None], -1)
     tok = (ci * s + jnp.minimum(j, s - 1)).astype(jnp.int32)
   else:
