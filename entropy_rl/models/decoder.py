@@ -32,6 +32,11 @@ Array = jax.Array
 _NEG = -1e30  # finite: fully masked rows (padding queries) give no NaN
 
 
+def _wide(dtype) -> jnp.dtype:
+  """float32, or the compute dtype where it is wider (float64 checks)."""
+  return jnp.promote_types(dtype, jnp.float32)
+
+
 class KVCache(NamedTuple):
   """Key/value cache shared by every layer.
 
@@ -94,7 +99,7 @@ class RMSNorm(nnx.Module):
     self.eps = eps
 
   def __call__(self, x: Array) -> Array:
-    x32 = x.astype(jnp.float32)
+    x32 = x.astype(_wide(x.dtype))
     y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, -1, keepdims=True) + self.eps)
     return y.astype(x.dtype) * self.scale[...].astype(x.dtype)
 
@@ -111,9 +116,10 @@ def _rope_angles(positions: Array, head_dim: int, theta: float):
 def _apply_rope(x: Array, cos: Array, sin: Array) -> Array:
   """Half-split RoPE on x [B, S, heads, Dh] with cos/sin [B, S, Dh/2]."""
   half = x.shape[-1] // 2
-  x32 = x.astype(jnp.float32)
+  x32 = x.astype(_wide(x.dtype))
   x1, x2 = x32[..., :half], x32[..., half:]
-  c, s = cos[:, :, None, :], sin[:, :, None, :]
+  c = cos[:, :, None, :].astype(x32.dtype)
+  s = sin[:, :, None, :].astype(x32.dtype)
   return jnp.concatenate([x1 * c - x2 * s, x2 * c + x1 * s],
                          axis=-1).astype(x.dtype)
 
@@ -134,7 +140,7 @@ def _attend(q, k, v, new_mask, k_old, v_old, old_mask):
   Returns:
     [B, S, K, G, Dh] in q's dtype.
   """
-  f32 = jnp.float32
+  f32 = _wide(q.dtype)
   s = jnp.einsum("bqkgd,bskd->bkgqs", q, k, preferred_element_type=f32)
   s = jnp.where(new_mask[:, None, None], s, _NEG)
   m = jnp.max(s, axis=-1, keepdims=True)
@@ -356,7 +362,7 @@ class Decoder(nnx.Module):
     """hidden [..., D] -> logits [..., V] float32."""
     w = self.head()
     return jnp.einsum("...d,dv->...v", hidden.astype(w.dtype), w,
-                      preferred_element_type=jnp.float32)
+                      preferred_element_type=_wide(w.dtype))
 
   def __call__(self, tokens: Array, mask: Array | None = None,
                positions: Array | None = None) -> Array:

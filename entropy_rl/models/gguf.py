@@ -170,8 +170,9 @@ def hf_config_from_gguf(meta: Mapping[str, Any], has_output: bool
       "num_key_value_heads": get("attention.head_count_kv", heads),
       "head_dim": head_dim,
       "intermediate_size": get("feed_forward_length"),
-      "rope_theta": float(get("rope.freq_base", 10_000.0)),
-      "rms_norm_eps": float(get("attention.layer_norm_rms_epsilon")),
+      # GGUF stores float32: 1e-5 reads 9.99999974e-06; keep 7 digits.
+      "rope_theta": float(f"{get('rope.freq_base', 10_000.0):.7g}"),
+      "rms_norm_eps": float(f"{get('attention.layer_norm_rms_epsilon'):.7g}"),
       "max_position_embeddings": get("context_length", 2048),
       "tie_word_embeddings": not has_output,
   }
