@@ -4,8 +4,9 @@ Builds a randomly initialised entropy_rl Qwen2-architecture decoder with the
 dimensions of a preset of ``../shared/bench/hf_peer.py`` and times
 ``entropy_rl.sampling`` rollouts (prefill + KV-cache decode, categorical
 sampling at T = 1, every row forced to run all ``--new-tokens`` steps: no end
-token, no early stop). Then runs the peer script with the same dimensions in
-a subprocess and reports the ratio. Prints one JSON object per line; the last
+token, no early stop), and runs the peer script with the same dimensions in
+a subprocess (first, so the two never share the device) and reports the
+ratio. Prints one JSON object per line; the last
 one is the summary.
 
   python benchmarks/sampler.py                       # CPU: peer's tiny preset
@@ -68,8 +69,9 @@ def parse_args(argv=None):
   ap.add_argument("--peer", default=str(DEFAULT_PEER),
                   help="path of hf_peer.py (default ../shared/bench/)")
   ap.add_argument("--no-peer", action="store_true")
-  ap.add_argument("--peer-first", action="store_true",
-                  help="run the peer before our sampler")
+  ap.add_argument("--peer-last", action="store_true",
+                  help="run the peer after our sampler (default: before, so "
+                  "the two never share the device)")
   return ap.parse_args(argv)
 
 
@@ -191,11 +193,11 @@ def run_peer(args):
 def main(argv=None):
   args = parse_args(argv)
   peer_records = []
-  if not args.no_peer and args.peer_first:
+  if not args.no_peer and not args.peer_last:
     peer_records = run_peer(args)
   ours = bench_ours(args)
   print(json.dumps(ours), flush=True)
-  if not args.no_peer and not args.peer_first:
+  if not args.no_peer and args.peer_last:
     peer_records = run_peer(args)
   for r in peer_records:
     print(json.dumps(r), flush=True)
