@@ -10,16 +10,24 @@ from entropy_rl.models.decoder import KVCache
 from entropy_rl.models.decoder import LMFns
 from entropy_rl.models.decoder import logical_axes
 from entropy_rl.models.decoder import positions_from_mask
+from entropy_rl.models.gguf import gguf_tokenizer
+from entropy_rl.models.gguf import GGUFTokenizer
+from entropy_rl.models.gguf import load_gguf
+from entropy_rl.models.gguf import smollm2_gguf_path
 
 __all__ = (
     "Decoder",
     "DecoderConfig",
+    "GGUFTokenizer",
     "KVCache",
     "LMFns",
     "as_functions",
+    "gguf_tokenizer",
     "init_cache",
+    "load_gguf",
     "load_pretrained",
     "logical_axes",
     "positions_from_mask",
     "save_pretrained",
+    "smollm2_gguf_path",
 )
