@@ -41,7 +41,9 @@ class KVCache(NamedTuple):
   """Key/value cache shared by every layer.
 
   Prompts are left-padded so all rows end aligned; one write index serves
-  the whole batch. A slot holds a real token iff ``valid`` says so.
+  the whole batch. A slot holds a real token iff ``valid`` says so. Writes
+  past ``T_max`` cannot be detected under jit (``dynamic_update_slice``
+  clamps the start): size the cache for prompt plus new tokens.
   """
   k: Array      # [L, B, K, T_max, Dh]
   v: Array      # [L, B, K, T_max, Dh]
@@ -339,7 +341,7 @@ class Decoder(nnx.Module):
     x = self.final_norm(x)
     if cache is None:
       return x, None
-    i = cache.index
+    i = jnp.asarray(cache.index, jnp.int32)
     zero = jnp.zeros((), jnp.int32)
     start = (zero, zero, zero, i, zero)
     write = lambda c, n: jax.lax.dynamic_update_slice(  # noqa: E731
