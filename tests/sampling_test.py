@@ -11,14 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from entropy_rl import sampling
+from entropy_rl.core import token_stats as token_stats_lib
 from entropy_rl.sampling import sampler as sampler_lib
 from tests import sampling_fakes as fakes
-
-try:
-  # pylint: disable-next=g-import-not-at-top
-  from entropy_rl.core import token_stats as token_stats_lib
-except ImportError:  # pragma: no cover
-  token_stats_lib = None
 
 V = 17
 END = 16
@@ -200,17 +195,16 @@ class AttentionModelTest(absltest.TestCase):
                                np.asarray(ent)[m], atol=1e-4)
     np.testing.assert_array_equal(np.asarray(out.logp)[~m], 0.0)
     # The token-statistics pass of training on the same tokens.
-    if token_stats_lib is not None:
-      r, n, d = hidden.shape
-      stats = token_stats_lib.token_stats(
-          hidden.reshape(r * n, d), self.fns.head(self.params),
-          out.tokens.reshape(-1), temperature=0.8, vocab_chunk=16)
-      np.testing.assert_allclose(
-          np.asarray(out.logp)[m], np.asarray(stats["logp"]).reshape(r, n)[m],
-          atol=1e-4)
-      np.testing.assert_allclose(
-          np.asarray(out.entropy)[m],
-          np.asarray(stats["entropy"]).reshape(r, n)[m], atol=1e-4)
+    r, n, d = hidden.shape
+    stats = token_stats_lib.token_stats(
+        hidden.reshape(r * n, d), self.fns.head(self.params),
+        out.tokens.reshape(-1), temperature=0.8, vocab_chunk=16)
+    np.testing.assert_allclose(
+        np.asarray(out.logp)[m], np.asarray(stats["logp"]).reshape(r, n)[m],
+        atol=1e-4)
+    np.testing.assert_allclose(
+        np.asarray(out.entropy)[m],
+        np.asarray(stats["entropy"]).reshape(r, n)[m], atol=1e-4)
 
   def test_samples_differ_within_a_group(self):
     toks = np.asarray(self.out.tokens)

@@ -192,12 +192,16 @@ def _repeat_rows(x: Array, n: int, axis: int) -> Array:
 
 
 def _fan_out(small, cache, n: int):
-  """Writes the prefilled cache (B rows, P slots) into the R-row cache."""
-  def put(big, part, axis):
-    part = _repeat_rows(part, n, axis).astype(big.dtype)
+  """Writes the prefilled cache (B rows, P slots) into the R-row cache.
+
+  k and v may be arrays [L, B, K, T, Dh] or pytrees of per-layer arrays
+  [B, K, T, Dh]: the row axis is the fourth from the end.
+  """
+  def put(big, part):
+    part = _repeat_rows(part, n, part.ndim - 4).astype(big.dtype)
     return lax.dynamic_update_slice(big, part, (0,) * big.ndim)
-  k = put(cache.k, small.k, 1)
-  v = put(cache.v, small.v, 1)
+  k = jax.tree.map(put, cache.k, small.k)
+  v = jax.tree.map(put, cache.v, small.v)
   p = small.valid.shape[1]
   valid = jnp.zeros_like(cache.valid)
   valid = lax.dynamic_update_slice(valid, _repeat_rows(small.valid, n, 0),
@@ -222,7 +226,8 @@ def _sample_impl(params, prompt_tokens, prompt_mask, rng, cache,
 
   # Prefill into a P-slot cache, then fan out to the R-row decode cache.
   # The barrier keeps XLA from constant-folding attention over the empty cache.
-  small = lax.optimization_barrier(fns.init_cache(b, p, dtype=cache.k.dtype))
+  small = lax.optimization_barrier(
+      fns.init_cache(b, p, dtype=jax.tree.leaves(cache.k)[0].dtype))
   h, small = fns.hidden(params, tokens, _positions(mask), mask, small)
   logits0 = fns.logits(params, h[:, -1])  # [B, V] f32
   cache = _fan_out(small, cache, n)
