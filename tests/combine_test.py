@@ -113,6 +113,16 @@ class NamedChainTest(absltest.TestCase):
     self.assertNotEqual(float(out2.metrics["other/draw"]),
                         float(out2.metrics["x/draw"]))
 
+  def test_equal_reductions_merge_different_ones_raise(self):
+    from entropy_rl.core import token_stats
+    t = er.chain(regularizers.siren(0.1), regularizers.siren(0.2, term="s2"))
+    self.assertEqual(sorted(t.needs.vocab), ["nucleus_entropy"])
+    self.assertIs(t.needs.vocab["nucleus_entropy"],
+                  token_stats.nucleus_entropy(0.8))
+    with self.assertRaisesRegex(ValueError, "different vocabulary reductions"):
+      er.chain(regularizers.siren(0.1),
+               regularizers.siren(0.1, p_top=0.9, term="s2"))
+
   def test_eval_shape_of_init(self):
     t = er.named_chain(("adapt", regularizers.adaptive_entropy(1.0)),
                        ("ent", regularizers.entropy_bonus(0.01)))

@@ -26,7 +26,9 @@ def _merge_needs(needs: Sequence[types.Needs],
         if k in dst and dst[k] is not r:
           raise ValueError(
               f"two transforms declare different vocabulary reductions "
-              f"named {k!r}")
+              f"named {k!r} (reductions are compared by identity; the "
+              f"token_stats constructors are cached, so equal arguments "
+              f"give the same object)")
         dst[k] = r
   del prefixes
   return types.Needs(frozenset(fields), vocab, old_vocab)

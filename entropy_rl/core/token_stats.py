@@ -242,6 +242,7 @@ def _logsumexp(z: Array) -> Array:
 # Reductions.
 
 
+@functools.cache
 def scaled_logp(kappa: float) -> MonoidReduction:
   """ERA's rescaled log-prob of the target, log softmax(κ·z)[y].
 
@@ -269,6 +270,7 @@ def scaled_logp(kappa: float) -> MonoidReduction:
   return MonoidReduction(_softmax_init, chunk, _softmax_combine, finalize)
 
 
+@functools.cache
 def topk_logits(k: int, *, with_indices: bool = False) -> MonoidReduction:
   """Streaming top-k logits of z, in descending order.
 
@@ -296,6 +298,7 @@ def topk_logits(k: int, *, with_indices: bool = False) -> MonoidReduction:
                          _topk_combine, finalize)
 
 
+@functools.cache
 def topk_logp(k: int, kappa: float = 1.0, fill: float = -1e4
               ) -> MonoidReduction:
   """ERA's top-k-renormalised log-prob of the target (``topk=True``).
@@ -346,6 +349,7 @@ def _check_p_top(name: str, p_top: float) -> None:
     raise ValueError(f"{name}: p_top must be in (0, 1], got {p_top}")
 
 
+@functools.cache
 def nucleus_entropy(p_top: float, iters: int = 40) -> RowReduction:
   """SIREN's top-p (nucleus) entropy, exact up to ties, without sorting.
 
@@ -377,6 +381,7 @@ def nucleus_entropy(p_top: float, iters: int = 40) -> RowReduction:
   return RowReduction(fn)
 
 
+@functools.cache
 def nucleus_entropy_topk(p_top: float, k: int) -> MonoidReduction:
   """Associative approximation of :func:`nucleus_entropy` from the top k.
 
@@ -408,6 +413,7 @@ def nucleus_entropy_topk(p_top: float, k: int) -> MonoidReduction:
   return MonoidReduction(top.init, top.chunk, top.combine, finalize)
 
 
+@functools.cache
 def minp_logp(kappa: float, fill: float = -1e4, relative: bool = True
               ) -> RowReduction:
   """Lp-Reg's min-p proxy log-prob of the target.
