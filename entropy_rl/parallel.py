@@ -118,13 +118,18 @@ def make_mesh(shape: Sequence[int] | Mapping[str, int] = (-1, 1, 1), *,
 
   Args:
     shape: sizes in :data:`MESH_AXES` order (or a name -> size mapping);
-      ``-1`` takes the remaining devices.
+      ``-1`` takes the remaining devices; explicit sizes covering fewer
+      devices than there are use the first ones.
     devices: the devices (default: all of ``jax.devices()``).
 
   Returns:
     A ``jax.sharding.Mesh``.
   """
   devices = list(jax.devices() if devices is None else devices)
+  if isinstance(shape, Mapping):
+    shape = tuple(int(shape.get(a, 1)) for a in MESH_AXES)
+  if -1 not in tuple(shape) and 0 < math.prod(shape) < len(devices):
+    devices = devices[:math.prod(shape)]  # explicit sizes: a device subset
   sizes = resolve_mesh_shape(shape, len(devices))
   return jax.make_mesh(sizes, MESH_AXES, axis_types=(AxisType.Auto,) * 3,
                        devices=devices)

@@ -78,13 +78,23 @@ def repeat_answers(answer: Any, num_samples: int) -> Any:
   return jax.tree.map(lambda a: jnp.repeat(a, num_samples, axis=0), answer)
 
 
+def with_rewards(ro: Rollout, rewards: Array, success: float = 1.0
+                 ) -> Rollout:
+  """Sets ``ro.rewards`` and ``ro.aux["correct"]`` (reward >= ``success``;
+  read by GRPO-λ)."""
+  rewards = jnp.asarray(rewards, jnp.float32)
+  correct = (rewards >= success - 1e-6).astype(jnp.float32)
+  return ro._replace(rewards=rewards,
+                     aux={**(ro.aux or {}), "correct": correct})
+
+
 def score(jax_reward_fn: Callable[..., Array], ro: Rollout, answer: Any,
           num_samples: int) -> Rollout:
   """Fills ``ro.rewards`` with a JAX checker
   ``fn(prompt_tokens, response_tokens, response_mask, answer) -> [B]``."""
   rewards = jax_reward_fn(ro.prompt, ro.response, ro.response_mask,
                           repeat_answers(answer, num_samples))
-  return ro._replace(rewards=jnp.asarray(rewards, jnp.float32))
+  return with_rewards(ro, rewards)
 
 
 def reward_metrics(rewards: Array, group_ids: Array, num_groups: int,
@@ -169,7 +179,7 @@ def python_reward_iteration(
   toks, mask = jax.device_get((ro.response, ro.response_mask))
   rewards, failed = reward_fn(np.asarray(toks), np.asarray(mask), row_answers)
   rewards = jnp.asarray(np.asarray(rewards, np.float32))
-  ro = ro._replace(rewards=rewards)
+  ro = with_rewards(ro, rewards)
   state, metrics = train_step(state, ro)
   metrics = dict(metrics)
   metrics.update(reward_metrics(rewards, ro.group_ids,

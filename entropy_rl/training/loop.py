@@ -44,6 +44,7 @@ from entropy_rl.training import step as step_lib
 from entropy_rl.training import types
 
 TrainState = types.TrainState
+_GREEDY = sampling_lib.greedy()  # one object: the sampler's jit cache key
 
 
 @dataclasses.dataclass(frozen=True)
@@ -313,11 +314,11 @@ class Evaluator:
     self.prompts = _prompts(self.batch, self.use_jax)
     n = s.eval_samples
     sample = _sample_fn(exp, exp.eval_sampling)
-    greedy = _sample_fn(exp, sampling_lib.greedy())
-    self._sample = jax.jit(it_lib.make_rollout_fn(exp.fns, sample,
-                                                  num_samples=n))
-    self._greedy = jax.jit(it_lib.make_rollout_fn(exp.fns, greedy,
-                                                  num_samples=1))
+    greedy = _sample_fn(exp, _GREEDY)
+    # Not wrapped in an outer jit: the sampler's own jit is cached by its
+    # static arguments, so runs sharing a model share its compilation.
+    self._sample = it_lib.make_rollout_fn(exp.fns, sample, num_samples=n)
+    self._greedy = it_lib.make_rollout_fn(exp.fns, greedy, num_samples=1)
 
   def _rewards(self, ro, n: int) -> np.ndarray:
     if self.use_jax:
@@ -420,25 +421,15 @@ def run_rl(exp: Experiment, workdir: str, params: Any = None
   _truncate_jsonl(writer.path, "rl", start)
   _truncate_jsonl(writer.path, "eval", start)
 
-  train_step = step_lib.make_train_step(exp.fns, exp.objective,
-                                        exp.transform, exp.optimizer,
-                                        **exp.step_kwargs)
-  rollout_fn = it_lib.make_rollout_fn(exp.fns, _sample_fn(exp, exp.sampling),
-                                      num_samples=s.num_samples)
+  fns = _step_functions(exp)
   use_jax = _use_jax_reward(exp)
   seeds = s.num_seeds
-  vm = (lambda f, axes: jax.vmap(f, in_axes=axes)) if seeds > 1 else (
-      lambda f, axes: f)
   if use_jax:
-    iteration = it_lib.make_rl_iteration(rollout_fn, exp.task.jax_reward_fn,
-                                         train_step,
-                                         num_samples=s.num_samples)
-    step_fn = parallel.shard_train_step(vm(iteration, (0, None)), mesh=mesh,
+    step_fn = parallel.shard_train_step(fns["iteration"], mesh=mesh,
                                         state_sharding=state_sh)
   else:
-    roll = jax.jit(vm(lambda st, pr: rollout_fn(
-        st.params, pr, types.step_key(st, "rollout")), (0, None)))
-    update = parallel.shard_train_step(vm(train_step, (0, 0)), mesh=mesh,
+    roll = fns["rollout"]
+    update = parallel.shard_train_step(fns["update"], mesh=mesh,
                                        state_sharding=state_sh)
   evaluator = Evaluator(exp) if s.eval_every else None
 
@@ -460,6 +451,7 @@ def run_rl(exp: Experiment, workdir: str, params: Any = None
         state, m = _python_step(exp, roll, update, state, prompts, batch,
                                 seeds)
       m = metrics_lib.to_floats(m)
+      m["data_index"] = float(np.asarray(batch.index).reshape(-1)[0])
       dt = time.time() - t0
       rows = s.prompts_per_step * s.num_samples * seeds
       m.update(step_time=dt, tokens_per_s=m.get("response_length", 0.0) *
@@ -496,6 +488,38 @@ def run_rl(exp: Experiment, workdir: str, params: Any = None
   return summary
 
 
+_FUNCTIONS: dict[int, tuple[Experiment, dict[str, Any]]] = {}
+
+
+def _step_functions(exp: Experiment) -> dict[str, Any]:
+  """The pure step functions of an experiment, built once per Experiment
+  object so that a second ``run_rl`` in the same process (a resume, or
+  variants sharing pieces) reuses their compilations."""
+  if id(exp) in _FUNCTIONS and _FUNCTIONS[id(exp)][0] is exp:
+    return _FUNCTIONS[id(exp)][1]
+  s = exp.settings
+  train_step = step_lib.make_train_step(exp.fns, exp.objective,
+                                        exp.transform, exp.optimizer,
+                                        **exp.step_kwargs)
+  rollout_fn = it_lib.make_rollout_fn(exp.fns, _sample_fn(exp, exp.sampling),
+                                      num_samples=s.num_samples)
+  vm = (lambda f, axes: jax.vmap(f, in_axes=axes)) if s.num_seeds > 1 else (
+      lambda f, axes: f)
+  out = {"update": vm(train_step, (0, 0))}
+  roll = vm(lambda st, pr: rollout_fn(
+      st.params, pr, types.step_key(st, "rollout")), (0, None))
+  # One seed: no outer jit, the sampler's own jit (cached by its static
+  # arguments) is shared by every run of the process.
+  out["rollout"] = jax.jit(roll) if s.num_seeds > 1 else roll
+  if exp.task.jax_reward_fn is not None:
+    out["iteration"] = vm(it_lib.make_rl_iteration(
+        rollout_fn, exp.task.jax_reward_fn, train_step,
+        num_samples=s.num_samples), (0, None))
+  _FUNCTIONS.clear()  # keep one experiment alive at a time
+  _FUNCTIONS[id(exp)] = (exp, out)
+  return out
+
+
 def _python_step(exp: Experiment, roll, update, state: TrainState,
                  prompts: it_lib.Prompts, batch: Any, seeds: int):
   """Rollout (jitted) -> Python rewards on the host -> update (jitted)."""
@@ -509,7 +533,7 @@ def _python_step(exp: Experiment, roll, update, state: TrainState,
   rewards, failed = data_lib.score_responses(exp.task, exp.tokenizer, toks,
                                              mask, answers)
   rewards = jnp.asarray(rewards.reshape(ro.response.shape[:-1]))
-  ro = ro._replace(rewards=rewards)
+  ro = it_lib.with_rewards(ro, rewards)
   state, m = update(state, ro)
   m = dict(m)
   rm = (jax.vmap(it_lib.reward_metrics, in_axes=(0, 0, None))

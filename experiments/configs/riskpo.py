@@ -16,7 +16,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.objective = ml_collections.ConfigDict(dict(kind="grpo", eps=0.2))
   c.regularizers = ml_collections.ConfigDict(dict(
       order=("riskpo",),
-      riskpo=dict(kind="riskpo", group_size=0, bundle_size=4)))
+      riskpo=dict(kind="riskpo", group_size=0, bundle_size=4,
+                  w_mix=1.5)))
   return c
 
 

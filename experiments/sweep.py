@@ -1,0 +1,203 @@
+r"""Runs a config's ``get_sweep()`` locally and collects one results table.
+
+  python -m experiments.sweep --config=experiments/configs/steer.py:tiny \
+      --workdir=runs/sweep_steer [--parallel=2] [--dry_run] \
+      [--set=train.num_steps=100 ...]
+
+Each sweep point (a dict of dotted config paths -> values) becomes one
+``python -m experiments.main`` process with ``--config.<path>=<value>``
+flags, in ``<workdir>/<point name>``; ``--parallel=N`` runs N processes at a
+time (default 1: in sequence). A point whose ``summary.json`` says done is
+skipped on a re-run (an interrupted one resumes from its checkpoint). At the
+end ``results.md`` / ``results.json`` hold one row per point (its overrides
+and final metrics) and ``compare.png`` the curves of all points.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from typing import Any, Sequence
+
+COLUMNS = ("eval/accuracy", "eval/pass@1", "eval/pass@4", "eval/entropy",
+           "accuracy", "entropy", "entropy_change", "pred_entropy_change")
+
+
+def load_sweep(config_arg: str) -> list[dict[str, Any]]:
+  """``get_sweep(arg)`` of ``path[:arg]`` ([{}] when the file has none)."""
+  path, _, arg = config_arg.partition(":")
+  spec = importlib.util.spec_from_file_location("_sweep_config", path)
+  if spec is None or spec.loader is None:
+    raise ValueError(f"--config: cannot load {path!r}")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, "get_sweep"):
+    return [{}]
+  points = module.get_sweep(arg) if arg else module.get_sweep()
+  if not isinstance(points, (list, tuple)) or not all(
+      isinstance(p, dict) for p in points):
+    raise ValueError(f"{path}: get_sweep() must return a list of dicts")
+  return list(points) or [{}]
+
+
+def format_value(v: Any) -> str:
+  """A value as ``--config.x=`` expects it (tuples as Python literals)."""
+  if isinstance(v, (tuple, list)):
+    return "(" + ", ".join(repr(x) for x in v) + ("," if len(v) == 1 else "") \
+        + ")"
+  if isinstance(v, str):
+    return v
+  return repr(v)
+
+
+def point_name(point: dict[str, Any]) -> str:
+  """A directory name for a sweep point, e.g. ``seed=1,steer.w_min=0.8``."""
+  if not point:
+    return "default"
+  parts = []
+  for k, v in point.items():
+    key = k.split(".", 1)[1] if k.count(".") > 1 else k
+    parts.append(f"{key}={format_value(v)}")
+  return re.sub(r"[^\w.,=+-]", "_", ",".join(parts))[:120]
+
+
+def commands(config_arg: str, workdir: str, points: Sequence[dict],
+             extra: Sequence[str] = (), python: str = sys.executable
+             ) -> list[tuple[str, list[str]]]:
+  """``[(name, argv)]``: one ``experiments.main`` command per point."""
+  out = []
+  for p in points:
+    name = point_name(p)
+    argv = [python, "-m", "experiments.main", f"--config={config_arg}",
+            f"--workdir={os.path.join(workdir, name)}"]
+    argv += [f"--config.{k}={format_value(v)}" for k, v in p.items()]
+    argv += [f"--config.{s}" for s in extra]
+    out.append((name, argv))
+  return out
+
+
+def _done(run_dir: str) -> bool:
+  try:
+    with open(os.path.join(run_dir, "summary.json"), encoding="utf-8") as f:
+      return json.load(f).get("status") == "done"
+  except (OSError, ValueError):
+    return False
+
+
+def run_all(cmds: list[tuple[str, list[str]]], workdir: str,
+            parallel: int = 1) -> dict[str, int]:
+  """Runs the commands, ``parallel`` at a time; returns exit codes."""
+  finished = {n for n, _ in cmds if _done(os.path.join(workdir, n))}
+  pending = [(n, a) for n, a in cmds if n not in finished]
+  codes = {n: 0 for n in finished}
+  running: list[tuple[str, subprocess.Popen, Any]] = []
+  while pending or running:
+    while pending and len(running) < max(parallel, 1):
+      name, argv = pending.pop(0)
+      os.makedirs(os.path.join(workdir, name), exist_ok=True)
+      log = open(os.path.join(workdir, name, "log.txt"), "a",
+                 encoding="utf-8")
+      print(f"[sweep] start {name}", flush=True)
+      running.append((name, subprocess.Popen(argv, stdout=log,
+                                             stderr=subprocess.STDOUT), log))
+    time.sleep(0.5)
+    for item in list(running):
+      name, proc, log = item
+      if proc.poll() is not None:
+        log.close()
+        codes[name] = proc.returncode
+        print(f"[sweep] {name} exited {proc.returncode}", flush=True)
+        running.remove(item)
+  return codes
+
+
+def collect(workdir: str, names: Sequence[str],
+            points: Sequence[dict]) -> list[dict[str, Any]]:
+  """One row per point: its overrides and its runs' final metrics."""
+  rows = []
+  for name, p in zip(names, points):
+    path = os.path.join(workdir, name, "summary.json")
+    try:
+      with open(path, encoding="utf-8") as f:
+        summary = json.load(f)
+    except (OSError, ValueError):
+      rows.append({"point": name, **p, "status": "missing"})
+      continue
+    for run, r in summary.get("runs", {}).items():
+      row = {"point": name, "run": run, **p, "status": r.get("status"),
+             "step": r.get("step")}
+      for k in COLUMNS:
+        v = r.get("eval", {}).get(k, r.get("final", {}).get(k))
+        if v is not None:
+          row[k] = v
+      rows.append(row)
+  return rows
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+  """A markdown table of the rows."""
+  if not rows:
+    return "(no results)\n"
+  cols = []
+  for r in rows:
+    cols += [k for k in r if k not in cols]
+  fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+  lines = ["| " + " | ".join(cols) + " |",
+           "|" + "|".join("---" for _ in cols) + "|"]
+  for r in rows:
+    lines.append("| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  ap.add_argument("--config", required=True, help="config file[:size]")
+  ap.add_argument("--workdir", required=True, help="sweep directory")
+  ap.add_argument("--parallel", type=int, default=1,
+                  help="processes at a time (1: in sequence)")
+  ap.add_argument("--set", action="append", default=[],
+                  help="extra override for every point, e.g. "
+                  "train.num_steps=50 (repeatable)")
+  ap.add_argument("--dry_run", action="store_true",
+                  help="print the commands only")
+  args = ap.parse_args(argv)
+  points = load_sweep(args.config)
+  cmds = commands(args.config, args.workdir, points, args.set)
+  if args.dry_run:
+    for _, a in cmds:
+      print(" ".join(a))
+    return 0
+  os.makedirs(args.workdir, exist_ok=True)
+  codes = run_all(cmds, args.workdir, args.parallel)
+  rows = collect(args.workdir, [n for n, _ in cmds], points)
+  md = table(rows)
+  with open(os.path.join(args.workdir, "results.md"), "w",
+            encoding="utf-8") as f:
+    f.write(md)
+  with open(os.path.join(args.workdir, "results.json"), "w",
+            encoding="utf-8") as f:
+    json.dump(rows, f, indent=1)
+  print(md)
+  try:
+    from experiments import plot  # pylint: disable=import-outside-toplevel
+    runs = {}
+    for name, _ in cmds:
+      d = os.path.join(args.workdir, name)
+      sub = plot.find_runs(d) if os.path.isdir(d) else {}
+      runs.update({(f"{name}/{k}" if len(sub) > 1 else name): v
+                   for k, v in sub.items()})
+    if runs:
+      print(plot.plot_runs(runs, os.path.join(args.workdir, "compare.png")))
+  except Exception as e:  # pylint: disable=broad-except
+    print(f"plotting failed: {e!r}", file=sys.stderr)
+  return 0 if all(c == 0 for c in codes.values()) else 1
+
+
+if __name__ == "__main__":
+  sys.exit(main())
