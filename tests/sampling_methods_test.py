@@ -5,6 +5,8 @@ ports of the EM-INF reference code, and sampled frequencies against the
 softmax of a fixed-logit fake.
 """
 
+import importlib
+
 from absl.testing import absltest
 from absl.testing import parameterized
 import jax
@@ -21,6 +23,8 @@ except ImportError:  # pragma: no cover
   torch = None
 
 KEY = jax.random.key(0)
+# The module (entropy_rl.regularizers re-exports a function of the same name).
+hapo_lib = importlib.import_module("entropy_rl.regularizers.hapo")
 
 
 def apply(proc, z, params=None):
@@ -170,6 +174,24 @@ class HapoTest(absltest.TestCase):
     # Defaults (no statistics yet): T = T0.
     np.testing.assert_allclose(apply(proc, z), np.asarray(z) / 0.9,
                                rtol=1e-6)
+
+  def test_agrees_with_the_training_side(self):
+    """The HAPO transform's state stats drive the processor directly."""
+    ent = jax.random.exponential(jax.random.key(3), (6, 9))
+    mask = jax.random.bernoulli(jax.random.key(4), 0.7, (6, 9))
+    ours = sampling.hapo_sampler_stats(ent, mask, 0.8)
+    theirs = hapo_lib.entropy_score_stats(ent, mask, 0.8)
+    for k, v in theirs._asdict().items():
+      np.testing.assert_allclose(ours[k], v, rtol=1e-6)
+    proc = sampling.hapo_temperature(sign_mode="released")
+    z = jax.random.normal(jax.random.key(5), (3, 12))
+    state = hapo_lib.hapo().init(None)  # stats before the first step: T0
+    np.testing.assert_allclose(
+        apply(proc, z, {**proc.init(), **state.sampler_stats._asdict()}), z,
+        rtol=1e-6)
+    np.testing.assert_allclose(
+        apply(proc, z, {**proc.init(), **theirs._asdict()}),
+        apply(proc, z, {**proc.init(), **ours}), rtol=1e-6)
 
 
 def _torch_em_inf(z, threshold, kl_weight, lr, n_steps):

@@ -328,7 +328,8 @@ def hapo_temperature(tau: float = 0.05, t0: float = 1.0,
   temperature. ``params = {"q", "s", "inv_p", "inv_n", "t0", "tau"}``; the
   defaults (q = 0, s = 1, 1/P = 1/N = 0) give ĥ = 0, i.e. T = T₀ (HAPO's
   first step, before any statistics). Fill the statistics with
-  :func:`hapo_sampler_stats`.
+  :func:`hapo_sampler_stats` or from the HAPO transform's state:
+  ``{**proc.init(), **state.sampler_stats._asdict()}`` (same numbers).
 
   Args:
     tau: τ (``temperature_tau``, 0.05).
