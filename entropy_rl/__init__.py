@@ -34,6 +34,11 @@ from entropy_rl.core.types import MonoidReduction
 from entropy_rl.core.types import Needs
 from entropy_rl.core.types import PolicyBatch
 from entropy_rl.core.types import RowReduction
+from entropy_rl.core.token_stats import batched_token_stats
+from entropy_rl.core.token_stats import stats_for_needs
+from entropy_rl.core.token_stats import token_stats
+from entropy_rl.sampling.sampler import sample
+from entropy_rl.sampling.sampler import SampleOutput
 
 __version__ = "0.1.0"
 
@@ -48,7 +53,9 @@ __all__ = (
     "Objective",
     "PolicyBatch",
     "RowReduction",
+    "SampleOutput",
     "aggregate",
+    "batched_token_stats",
     "chain",
     "clipped_surrogate",
     "dapo",
@@ -65,5 +72,8 @@ __all__ = (
     "ppo_clip",
     "prepare_batch",
     "reinforce",
+    "sample",
+    "stats_for_needs",
+    "token_stats",
     "validate_batch",
 )
