@@ -61,7 +61,8 @@ class GameState(NamedTuple):
 
 def token_game(*, num_slots: int = 2, num_values: int = 4,
                max_turns: int = 12, p_true: float = 0.7,
-               reward_scale: float = 10.0) -> env_lib.AgentEnv:
+               reward_scale: float = 10.0, command_mod: int = 16
+               ) -> env_lib.AgentEnv:
   """The E3 token game as an :class:`~entropy_rl.agents.env.AgentEnv`.
 
   Args:
@@ -71,6 +72,9 @@ def token_game(*, num_slots: int = 2, num_values: int = 4,
       learn within minutes on CPU).
     p_true: probability that a tool call reveals the true digit.
     reward_scale: the terminal success reward (10 in EPO).
+    command_mod: the command is ``a0 mod command_mod`` compared with
+      ``TOOL``/``ANSWER`` mod it: 16 = exact tokens (a random policy calls
+      each with probability 1/16 per turn), 4 = any of 4 tokens (1/4).
 
   Returns:
     The environment; ``metrics(state)`` gives ``success``, ``n_tool_calls``
@@ -84,6 +88,8 @@ def token_game(*, num_slots: int = 2, num_values: int = 4,
                      f"{num_values}")
   if max_turns < 1:
     raise ValueError(f"max_turns must be >= 1, got {max_turns}")
+  if command_mod not in (4, 8, 16):
+    raise ValueError(f"command_mod must be 4, 8 or 16, got {command_mod}")
   if not 0.0 <= p_true <= 1.0:
     raise ValueError(f"p_true must be in [0, 1], got {p_true}")
   k, d = num_slots, num_values
@@ -100,9 +106,9 @@ def token_game(*, num_slots: int = 2, num_values: int = 4,
 
   def step(state, action, rng):
     action = action.astype(jnp.int32)
-    cmd = action[0]
-    is_tool = cmd == TOOL
-    is_answer = cmd == ANSWER
+    cmd = jnp.mod(action[0], command_mod)
+    is_tool = cmd == TOOL % command_mod
+    is_answer = cmd == ANSWER % command_mod
     # Tool: a noisy reading of one slot.
     slot = jnp.mod(action[1], k)
     k_coin, k_val = jax.random.split(rng)

@@ -1,0 +1,1 @@
+"""Multi-turn agent experiments (run.py) and their builder (build.py)."""

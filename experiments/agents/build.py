@@ -1,0 +1,215 @@
+"""Builds a multi-turn agent experiment from an ``agent_*`` config.
+
+``build(config)`` returns an :class:`Experiment`: the environment, the
+model, the transform chain of the method, the jitted rollout (cached across
+methods that share a model shape and environment, so a comparison compiles
+it once) and ``iterate(states) -> (states, metrics)``, one RL iteration of
+``num_seeds`` vmapped seeds (token game) or of one seed through the Python
+adapter (calculator task).
+
+Methods (``config.method``; ``config.method_kwargs`` go to the method's
+constructor, see each one's defaults below):
+
+* ``grpo``: trajectory-level GRPO advantages only.
+* ``epo``: + :func:`entropy_rl.agents.epo` (entropy bonus and per-turn
+  corridor smoothing; gate at ``max_turns // 2``, β over the run).
+* ``empg``: + :func:`entropy_rl.agents.empg` (step-entropy modulation of the
+  advantage and the future-clarity bonus).
+* ``aepo``: + :func:`entropy_rl.agents.agentic_aepo` (entropy-aware
+  advantage, gradient-preserving upper clip).
+* ``spear``: cosine tool-call bonus (:func:`entropy_rl.agents.
+  toolcall_reward`) before the advantages, + Clip-Cov (on-policy settings);
+  Dr.BoT clip 0.2/0.28.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+import entropy_rl as er
+from entropy_rl import agents
+from entropy_rl import regularizers
+from entropy_rl import sampling as sampling_lib
+from entropy_rl.agents import calculator as calc_lib
+from entropy_rl.agents import env as env_lib
+from entropy_rl.agents import token_game as game_lib
+from entropy_rl.agents import train as train_lib
+from entropy_rl.core import ops
+from entropy_rl.models import as_functions
+from entropy_rl.models import Decoder
+from entropy_rl.models import DecoderConfig
+from entropy_rl.training import init_train_state
+from entropy_rl.training import types as train_types
+
+epo_lib = importlib.import_module("entropy_rl.agents.epo")
+METHODS = ("grpo", "epo", "empg", "aepo", "spear")
+
+
+class Experiment(NamedTuple):
+  config: Any
+  spec: env_lib.EnvSpec
+  fns: Any
+  init: Callable[[], Any]  # -> stacked TrainStates [num_seeds]
+  iterate: Callable[[Any], tuple[Any, dict[str, Any]]]
+  num_seeds: int
+
+
+def make_transform(c, max_turns: int) -> er.EntropyTransform:
+  """The method's chain (advantages first, or after SPEAR's reward bonus)."""
+  kw = c.method_kwargs.to_dict()
+  adv = ("advantages", train_lib.episode_advantages())
+  m = c.method
+  if m == "grpo":
+    return er.named_chain(adv)
+  if m == "epo":
+    kw = {**dict(entropy_coef=0.01, smooth_coef=10.0, kappa_low=0.8,
+                 kappa_high=1.2, alpha=0.1, variant="paper",
+                 gate_turn=max_turns // 2,
+                 num_epochs=c.train.num_steps), **kw}
+    return er.named_chain(adv, ("epo", agents.epo(max_turns=max_turns,
+                                                  **kw)))
+  if m == "empg":
+    kw = {**dict(k=1.0, k_f=1.0, zeta=0.1), **kw}
+    return er.named_chain(adv, ("empg", agents.empg(max_turns=max_turns,
+                                                    **kw)))
+  if m == "aepo":
+    kw = {**dict(adv_weight=0.2, sg_scope="all_upper"), **kw}
+    return er.named_chain(adv, ("aepo", agents.agentic_aepo(**kw)))
+  if m == "spear":
+    kw = {**dict(total_steps=max(c.train.num_steps // 2, 1), mode="cosine",
+                 ratio=2e-4, cov_low=1.0, cov_high=5.0), **kw}
+    tool = agents.toolcall_reward(kw.pop("total_steps"), mode=kw.pop("mode"))
+    return er.named_chain(("toolcall", tool), adv,
+                          ("clip_cov", regularizers.clip_cov(**kw)))
+  raise ValueError(f"unknown method {m!r}; valid: {', '.join(METHODS)}")
+
+
+def make_objective(c) -> er.Objective:
+  o = c.objective
+  eps_high = 0.28 if c.method == "spear" and o.eps_high == o.eps_low else (
+      o.eps_high)
+  return er.ppo_clip(o.eps_low, eps_high, agg=o.agg)
+
+
+def episode_metrics(trajs, max_turns: int) -> dict[str, Any]:
+  """Success, return, tool use and per-turn action entropy of a rollout."""
+  h, present = epo_lib.per_turn_entropy(trajs.entropy, trajs.loss_mask,
+                                        trajs.segment_ids, max_turns)
+  m = {k: jnp.mean(v) for k, v in trajs.aux.items()}
+  m.update(
+      episode_return=jnp.mean(trajs.returns),
+      num_turns=jnp.mean(trajs.num_turns.astype(jnp.float32)),
+      action_entropy=ops.masked_mean(trajs.entropy, trajs.loss_mask),
+      turn_entropy=jnp.where(present, h, jnp.nan))
+  # Entropy of the first (command) token of each turn.
+  first = (trajs.segment_ids >= 0) & (
+      trajs.segment_ids != jnp.pad(trajs.segment_ids, ((0, 0), (1, 0)),
+                                   constant_values=-1)[:, :-1])
+  m["command_entropy"] = ops.masked_mean(trajs.entropy, first)
+  return m
+
+
+_ROLLOUTS: dict = {}
+_FNS: dict = {}
+
+
+def _model(c, vocab_size: int):
+  mc = c.model
+  return DecoderConfig(vocab_size=vocab_size, hidden_size=mc.hidden_size,
+                       num_layers=mc.num_layers, num_heads=mc.num_heads,
+                       num_kv_heads=mc.num_kv_heads,
+                       intermediate_size=mc.intermediate_size)
+
+
+def build(c) -> Experiment:
+  """An :class:`Experiment` for config ``c`` (see the module docstring)."""
+  if c.env.kind == "token_game":
+    env = game_lib.token_game(**c.env.token_game.to_dict())
+    spec, envs, tok = env.spec, None, None
+  elif c.env.kind == "calculator":
+    cc = c.env.calculator.to_dict()
+    envs, spec, tok = calc_lib.calculator_task(
+        cc.pop("name"), num_envs=c.rollout.num_groups * c.rollout.group_size,
+        **cc)
+    env = None
+  else:
+    raise ValueError(f"unknown env kind {c.env.kind!r}")
+  mcfg = _model(c, spec.vocab_size)
+  seeds = [c.seed + i for i in range(c.num_seeds)]
+  if mcfg not in _FNS:  # one set of model functions per shape
+    _FNS[mcfg] = as_functions(Decoder(mcfg, rngs=nnx.Rngs(0)))[0]
+  fns = _FNS[mcfg]
+  transform = make_transform(c, spec.max_turns)
+  objective = make_objective(c)
+  oc = c.optimizer
+  optimizer = optax.adam(oc.learning_rate, b1=oc.b1, b2=oc.b2)
+  temp = c.rollout.temperature
+  sampling = (sampling_lib.SamplingMethod() if temp == 1.0
+              else sampling_lib.temperature(temp))
+  step_fn = train_lib.make_agent_train_step(
+      fns, objective, transform, optimizer, epochs=c.train.epochs,
+      minibatches=c.train.minibatches, max_grad_norm=oc.max_grad_norm,
+      temperature=temp)
+  g, n = c.rollout.num_groups, c.rollout.group_size
+  layout = c.rollout.layout
+  if layout not in ("l1", "l2"):
+    raise ValueError(f"rollout.layout must be 'l1' or 'l2', got {layout!r}")
+
+  def init():
+    states = []
+    for s in seeds:
+      _, params = as_functions(Decoder(mcfg, rngs=nnx.Rngs(s)))
+      states.append(init_train_state(params, optimizer, transform, rng=s))
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+
+  def learn(state, ep):
+    data = ep.trajectories if layout == "l2" else ep.turns
+    state, m = step_fn(state, train_lib.train_inputs(data))
+    m.update(episode_metrics(ep.trajectories, spec.max_turns))
+    return state, m
+
+  if env is not None:
+    key = (mcfg, tuple(sorted(c.env.token_game.to_dict().items())), g, n,
+           temp)
+    if key not in _ROLLOUTS:
+      _ROLLOUTS[key] = jax.jit(jax.vmap(
+          lambda p, k: env_lib.rollout(fns, p, env, k, num_groups=g,
+                                       group_size=n, sampling=sampling)))
+    roll = _ROLLOUTS[key]
+    learn_v = jax.jit(jax.vmap(learn))
+
+    def iterate(states):
+      keys = jax.vmap(lambda s: train_types.step_key(s, "rollout"))(states)
+      return learn_v(states, roll(states.params, keys))
+  else:
+    compiled = env_lib.make_python_rollout(fns, spec, group_size=n,
+                                           sampling=sampling)
+    learn_j = jax.jit(learn)
+
+    def iterate(states):
+      one = jax.tree.map(lambda x: x[0], states)
+      ep = env_lib.python_rollout(
+          fns, one.params, envs, spec, train_types.step_key(one, "rollout"),
+          group_size=n, compiled=compiled)
+      one, m = learn_j(one, ep)
+      return (jax.tree.map(lambda x: x[None], one),
+              jax.tree.map(lambda x: x[None], m))
+
+  del tok
+  return Experiment(c, spec, fns, init, iterate, len(seeds))
+
+
+def to_python(metrics: dict[str, Any]) -> dict[str, Any]:
+  """Device metrics [seeds, ...] -> JSON-able lists per seed."""
+  out = {}
+  for k, v in metrics.items():
+    a = np.asarray(v, np.float64)
+    out[k] = a.tolist()
+  return out
