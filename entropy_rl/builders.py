@@ -280,6 +280,43 @@ def _sampling_method(method: str, t: float, spec: Mapping[str, Any]) -> Any:
   raise _unknown("sampling method", method, _METHODS)
 
 
+def build_rollout_processors(config: Any) -> tuple[tuple, Any]:
+  """Rollout-side hooks whose parameters live in transform state.
+
+  ``config.sampling.hapo_tau > 0``: HAPO's per-token adaptive temperature
+  ``T_t = T₀(1 + τ ĥ_t)`` (T₀ = ``config.sampling.temperature``), with
+  the entropy normalisation the ``hapo`` chain member stored at the last
+  step (its first rollout uses T₀).
+
+  Returns:
+    ``(processors, processor_params_fn)`` for the Experiment.
+  """
+  tau = float(config.sampling.get("hapo_tau", 0.0) or 0.0)
+  if tau <= 0:
+    return (), None
+  from entropy_rl import sampling  # pylint: disable=import-outside-toplevel
+  t0 = float(config.sampling.temperature)
+  proc = sampling.hapo_temperature(tau, t0)
+  names = [n for n in config.regularizers.order
+           if config.regularizers[n].kind == "hapo"]
+  if not names:
+    raise ValueError("config.sampling.hapo_tau > 0 needs a regularizer of "
+                     "kind 'hapo' in config.regularizers.order")
+  name = names[0]
+
+  def params_fn(transform_state):
+    st = combine.get_state(transform_state, name)
+    base = proc.init()
+    stats = st.sampler_stats
+    pick = lambda new, old: jnp.where(st.ready, new, old)  # noqa: E731
+    return ({**base, "q": pick(stats.q, base["q"]),
+             "s": pick(stats.s, base["s"]),
+             "inv_p": pick(stats.inv_p, base["inv_p"]),
+             "inv_n": pick(stats.inv_n, base["inv_n"])},)
+
+  return (proc,), params_fn
+
+
 def build_mesh(cfg: Any):
   """``config.mesh.shape`` -> a ("data", "fsdp", "tensor") mesh."""
   return parallel.make_mesh(tuple(_as_dict(cfg).get("shape", (-1, 1, 1))))
@@ -470,6 +507,7 @@ def build_experiment(config: Any, *, reuse: Any = None) -> Any:
              warmup_steps=int(c.sft.warmup_steps),
              weight_decay=float(c.sft.weight_decay),
              schedule=str(c.sft.schedule)), int(c.sft.steps))
+  processors, params_fn = build_rollout_processors(c)
   exp = loop.Experiment(
       fns=fns, params=params, logical_axes=axes, tokenizer=tokenizer,
       task=task,
@@ -478,7 +516,9 @@ def build_experiment(config: Any, *, reuse: Any = None) -> Any:
       objective=build_objective(c.objective, response_len=n),
       optimizer=build_optimizer(c.optimizer, int(c.train.num_steps)),
       sft_optimizer=sft_opt,
-      sampling=build_sampling(c.sampling),
+      sampling=build_sampling(c.sampling, temperature=1.0 if processors
+                              else None),
+      rollout_processors=processors, processor_params_fn=params_fn,
       eval_sampling=build_sampling(c.sampling,
                                    temperature=float(c.eval.temperature)),
       step_kwargs=step_kwargs(c),

@@ -67,6 +67,7 @@ def plot_runs(runs: Mapping[str, str], out: str, *, smooth_window: int = 5,
     sft = metrics_lib.read_jsonl(os.path.join(sft_dir, "metrics.jsonl"))
   fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
   (ax_h, ax_acc), (ax_dh, ax_r) = axes
+  ax_pred = ax_dh.twinx()  # the prediction is per unit step size
   colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
   for i, (name, recs) in enumerate(data.items()):
     col = colors[i % len(colors)]
@@ -86,15 +87,21 @@ def plot_runs(runs: Mapping[str, str], out: str, *, smooth_window: int = 5,
                  label=f"{name} realised")
     s, y = series(recs, "rl", "pred_entropy_change")
     if len(s):
-      ax_dh.plot(s, smooth(y, smooth_window), "--", color=col, alpha=0.6,
-                 label=f"{name} −cov(logp, A)")
+      ax_pred.plot(s, smooth(y, smooth_window), "--", color=col, alpha=0.6,
+                   label=f"{name} −cov(logp, A) (right axis)")
     s, y = series(recs, "rl", "reward")
     if len(s):
       ax_r.plot(s, smooth(y, smooth_window), color=col, label=name)
   ax_h.set(title="token entropy of rollouts (nats)", xlabel="RL step")
   ax_acc.set(title="accuracy", xlabel="RL step", ylim=(-0.02, 1.02))
-  ax_dh.set(title="entropy change per step: realised vs predicted",
-            xlabel="RL step")
+  ax_dh.set(title="entropy change per step: realised (left) vs "
+            "first-order prediction (right)", xlabel="RL step")
+  ax_dh.title.set_fontsize(9)
+  ax_pred.tick_params(labelsize=7)
+  handles = [h for a in (ax_dh, ax_pred)
+             for h in a.get_legend_handles_labels()[0]]
+  if handles:
+    ax_dh.legend(handles=handles, fontsize=7)
   ax_dh.axhline(0.0, color="k", lw=0.5)
   ax_r.set(title="mean reward", xlabel="RL step")
   if sft:
@@ -105,7 +112,7 @@ def plot_runs(runs: Mapping[str, str], out: str, *, smooth_window: int = 5,
       inset.set_title("SFT loss", fontsize=8)
       inset.tick_params(labelsize=6)
   for ax in axes.flat:
-    if ax.get_legend_handles_labels()[0]:
+    if ax is not ax_dh and ax.get_legend_handles_labels()[0]:
       ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
   fig.suptitle(title or " vs ".join(data))

@@ -1,4 +1,4 @@
-"""Every LLM experiment config (classic_*.py have their own tests): its sizes build, its sweep names real keys, and
+"""Every LLM experiment config (classic_*, agent_* have their own tests): its sizes build, its sweep names real keys, and
 its :tiny variant trains for 2 steps (1-layer model, Python-reward path so
 that all configs share one sampler compilation)."""
 
@@ -17,11 +17,13 @@ from entropy_rl.training import loop
 from entropy_rl.training import metrics as metrics_lib
 from tests import training_loop_test
 
+# Config families with their own runners and tests.
+OTHER_FAMILIES = ("classic_", "agent_")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(p for p in glob.glob(os.path.join(ROOT, "experiments",
                                                    "configs", "*.py"))
                  if not p.endswith("__init__.py")
-                 and not os.path.basename(p).startswith("classic_"))
+                 and not os.path.basename(p).startswith(OTHER_FAMILIES))
 
 
 def load(path):

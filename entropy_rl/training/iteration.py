@@ -44,21 +44,32 @@ class Prompts(NamedTuple):
 
 
 def make_rollout_fn(fns: Any, sample_fn: Callable[..., Any], *,
-                    num_samples: int = 1) -> Callable[..., Rollout]:
-  """``rollout_fn(params, prompts, rng) -> Rollout`` (rewards unset).
+                    num_samples: int = 1,
+                    processor_params_fn: Callable[[Any], tuple] | None = None
+                    ) -> Callable[..., Rollout]:
+  """``rollout_fn(params, prompts, rng, transform_state=None) -> Rollout``
+  (rewards unset).
 
   Args:
     fns: model functions.
-    sample_fn: ``sample_fn(fns, params, tokens, mask, rng, num_samples=n)
-      -> SampleOutput``, e.g. ``functools.partial(entropy_rl.sampling.sample,
-      max_new_tokens=..., sampling=..., end_ids=...)``.
+    sample_fn: ``sample_fn(fns, params, tokens, mask, rng, num_samples=n,
+      [processor_params=...]) -> SampleOutput``, e.g.
+      ``functools.partial(entropy_rl.sampling.sample, max_new_tokens=...,
+      sampling=..., end_ids=..., processors=...)``.
     num_samples: responses per prompt (the group size G); row ``b·G + j``
       is sample j of prompt b and its ``group_ids`` is b.
+    processor_params_fn: ``fn(transform_state) -> processor_params``: the
+      parameters of the sampler's extra ``processors`` read from the
+      transform state (HAPO's adaptive temperature); None: defaults.
   """
 
-  def rollout_fn(params, prompts: Prompts, rng) -> Rollout:
+  def rollout_fn(params, prompts: Prompts, rng,
+                 transform_state: Any = None) -> Rollout:
+    kw = {}
+    if processor_params_fn is not None and transform_state is not None:
+      kw["processor_params"] = processor_params_fn(transform_state)
     out = sample_fn(fns, params, prompts.tokens, prompts.mask, rng,
-                    num_samples=num_samples)
+                    num_samples=num_samples, **kw)
     return Rollout(
         prompt=out.prompt_tokens.astype(jnp.int32),
         prompt_mask=out.prompt_mask.astype(bool),
@@ -125,7 +136,8 @@ def make_rl_iteration(rollout_fn: Callable[..., Rollout],
   """
 
   def iteration(state: TrainState, prompts: Prompts):
-    ro = rollout_fn(state.params, prompts, types.step_key(state, "rollout"))
+    ro = rollout_fn(state.params, prompts, types.step_key(state, "rollout"),
+                    state.transform_state)
     ro = score(jax_reward_fn, ro, prompts.answer, num_samples)
     state, metrics = train_step(state, ro)
     metrics.update(reward_metrics(ro.rewards, ro.group_ids,
@@ -164,7 +176,8 @@ def python_reward_iteration(
     state: the train state.
     prompts: the device prompts.
     answers: per-prompt answers for ``reward_fn`` (host objects).
-    rollout_fn: jitted ``rollout_fn(params, prompts, rng)``.
+    rollout_fn: jitted ``rollout_fn(params, prompts, rng,
+      transform_state)``.
     train_step: jitted ``train_step(state, rollout)``.
     reward_fn: ``reward_fn(response_tokens [B, N], response_mask [B, N],
       answers (one per row)) -> (rewards [B], parse_failed [B])`` on host
@@ -174,7 +187,8 @@ def python_reward_iteration(
   Returns:
     ``(state, metrics)``; metrics add ``parse_failures`` (fraction of rows).
   """
-  ro = rollout_fn(state.params, prompts, types.step_key(state, "rollout"))
+  ro = rollout_fn(state.params, prompts, types.step_key(state, "rollout"),
+                  state.transform_state)
   row_answers = [a for a in answers for _ in range(num_samples)]
   toks, mask = jax.device_get((ro.response, ro.response_mask))
   rewards, failed = reward_fn(np.asarray(toks), np.asarray(mask), row_answers)

@@ -96,6 +96,10 @@ class Experiment:
     sft_optimizer: the warm-up optimizer (None: no warm-up).
     sampling: the rollout ``SamplingMethod``.
     eval_sampling: the ``SamplingMethod`` of pass@k samples.
+    rollout_processors: extra ``LogitsProcessor``s of training rollouts
+      (applied before the method's), e.g. HAPO's adaptive temperature.
+    processor_params_fn: ``fn(transform_state) -> params`` of those
+      processors (None: their defaults).
     step_kwargs: keyword arguments of ``make_train_step``.
     sampler_kwargs: extra keyword arguments of ``sampling.sample``.
     settings: :class:`Settings`.
@@ -117,6 +121,8 @@ class Experiment:
   sampler_kwargs: dict[str, Any]
   settings: Settings
   config: Any = None
+  rollout_processors: tuple = ()
+  processor_params_fn: Any = None
 
 
 # --------------------------------------------------------------- preemption
@@ -209,12 +215,12 @@ def _use_jax_reward(exp: Experiment) -> bool:
       type(task.tokenizer) is type(exp.tokenizer)))
 
 
-def _sample_fn(exp: Experiment, method: Any):
+def _sample_fn(exp: Experiment, method: Any, processors: tuple = ()):
   tok = exp.tokenizer
   return functools.partial(
       sampling_lib.sample, max_new_tokens=exp.settings.max_new_tokens,
       sampling=method, end_ids=tuple(tok.end_ids), pad_id=int(tok.pad_id),
-      **exp.sampler_kwargs)
+      processors=tuple(processors), **exp.sampler_kwargs)
 
 
 # --------------------------------------------------------------------- SFT
@@ -501,13 +507,15 @@ def _step_functions(exp: Experiment) -> dict[str, Any]:
   train_step = step_lib.make_train_step(exp.fns, exp.objective,
                                         exp.transform, exp.optimizer,
                                         **exp.step_kwargs)
-  rollout_fn = it_lib.make_rollout_fn(exp.fns, _sample_fn(exp, exp.sampling),
-                                      num_samples=s.num_samples)
+  rollout_fn = it_lib.make_rollout_fn(
+      exp.fns, _sample_fn(exp, exp.sampling, exp.rollout_processors),
+      num_samples=s.num_samples, processor_params_fn=exp.processor_params_fn)
   vm = (lambda f, axes: jax.vmap(f, in_axes=axes)) if s.num_seeds > 1 else (
       lambda f, axes: f)
   out = {"update": vm(train_step, (0, 0))}
   roll = vm(lambda st, pr: rollout_fn(
-      st.params, pr, types.step_key(st, "rollout")), (0, None))
+      st.params, pr, types.step_key(st, "rollout"), st.transform_state),
+             (0, None))
   # One seed: no outer jit, the sampler's own jit (cached by its static
   # arguments) is shared by every run of the process.
   out["rollout"] = jax.jit(roll) if s.num_seeds > 1 else roll

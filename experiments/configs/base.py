@@ -49,7 +49,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
       kwargs=ml_collections.ConfigDict(dict(num_digits=2, num_operands=2,
                                             ops="+-"))))
   c.data = ml_collections.ConfigDict(dict(
-      prompts_per_step=16,  # prompts per RL step (all processes)
+      prompts_per_step=64,  # prompts per RL step (all processes)
       num_samples=8,  # responses per prompt (GRPO group size G)
       max_prompt_len=8,  # prompts are left-padded (and left-truncated)
       seed=0,  # data order (training); eval uses config.eval.seed
@@ -58,30 +58,31 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.sampling = ml_collections.ConfigDict(dict(
       method="temperature",  # temperature | greedy | top_k | top_p | min_p
       temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, top_h_alpha=0.4,
-      top_h_n=100, max_new_tokens=5, block_size=8))
+      top_h_n=100, max_new_tokens=5, block_size=8,
+      hapo_tau=0.0))  # > 0: HAPO's adaptive temperature (needs a hapo member)
   c.objective = ml_collections.ConfigDict(dict(kind="grpo", eps=0.2))
   c.regularizers = ml_collections.ConfigDict(dict(
       order=("advantages",),
       advantages=dict(kind="grpo_advantages")))
   c.optimizer = ml_collections.ConfigDict(dict(
-      name="adamw", learning_rate=3e-4, b1=0.9, b2=0.99, eps=1e-8,
-      weight_decay=0.0, warmup_steps=0, schedule="constant",
+      name="adamw", learning_rate=2e-4, b1=0.9, b2=0.99, eps=1e-8,
+      weight_decay=0.0, warmup_steps=10, schedule="constant",
       final_fraction=0.0, momentum=0.0, max_grad_norm=1.0))
   c.train = ml_collections.ConfigDict(dict(
-      num_steps=60,  # RL steps
+      num_steps=150,  # RL steps
       epochs=1, minibatches=1,  # optimisation passes / row blocks per step
       stat_scope=0,  # rows per statistics scope (0: whole mini-batch)
       recompute_old_logp=True, fuse_old_pass=True,
       measure_entropy_change=True,  # realised ΔH (one extra forward)
       token_chunk=1024, vocab_chunk=4096, compute_dtype=""))
   c.sft = ml_collections.ConfigDict(dict(
-      steps=400, batch_size=64, seq_len=12, learning_rate=3e-3,
+      steps=1500, batch_size=64, seq_len=12, learning_rate=3e-3,
       warmup_steps=20, weight_decay=0.0, schedule="cosine"))
   c.eval = ml_collections.ConfigDict(dict(
-      every=10, num_prompts=128, num_samples=4, ks=(1, 4), seed=12345,
+      every=10, num_prompts=256, num_samples=4, ks=(1, 4), seed=12345,
       temperature=1.0))
   c.checkpoint = ml_collections.ConfigDict(dict(
-      every=20, keep=2, keep_best=1, best_metric="eval/accuracy",
+      every=50, keep=2, keep_best=1, best_metric="eval/accuracy",
       async_save=True))
   c.log = ml_collections.ConfigDict(dict(every=1, tensorboard=True,
                                          progress=True))
@@ -106,7 +107,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     c.data.update(prompts_per_step=4, num_samples=4, max_prompt_len=160,
                   use_chat_template=True, jax_reward=False)
     c.sampling.update(max_new_tokens=24, block_size=8)
-    c.optimizer.update(learning_rate=1e-6, b2=0.999)
+    c.optimizer.update(learning_rate=1e-6, b2=0.999, warmup_steps=0)
     c.train.update(num_steps=20, vocab_chunk=8192, token_chunk=512)
     c.sft.steps = 0
     c.eval.update(every=10, num_prompts=16, num_samples=2, ks=(1, 2))

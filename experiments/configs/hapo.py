@@ -1,7 +1,8 @@
 """HAPO: entropy-adaptive clip and advantage redistribution.
 
-HAPO (methods_rlvr.md); its adaptive sampling temperature is not used
-here (the rollout runs at config.sampling.temperature).
+HAPO (methods_rlvr.md): token-level group advantage, entropy-adaptive clip
+and redistribution in training, and the per-token adaptive sampling
+temperature T_t = T0 (1 + tau h_t) in rollouts (config.sampling.hapo_tau).
 
   python -m experiments.main --config=experiments/configs/hapo.py:tiny \
       --workdir=runs/hapo
@@ -18,6 +19,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.regularizers = ml_collections.ConfigDict(dict(
       order=("hapo",),
       hapo=dict(kind="hapo", pivot=0.8, clip_alpha=1.0, adv_beta=1.0)))
+  c.sampling.hapo_tau = 0.05
   return c
 
 
