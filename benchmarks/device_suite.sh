@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The GPU benchmark suite of entropy_rl (issue "performance on accelerators").
+#
+#   bash benchmarks/device_suite.sh [RESULTS_DIR]     # or RESULTS_DIR=... / $OUT
+#
+# One prepared run, under 8 minutes on an H100: (a) the sampler, (b) the
+# policy-gradient train step, (c) the chunked token statistics, each for the
+# Qwen2.5-0.5B dimensions in bfloat16, and (d) the transformers peer with the
+# same dimensions (run by (a) and (b) in the same invocation, before our
+# code so the two never share the device). Every benchmark prints JSON; the
+# JSON lines are also collected into RESULTS_DIR/results.jsonl, with logs.
+#
+# The GPU machine has no network. Python packages its image lacks are
+# installed from wheels carried with the working tree, in WHEELS (default
+# .devrun/whl; fill it here with
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#       -d .devrun/whl gguf grain ml-collections tensorboardX
+# ). The peer script is PEER (default ../shared/bench/hf_peer.py; copy it
+# into the tree, e.g. .devrun/hf_peer.py, when the tree travels alone).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+RESULTS_DIR=${1:-${RESULTS_DIR:-${OUT:-bench_results}}}
+WHEELS=${WHEELS:-.devrun/whl}
+PEER=${PEER:-../shared/bench/hf_peer.py}
+[ -f "$PEER" ] || PEER=.devrun/hf_peer.py
+PY=${PYTHON:-python3}
+mkdir -p "$RESULTS_DIR"
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+
+nvidia-smi -L 2>/dev/null | tee "$RESULTS_DIR/device.txt"
+if ! $PY -c "import entropy_rl.models, entropy_rl.sampling, entropy_rl.training" \
+    2>/dev/null && ls "$WHEELS"/*.whl >/dev/null 2>&1; then
+  $PY -m pip install -q --no-index --no-deps --target /tmp/er_site "$WHEELS"/*.whl
+  export PYTHONPATH=$PYTHONPATH:/tmp/er_site
+fi
+$PY -c "import jax; print('jax', jax.__version__, jax.devices())" \
+  | tee -a "$RESULTS_DIR/device.txt"
+
+Q="--preset qwen2.5-0.5b --dtype bfloat16"
+run() {  # run SECONDS NAME CMD...
+  local t=$1 name=$2; shift 2
+  echo "=== $name: $*"
+  timeout "$t" "$@" 2>&1 | tee "$RESULTS_DIR/$name.log" \
+    | grep '^{' | tee -a "$RESULTS_DIR/results.jsonl"
+}
+run 170 sampler_b256 $PY benchmarks/sampler.py $Q --batch 256 --prompt-len 128 \
+  --new-tokens 256 --repeats 3 --peer "$PEER"
+run 90 sampler_b64 $PY benchmarks/sampler.py $Q --batch 64 --prompt-len 128 \
+  --new-tokens 256 --repeats 3 --peer "$PEER"
+run 120 train_b16 $PY benchmarks/train_step.py $Q --batch 16 --prompt-len 128 \
+  --new-tokens 256 --token-chunk 8192 --vocab-chunk 8192 --peak-tflops 989 \
+  --peer "$PEER"
+run 60 train_b32 $PY benchmarks/train_step.py $Q --batch 32 --prompt-len 128 \
+  --new-tokens 256 --token-chunk 8192 --vocab-chunk 8192 --peak-tflops 989 \
+  --no-peer --no-chain
+run 60 token_stats $PY benchmarks/token_stats.py --tokens 32768 --vocab 151936 \
+  --hidden 896 --dtype bfloat16 --token-chunk 8192 --vocab-chunk 8192 \
+  --repeats 5 --warmup 1 --max-run-gib 60
+echo "results: $RESULTS_DIR/results.jsonl"
