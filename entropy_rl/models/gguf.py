@@ -29,7 +29,6 @@ import tempfile
 from typing import Any, Mapping, Sequence
 import zipfile
 
-import gguf
 import jax.numpy as jnp
 import numpy as np
 import tokenizers
@@ -71,6 +70,12 @@ _GLOBAL_NAMES = {
     "output_norm.weight": "model.norm.weight",
     "output.weight": "lm_head.weight",
 }
+
+
+def _gguf():
+  """The ``gguf`` package, imported on first use (only GGUF loading needs it)."""
+  import gguf  # pylint: disable=import-outside-toplevel
+  return gguf
 
 
 def _cache_root(cache: str | os.PathLike | None = None) -> pathlib.Path:
@@ -123,12 +128,12 @@ def smollm2_gguf_path(cache_dir: str | os.PathLike | None = None
   return target
 
 
-def _field(reader: gguf.GGUFReader, key: str, default: Any = None) -> Any:
+def _field(reader: Any, key: str, default: Any = None) -> Any:
   f = reader.fields.get(key)
   return default if f is None else f.contents()
 
 
-def read_metadata(reader: gguf.GGUFReader) -> dict[str, Any]:
+def read_metadata(reader: Any) -> dict[str, Any]:
   """All key/value fields of a GGUF file as Python values."""
   return {k: f.contents() for k, f in reader.fields.items()
           if not k.startswith("GGUF.")}
@@ -199,6 +204,7 @@ def load_gguf(path: str | os.PathLike, *, dtype: Any = jnp.float32,
   Raises:
     ValueError: unsupported architecture, missing or unexpected tensors.
   """
+  gguf = _gguf()
   reader = gguf.GGUFReader(str(path))
   meta = read_metadata(reader)
   tensors = {t.name: t for t in reader.tensors}
@@ -320,11 +326,12 @@ class GGUFTokenizer:
             f"eos_id={self.eos_id}, end_ids={self.end_ids})")
 
 
-def gguf_tokenizer(source: str | os.PathLike | gguf.GGUFReader
+def gguf_tokenizer(source: str | os.PathLike | Any
                    | Mapping[str, Any]) -> GGUFTokenizer:
   """The tokenizer of a GGUF file (path, open reader, or its metadata)."""
   if isinstance(source, Mapping):
     return GGUFTokenizer(source)
+  gguf = _gguf()
   if not isinstance(source, gguf.GGUFReader):
     source = gguf.GGUFReader(str(source))
   return GGUFTokenizer(read_metadata(source))
