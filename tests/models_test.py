@@ -220,12 +220,94 @@ class CacheTest(parameterized.TestCase):
   def test_cache_shapes_and_dtype(self):
     cfg = small_config()
     cache = models.init_cache(cfg, 3, 10, dtype=jnp.bfloat16)
-    self.assertEqual(cache.k.shape, (2, 3, 2, 10, 16))
-    self.assertEqual(cache.k.dtype, jnp.bfloat16)
+    # Unrolled layers: one [B, K, T, Dh] buffer per layer.
+    for buf in (cache.k, cache.v):
+      self.assertIsInstance(buf, tuple)
+      self.assertLen(buf, 2)
+      for x in buf:
+        self.assertEqual(x.shape, (3, 2, 10, 16))
+        self.assertEqual(x.dtype, jnp.bfloat16)
     self.assertEqual(cache.valid.shape, (3, 10))
     self.assertEqual(cache.index.dtype, jnp.int32)
+    # Scanned layers: one stacked [L, B, K, T, Dh] buffer.
+    stacked = models.init_cache(cfg.replace(scan_layers=True), 3, 10,
+                                dtype=jnp.bfloat16)
+    for buf in (stacked.k, stacked.v):
+      self.assertEqual(buf.shape, (2, 3, 2, 10, 16))
+      self.assertEqual(buf.dtype, jnp.bfloat16)
+    self.assertEqual(stacked.valid.shape, (3, 10))
     with self.assertRaisesRegex(ValueError, "max_len"):
       models.init_cache(cfg, 3, 0)
+
+  @parameterized.parameters(False, True)
+  def test_cache_layouts_decode_equals_full_recompute(self, scan):
+    """Per-layer tuple caches (unrolled) and stacked caches (scanned, and
+    stacked given to unrolled layers) reproduce full recomputation through
+    a prefill and a lax.scan of single-token steps, as the sampler runs."""
+    fns, params = models.as_functions(random_model(scan_layers=scan,
+                                                   num_layers=3))
+    lengths, p, n = [6, 2, 4], 6, 5
+    _, prompt_mask = left_padded(lengths, p)
+    mask = np.concatenate([prompt_mask, np.ones((3, n), bool)], axis=1)
+    x = np.where(mask, tokens(3, p + n, seed=11), 0).astype(np.int32)
+    pos = np.asarray(models.positions_from_mask(jnp.asarray(mask)))
+    full = np.asarray(_forward(fns, params, x, mask))
+
+    @jax.jit
+    def decode(params, cache):
+      h, cache = fns.hidden(params, x[:, :p], pos[:, :p], mask[:, :p], cache)
+      first = fns.logits(params, h)
+
+      def step(cache, t):
+        sl = lambda a: jax.lax.dynamic_slice_in_dim(a, t, 1, 1)  # noqa: E731
+        h, cache = fns.hidden(params, sl(x), sl(pos), sl(mask), cache)
+        return cache, fns.logits(params, h)[:, 0]
+      cache, rest = jax.lax.scan(step, cache, jnp.arange(p, p + n))
+      return jnp.concatenate([first, jnp.swapaxes(rest, 0, 1)], 1), cache
+
+    cache = fns.init_cache(3, p + n)
+    if scan:
+      self.assertEqual(cache.k.shape, (3, 3, 2, p + n, 16))
+      layouts = [cache]
+    else:
+      self.assertIsInstance(cache.k, tuple)
+      self.assertLen(cache.k, 3)
+      layouts = [cache, cache._replace(k=jnp.stack(cache.k),
+                                       v=jnp.stack(cache.v))]
+    results = []
+    for c in layouts:
+      got, out = decode(params, c)
+      np.testing.assert_allclose(np.where(mask[..., None], got, 0),
+                                 np.where(mask[..., None], full, 0),
+                                 atol=1e-5, rtol=0)
+      self.assertEqual(jax.tree.structure(out.k), jax.tree.structure(c.k))
+      self.assertEqual(int(out.index), p + n)
+      np.testing.assert_array_equal(out.valid, mask)
+      results.append((got, out))
+    if not scan:  # Both layouts: the same logits and the same cache.
+      (g1, o1), (g2, o2) = results
+      np.testing.assert_array_equal(g1, g2)
+      np.testing.assert_array_equal(jnp.stack(o1.k), o2.k)
+      np.testing.assert_array_equal(jnp.stack(o1.v), o2.v)
+    # Every real token's k/v is in the cache: a fresh prefill of the
+    # whole sequence writes the same values at the valid slots.
+    _, ref = jax.jit(fns.hidden)(params, x, pos, mask,
+                                 fns.init_cache(3, p + n))
+    vm = mask[:, None, :, None]
+    for a, b in zip(jax.tree.leaves((results[0][1].k, results[0][1].v)),
+                    jax.tree.leaves((ref.k, ref.v))):
+      np.testing.assert_allclose(np.where(vm, a, 0), np.where(vm, b, 0),
+                                 atol=1e-5, rtol=0)
+
+  def test_per_layer_cache_errors(self):
+    fns, params = models.as_functions(random_model())
+    x = tokens(2, 3)
+    cache = fns.init_cache(2, 4)
+    with self.assertRaisesRegex(ValueError, "2 k and v buffers"):
+      fns.hidden(params, x, x, x > -1, cache._replace(k=cache.k[:1]))
+    sfns, sparams = models.as_functions(random_model(scan_layers=True))
+    with self.assertRaisesRegex(ValueError, "stacked"):
+      sfns.hidden(sparams, x, x, x > -1, cache)
 
   def test_bf16_compute_close_to_f32(self):
     model = random_model()
@@ -245,9 +327,11 @@ class CacheTest(parameterized.TestCase):
     m = mask[..., None]
     self.assertLess(float(jnp.max(jnp.abs(jnp.where(m, lb - lf, 0)))), 0.05)
     cache = bfns.init_cache(2, 9)
-    self.assertEqual(cache.k.dtype, jnp.bfloat16)
+    def kv_dtypes(c):
+      return {a.dtype for a in jax.tree.leaves((c.k, c.v))}
+    self.assertEqual(kv_dtypes(cache), {jnp.dtype(jnp.bfloat16)})
     hc, cache = jax.jit(bfns.hidden)(params, x, pos, mask, cache)
-    self.assertEqual(cache.k.dtype, jnp.bfloat16)
+    self.assertEqual(kv_dtypes(cache), {jnp.dtype(jnp.bfloat16)})
     self.assertTrue(np.isfinite(np.asarray(hc, np.float32)).all())
 
   def test_head_and_grad(self):

@@ -14,6 +14,11 @@ Step functions stay pure: `as_functions(model)` splits the model once and
 returns `LMFns`, plain functions of ``(params, ...)`` that merge the graph
 inside, so they can be used under `jax.jit`, `jax.grad` and `lax.scan`
 without `nnx.jit` (about 1 ms of Python per call).
+
+Cached decode is write-first: each layer writes its new keys/values into
+the cache at ``index`` and then attends over the whole cache under a
+[B, S, T] mask. Unrolled layers keep one cache buffer per layer (a
+stacked [L, ...] buffer costs a copy of layer i's slice at every step).
 """
 
 from __future__ import annotations
@@ -40,13 +45,21 @@ def _wide(dtype) -> jnp.dtype:
 class KVCache(NamedTuple):
   """Key/value cache shared by every layer.
 
+  Layout of ``k`` and ``v`` (what `init_cache` builds for the config):
+
+  * ``scan_layers=False`` (unrolled layers): a tuple of L per-layer buffers
+    [B, K, T_max, Dh], updated in place one by one. A stacked
+    [L, B, K, T_max, Dh] array is accepted too (and returned stacked).
+  * ``scan_layers=True``: one stacked array [L, B, K, T_max, Dh], carried
+    through the layer scan.
+
   Prompts are left-padded so all rows end aligned; one write index serves
   the whole batch. A slot holds a real token iff ``valid`` says so. Writes
   past ``T_max`` cannot be detected under jit (``dynamic_update_slice``
   clamps the start): size the cache for prompt plus new tokens.
   """
-  k: Array      # [L, B, K, T_max, Dh]
-  v: Array      # [L, B, K, T_max, Dh]
+  k: Any        # tuple of L [B, K, T_max, Dh], or [L, B, K, T_max, Dh]
+  v: Any        # same layout as k
   valid: Array  # [B, T_max] bool
   index: Array  # [] int32, next slot to write
 
@@ -63,16 +76,22 @@ def init_cache(config: DecoderConfig, batch: int, max_len: int,
       ``config.dtype``.
 
   Returns:
-    A `KVCache` with zero k/v, no valid slot and index 0.
+    A `KVCache` with zero k/v, no valid slot and index 0: k and v are
+    tuples of ``num_layers`` arrays [B, K, T_max, Dh] for unrolled layers,
+    one array [L, B, K, T_max, Dh] when ``config.scan_layers``.
   """
   if batch <= 0 or max_len <= 0:
     raise ValueError(f"batch and max_len must be positive, got batch={batch}, "
                      f"max_len={max_len}")
   dtype = jnp.dtype(dtype or config.dtype)
-  shape = (config.num_layers, batch, config.num_kv_heads, max_len,
-           config.head_dim)
-  return KVCache(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype),
-                 valid=jnp.zeros((batch, max_len), bool),
+  shape = (batch, config.num_kv_heads, max_len, config.head_dim)
+  if config.scan_layers:
+    k = jnp.zeros((config.num_layers,) + shape, dtype)
+    v = jnp.zeros((config.num_layers,) + shape, dtype)
+  else:
+    k = tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))
+    v = tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))
+  return KVCache(k=k, v=v, valid=jnp.zeros((batch, max_len), bool),
                  index=jnp.zeros((), jnp.int32))
 
 
@@ -126,43 +145,44 @@ def _apply_rope(x: Array, cos: Array, sin: Array) -> Array:
                          axis=-1).astype(x.dtype)
 
 
-def _attend(q, k, v, new_mask, k_old, v_old, old_mask):
-  """Softmax attention over cached slots and the new tokens, f32 softmax.
-
-  The old and new parts share one softmax (common max and denominator), so
-  the cache never has to be written before it is read.
+def _attend(q, k, v, allowed, kv_spec: str):
+  """Softmax attention of q over keys k / values v, f32 softmax.
 
   Args:
     q: [B, S, K, G, Dh] queries (already scaled by Dh^-1/2).
-    k, v: [B, S, K, Dh] the new tokens' keys and values.
-    new_mask: [B, S, S] bool, query i may see new key j.
-    k_old, v_old: [B, K, T, Dh] cached keys/values, or None.
-    old_mask: [B, T] bool, cached slots every query may see.
+    k, v: keys and values, [B, T, K, Dh] (``kv_spec="bskd"``: the new
+      tokens, no cache) or [B, K, T, Dh] (``"bksd"``: a layer's cache).
+    allowed: [B, S, T] bool, query i may see key j. Fully masked rows
+      (padding queries) give a finite, meaningless output.
+    kv_spec: the einsum subscripts of k and v.
 
   Returns:
     [B, S, K, G, Dh] in q's dtype.
   """
   f32 = _wide(q.dtype)
-  s = jnp.einsum("bqkgd,bskd->bkgqs", q, k, preferred_element_type=f32)
-  s = jnp.where(new_mask[:, None, None], s, _NEG)
+  s = jnp.einsum(f"bqkgd,{kv_spec}->bkgqs", q, k.astype(q.dtype),
+                 preferred_element_type=f32)
+  s = jnp.where(allowed[:, None, None], s, _NEG)
   m = jnp.max(s, axis=-1, keepdims=True)
-  if k_old is not None:
-    so = jnp.einsum("bqkgd,bktd->bkgqt", q, k_old.astype(q.dtype),
-                    preferred_element_type=f32)
-    so = jnp.where(old_mask[:, None, None, None, :], so, _NEG)
-    m = jnp.maximum(m, jnp.max(so, axis=-1, keepdims=True))
-  # p @ v in v's dtype (as transformers does after its softmax): XLA:CPU
-  # lacks some bf16 x bf16 -> f32 dot layouts.
+  # p @ v in the compute dtype (as transformers does after its softmax):
+  # XLA:CPU lacks some bf16 x bf16 -> f32 dot layouts.
   p = jnp.exp(s - m)
   denom = jnp.sum(p, axis=-1)
-  out = jnp.einsum("bkgqs,bskd->bqkgd", p.astype(v.dtype), v).astype(f32)
-  if k_old is not None:
-    po = jnp.exp(so - m)
-    denom = denom + jnp.sum(po, axis=-1)
-    out = out + jnp.einsum("bkgqt,bktd->bqkgd", po.astype(v.dtype),
-                           v_old.astype(v.dtype)).astype(f32)
+  out = jnp.einsum(f"bkgqs,{kv_spec}->bqkgd", p.astype(q.dtype),
+                   v.astype(q.dtype)).astype(f32)
   out = out / jnp.transpose(denom, (0, 3, 1, 2))[..., None]
   return out.astype(q.dtype)
+
+
+def _write(buf: Array, new: Array, index: Array, layer=None) -> Array:
+  """Writes new [B, S, K, Dh] at slot ``index`` of buf [B, K, T, Dh], or of
+  layer ``layer`` of a stacked buf [L, B, K, T, Dh]."""
+  new = jnp.swapaxes(new, 1, 2).astype(buf.dtype)
+  zero = jnp.zeros((), jnp.int32)
+  if layer is None:
+    return jax.lax.dynamic_update_slice(buf, new, (zero, zero, index, zero))
+  return jax.lax.dynamic_update_slice(
+      buf, new[None], (jnp.asarray(layer, jnp.int32), zero, zero, index, zero))
 
 
 class Attention(nnx.Module):
@@ -193,8 +213,15 @@ class Attention(nnx.Module):
       y = y + getattr(self, f"{name}_bias")[...].astype(x.dtype)
     return y
 
-  def __call__(self, x, cos, sin, new_mask, k_old, v_old, old_mask):
-    """x [B, S, D] -> (out [B, S, D], (k, v) [B, S, K, Dh] after RoPE)."""
+  def __call__(self, x, cos, sin, allowed, kv_fn=None):
+    """x [B, S, D] -> (out [B, S, D], new cache state or None).
+
+    Without ``kv_fn`` the queries attend over the new tokens (``allowed``
+    [B, S, S]). With one, ``kv_fn(k, v)`` gets the new keys (after RoPE)
+    and values [B, S, K, Dh], writes them into the cache and returns
+    (keys, values) [B, K, T, Dh] to attend over (``allowed`` [B, S, T])
+    and the updated cache state, which is returned.
+    """
     cfg = self.cfg
     b, s, _ = x.shape
     kv, dh = cfg.num_kv_heads, cfg.head_dim
@@ -207,9 +234,13 @@ class Attention(nnx.Module):
     k = _apply_rope(k, cos, sin)
     qg = (q * jnp.asarray(dh ** -0.5, q.dtype)).reshape(
         b, s, kv, cfg.num_heads // kv, dh)
-    o = _attend(qg, k, v, new_mask, k_old, v_old, old_mask)
+    if kv_fn is None:
+      o, state = _attend(qg, k, v, allowed, "bskd"), None
+    else:
+      keys, values, state = kv_fn(k, v)
+      o = _attend(qg, keys, values, allowed, "bksd")
     o = o.reshape(b, s, cfg.num_heads * dh)
-    return o @ self.o_proj[...].astype(x.dtype), (k, v)
+    return o @ self.o_proj[...].astype(x.dtype), state
 
 
 class MLP(nnx.Module):
@@ -239,11 +270,11 @@ class Block(nnx.Module):
     self.mlp_norm = RMSNorm(cfg.hidden_size, eps, param_dtype=pd, axis="embed")
     self.mlp = MLP(cfg, rngs=rngs)
 
-  def __call__(self, x, cos, sin, new_mask, k_old, v_old, old_mask):
-    a, kv = self.attn(self.attn_norm(x), cos, sin, new_mask, k_old, v_old,
-                      old_mask)
+  def __call__(self, x, cos, sin, allowed, kv_fn=None):
+    """(x, cache state or None); see `Attention.__call__`."""
+    a, state = self.attn(self.attn_norm(x), cos, sin, allowed, kv_fn)
     x = x + a
-    return x + self.mlp(self.mlp_norm(x)), kv
+    return x + self.mlp(self.mlp_norm(x)), state
 
 
 class Decoder(nnx.Module):
@@ -280,10 +311,13 @@ class Decoder(nnx.Module):
     """Final-norm hidden states of ``tokens``, optionally through a cache.
 
     Without a cache: causal attention restricted to keys with ``mask``.
-    With a cache: the S tokens occupy slots [index, index+S); each query
-    sees the valid cached slots before ``index`` and the masked new tokens
-    at or before its own slot; the new k/v, ``valid`` and ``index`` are
-    written once for all layers.
+    With a cache: the S tokens occupy slots [index, index+S). Each layer
+    first writes its new k/v there, then attends over the whole cache: a
+    query at slot q sees the slots ``<= q`` that are valid (the cached
+    ones before ``index`` and the masked new tokens). ``valid`` gets
+    ``mask`` at those slots and ``index`` advances by S. See `KVCache` for
+    the layout of k and v (per-layer tuples for unrolled layers, stacked
+    for ``scan_layers``); the new cache has the layout of ``cache``.
 
     Args:
       tokens: [B, S] int32.
@@ -305,52 +339,77 @@ class Decoder(nnx.Module):
     mask = mask.astype(bool)
     x = jnp.take(self.embedding[...], tokens, axis=0).astype(cfg.dtype)
     cos, sin = _rope_angles(positions, cfg.head_dim, cfg.rope_theta)
-    new_mask = jnp.tril(jnp.ones((s, s), bool))[None] & mask[:, None, :]
+
     if cache is None:
-      k_old = v_old = old_mask = None
-    else:
-      t_max = cache.valid.shape[1]
-      if cache.valid.shape[0] != b or s > t_max:
-        raise ValueError(
-            f"cache (batch {cache.valid.shape[0]}, max_len {t_max}) does not "
-            f"fit tokens of shape {tokens.shape}")
-      k_old, v_old = cache.k, cache.v
-      old_mask = cache.valid & (jnp.arange(t_max) < cache.index)[None]
+      allowed = jnp.tril(jnp.ones((s, s), bool))[None] & mask[:, None, :]
+      if cfg.scan_layers:
+        graphdef, state = nnx.split(self.layers)
+
+        def body(x, st):
+          return nnx.merge(graphdef, st)(x, cos, sin, allowed)[0], None
+        x, _ = jax.lax.scan(body, x, state)
+      else:
+        for layer in self.layers:
+          x, _ = layer(x, cos, sin, allowed)
+      return self.final_norm(x), None
+
+    t_max = cache.valid.shape[1]
+    if cache.valid.shape[0] != b or s > t_max:
+      raise ValueError(
+          f"cache (batch {cache.valid.shape[0]}, max_len {t_max}) does not "
+          f"fit tokens of shape {tokens.shape}")
+    per_layer = isinstance(cache.k, (tuple, list))
+    if per_layer and not (len(cache.k) == len(cache.v) == cfg.num_layers):
+      raise ValueError(
+          f"a per-layer cache needs {cfg.num_layers} k and v buffers, got "
+          f"{len(cache.k)} and {len(cache.v)}")
+    if per_layer and cfg.scan_layers:
+      raise ValueError(
+          "scan_layers=True needs the stacked [L, B, K, T, Dh] cache of "
+          "init_cache, got per-layer tuples")
+    i = jnp.asarray(cache.index, jnp.int32)
+    zero = jnp.zeros((), jnp.int32)
+    valid = jax.lax.dynamic_update_slice(cache.valid, mask, (zero, i))
+    slot = jnp.arange(t_max, dtype=jnp.int32)
+    q_slot = i + jnp.arange(s, dtype=jnp.int32)
+    allowed = valid[:, None, :] & (slot[None, None, :] <= q_slot[None, :, None])
 
     if cfg.scan_layers:
       graphdef, state = nnx.split(self.layers)
 
-      def body(x, xs):
-        st, ko, vo = xs
-        x, kv = nnx.merge(graphdef, st)(x, cos, sin, new_mask, ko, vo,
-                                        old_mask)
-        return x, (None if cache is None else kv)
-      x, kvs = jax.lax.scan(body, x, (state, k_old, v_old))
-      if cache is not None:
-        ks, vs = kvs
-    else:
+      def body(carry, xs):
+        x, ka, va = carry
+        st, li = xs
+
+        def kv_fn(k, v):
+          ka2, va2 = _write(ka, k, i, li), _write(va, v, i, li)
+          return (jax.lax.dynamic_index_in_dim(ka2, li, keepdims=False),
+                  jax.lax.dynamic_index_in_dim(va2, li, keepdims=False),
+                  (ka2, va2))
+        x, (ka, va) = nnx.merge(graphdef, st)(x, cos, sin, allowed, kv_fn)
+        return (x, ka, va), None
+      (x, k_new, v_new), _ = jax.lax.scan(
+          body, (x, cache.k, cache.v),
+          (state, jnp.arange(cfg.num_layers, dtype=jnp.int32)))
+    elif per_layer:
       ks, vs = [], []
-      for i, layer in enumerate(self.layers):
-        ko = None if k_old is None else k_old[i]
-        vo = None if v_old is None else v_old[i]
-        x, (k, v) = layer(x, cos, sin, new_mask, ko, vo, old_mask)
-        ks.append(k)
-        vs.append(v)
-      if cache is not None:
-        ks, vs = jnp.stack(ks), jnp.stack(vs)
+      for li, layer in enumerate(self.layers):
+        def kv_fn(k, v, li=li):
+          kc, vc = _write(cache.k[li], k, i), _write(cache.v[li], v, i)
+          return kc, vc, (kc, vc)
+        x, (kc, vc) = layer(x, cos, sin, allowed, kv_fn)
+        ks.append(kc)
+        vs.append(vc)
+      k_new, v_new = type(cache.k)(ks), type(cache.v)(vs)
+    else:  # Unrolled layers over a stacked cache.
+      k_new, v_new = cache.k, cache.v
+      for li, layer in enumerate(self.layers):
+        def kv_fn(k, v, li=li, ka=k_new, va=v_new):
+          ka2, va2 = _write(ka, k, i, li), _write(va, v, i, li)
+          return ka2[li], va2[li], (ka2, va2)
+        x, (k_new, v_new) = layer(x, cos, sin, allowed, kv_fn)
     x = self.final_norm(x)
-    if cache is None:
-      return x, None
-    i = jnp.asarray(cache.index, jnp.int32)
-    zero = jnp.zeros((), jnp.int32)
-    start = (zero, zero, zero, i, zero)
-    write = lambda c, n: jax.lax.dynamic_update_slice(  # noqa: E731
-        c, jnp.swapaxes(n, 2, 3).astype(c.dtype), start)
-    new = KVCache(k=write(cache.k, ks), v=write(cache.v, vs),
-                  valid=jax.lax.dynamic_update_slice(cache.valid, mask,
-                                                     (zero, i)),
-                  index=i + s)
-    return x, new
+    return x, KVCache(k=k_new, v=v_new, valid=valid, index=i + s)
 
   def head(self) -> Array:
     """LM-head matrix W [D, V] in the compute dtype; logits = hidden @ W."""
