@@ -103,7 +103,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
         name="rg:basic_arithmetic",
         kwargs=ml_collections.ConfigDict(dict(
             size=10_000, seed=0, min_terms=2, max_terms=2, min_digits=1,
-            max_digits=2, operators=("+", "-")))))
+            max_digits=2, operators=("+", "-"), allow_parentheses=False,
+            allow_negation=False))))
     c.data.update(prompts_per_step=4, num_samples=4, max_prompt_len=160,
                   use_chat_template=True, jax_reward=False)
     c.sampling.update(max_new_tokens=24, block_size=8)
