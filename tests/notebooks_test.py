@@ -22,6 +22,15 @@ from typing import Any
 
 from absl.testing import absltest
 from absl.testing import parameterized
+import jupyter_client
+from jupyter_client import kernelspec
+import nbclient
+import nbformat
+
+try:
+  import psutil  # only for the CPU-time report
+except ImportError:  # pragma: no cover
+  psutil = None
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 COLAB = ROOT / "colab"
@@ -47,9 +56,6 @@ def _kernel_manager(env: dict[str, str]):
   The kernel spec is written to a temporary directory, so nothing needs to
   be installed (``jupyter kernelspec``) and no other Python is picked up.
   """
-  from jupyter_client import KernelManager  # pylint: disable=import-outside-toplevel
-  from jupyter_client.kernelspec import KernelSpecManager  # pylint: disable=import-outside-toplevel
-
   kernels = pathlib.Path(tempfile.mkdtemp(prefix="nb_kernels_"))
   spec_dir = kernels / "entropy_rl_test"
   spec_dir.mkdir()
@@ -58,19 +64,21 @@ def _kernel_manager(env: dict[str, str]):
                "{connection_file}"],
       "display_name": "entropy_rl (test)", "language": "python",
       "env": env}), encoding="utf-8")
-  ksm = KernelSpecManager(kernel_dirs=[str(kernels)],
-                          ensure_native_kernel=False)
-  return KernelManager(kernel_name="entropy_rl_test", kernel_spec_manager=ksm)
+  ksm = kernelspec.KernelSpecManager(kernel_dirs=[str(kernels)],
+                                     ensure_native_kernel=False)
+  return jupyter_client.KernelManager(kernel_name="entropy_rl_test",
+                                      kernel_spec_manager=ksm)
 
 
 def _kernel_cpu_seconds(km) -> float | None:
   """CPU seconds (user + system, children included) of a running kernel."""
+  if psutil is None:
+    return None
   try:
-    import psutil  # pylint: disable=import-outside-toplevel
     t = psutil.Process(km.provisioner.pid).cpu_times()
-    return t.user + t.system + t.children_user + t.children_system
   except Exception:  # pylint: disable=broad-except
     return None
+  return t.user + t.system + t.children_user + t.children_system
 
 
 def execute(name: str, out_dir: str, devices: int, timeout: int
@@ -80,9 +88,6 @@ def execute(name: str, out_dir: str, devices: int, timeout: int
   Returns:
     The executed notebook and the kernel's CPU seconds (None if unknown).
   """
-  import nbclient  # pylint: disable=import-outside-toplevel
-  import nbformat  # pylint: disable=import-outside-toplevel
-
   nb = nbformat.read(COLAB / name, as_version=4)
   env = dict(
       ENTROPY_RL_CPU_SMALL="1", ENTROPY_RL_NB_OUT=out_dir,
@@ -99,7 +104,7 @@ def execute(name: str, out_dir: str, devices: int, timeout: int
     cpu[0] = _kernel_cpu_seconds(km)
 
   client = nbclient.NotebookClient(
-      nb, km=km, timeout=timeout, allow_errors=False,
+      nb, km=km, timeout=timeout, startup_timeout=300, allow_errors=False,
       resources={"metadata": {"path": str(ROOT)}},
       on_cell_executed=on_cell_executed)
   client.execute()
@@ -112,7 +117,9 @@ class NotebooksRunTest(parameterized.TestCase):
       (n.split("_")[0], n) for n in sorted(NOTEBOOKS))
   def test_runs_on_cpu(self, name):
     figures, devices, timeout = NOTEBOOKS[name]
-    out_dir = tempfile.mkdtemp(prefix=f"nb_{name.split('_')[0]}_")
+    tmp = tempfile.TemporaryDirectory(prefix=f"nb_{name[:2]}_")
+    self.addCleanup(tmp.cleanup)
+    out_dir = tmp.name
     t0 = time.time()
     nb, cpu = execute(name, out_dir, devices, timeout)
     print(f"{name}: {time.time() - t0:.0f}s wall, {cpu or float('nan'):.0f}s "
@@ -156,7 +163,7 @@ class NotebooksFormatTest(parameterized.TestCase):
     self.assertRegex(text, r"# @param")
     self.assertIn("ENTROPY_RL_CPU_SMALL", text)
     self.assertIn("ENTROPY_RL_NB_OUT", text)
-    # No library code in notebooks: no classes, and no jitted definitions.
+    # No library code in notebooks (a class would be a sure sign).
     self.assertNotRegex(text, re.compile(r"^class ", re.M))
 
 
