@@ -16,10 +16,13 @@ emits ``[command, a1, a2, a3]``:
 * anything else: a wasted turn, observation ``[NOTHING, NOTHING]``.
 
 The episode is cut after ``max_turns`` turns with reward 0. Rewards are
-sparse and terminal: a random policy answers in about half of its episodes
-(P(first token = ANSWER) = 1/16 per turn) and is right with probability
-D^−K, so early GRPO updates mostly reinforce "answer now with any digits";
-the optimum gathers evidence first. Token ids:
+sparse and terminal: a random policy answers at some turn and is right with
+probability D^−K, so early GRPO updates mostly reinforce "answer now with
+some digits" (premature convergence); the optimum gathers evidence first
+and copies the observed digits. With ``command_mod = 16`` the commands are
+the exact tokens below (a random policy picks each with probability 1/16
+per turn); with 4, any token ≡ TOOL or ANSWER (mod 4) is that command
+(probability 1/4 each), which makes tool use easy to discover. Token ids:
 
 ====  =========  ===================================================
 id    name       use
@@ -28,7 +31,7 @@ id    name       use
 1     NOTHING    initial observation / wasted turn
 2     TOOL       command
 3     ANSWER     command; answer observation
-4-7   SLOT + k   tool observation: which slot (K ≤ 4)
+4-7   SLOT + k   tool observation: which slot (K ≤ 3)
 8-15  VALUE + d  tool observation: a digit (D ≤ 8); answer arguments
 ====  =========  ===================================================
 """

@@ -39,7 +39,6 @@ from entropy_rl import regularizers
 from entropy_rl import sampling as sampling_lib
 from entropy_rl.agents import calculator as calc_lib
 from entropy_rl.agents import env as env_lib
-from entropy_rl.agents import token_game as game_lib
 from entropy_rl.agents import train as train_lib
 from entropy_rl.core import ops
 from entropy_rl.models import as_functions
@@ -49,6 +48,7 @@ from entropy_rl.training import init_train_state
 from entropy_rl.training import types as train_types
 
 epo_lib = importlib.import_module("entropy_rl.agents.epo")
+game_lib = importlib.import_module("entropy_rl.agents.token_game")
 METHODS = ("grpo", "epo", "empg", "aepo", "spear")
 
 
@@ -69,8 +69,8 @@ def make_transform(c, max_turns: int) -> er.EntropyTransform:
   if m == "grpo":
     return er.named_chain(adv)
   if m == "epo":
-    kw = {**dict(entropy_coef=0.01, smooth_coef=10.0, kappa_low=0.8,
-                 kappa_high=1.2, alpha=0.1, variant="paper",
+    kw = {**dict(entropy_coef=0.005, smooth_coef=10.0, kappa_low=0.0,
+                 kappa_high=2.0, alpha=0.1, variant="paper",
                  gate_turn=max_turns // 2,
                  num_epochs=c.train.num_steps), **kw}
     return er.named_chain(adv, ("epo", agents.epo(max_turns=max_turns,
@@ -108,6 +108,14 @@ def episode_metrics(trajs, max_turns: int) -> dict[str, Any]:
       num_turns=jnp.mean(trajs.num_turns.astype(jnp.float32)),
       action_entropy=ops.masked_mean(trajs.entropy, trajs.loss_mask),
       turn_entropy=jnp.where(present, h, jnp.nan))
+  if "n_tool_calls" in trajs.aux and "success" in trajs.aux:
+    used = trajs.aux["n_tool_calls"] > 0
+    ok = trajs.aux["success"]
+    m["success_with_tool"] = ops.masked_mean(ok, used)
+    m["success_without_tool"] = ops.masked_mean(ok, ~used)
+    m["tool_use_rate"] = jnp.mean(used.astype(jnp.float32))
+    won = (ok > 0)[:, None] & (trajs.loss_mask > 0)
+    m["entropy_successful"] = ops.masked_mean(trajs.entropy, won)
   # Entropy of the first (command) token of each turn.
   first = (trajs.segment_ids >= 0) & (
       trajs.segment_ids != jnp.pad(trajs.segment_ids, ((0, 0), (1, 0)),

@@ -28,6 +28,7 @@ import json
 import os
 import sys
 import time
+import warnings
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 
@@ -88,8 +89,8 @@ def run_config(config, workdir: str, *, num_steps: int | None = None,
       row = {"step": i, "seconds": time.time() - t0}
       for k, v in m.items():
         a = np.asarray(v, np.float64)
-        row[k] = np.nanmean(a, 0).tolist() if a.ndim > 1 else float(
-            np.nanmean(a))
+        row[k] = _nan(np.nanmean, a, 0).tolist() if a.ndim > 1 else float(
+            _nan(np.nanmean, a))
         row[k + "/seeds"] = v
       rows.append(row)
       f.write(json.dumps(row) + "\n")
@@ -106,13 +107,15 @@ def run_config(config, workdir: str, *, num_steps: int | None = None,
 
 def _window(rows, key, lo, hi):
   vals = [r[key] for r in rows[lo:hi] if not isinstance(r[key], list)]
-  return float(np.nanmean(vals)) if vals else float("nan")
+  return float(_nan(np.nanmean, vals)) if vals else float("nan")
 
 
 def summarize(rows, config, seconds, compile_seconds) -> dict:
   n = len(rows)
   w = max(1, n // 10)
-  keys = ("success", "episode_return", "action_entropy", "command_entropy",
+  keys = ("success", "success_with_tool", "tool_use_rate",
+          "entropy_successful",
+          "episode_return", "action_entropy", "command_entropy",
           "num_turns", "n_tool_calls", "answered")
   out = {"method": config.method, "steps": n, "seeds": config.num_seeds,
          "seconds": seconds, "first_iteration_seconds": compile_seconds}
@@ -121,8 +124,21 @@ def summarize(rows, config, seconds, compile_seconds) -> dict:
       out[f"{k}_first10pct"] = _window(rows, k, 0, w)
       out[f"{k}_last10pct"] = _window(rows, k, n - w, n)
   if rows and "action_entropy" in rows[0]:
-    ent = [r["action_entropy"] for r in rows]
+    ent = np.asarray([r["action_entropy"] for r in rows], np.float64)
     out["min_action_entropy"] = float(np.nanmin(ent))
+    out["step_of_min_action_entropy"] = int(np.nanargmin(ent))
+    # Spec E3's EPO check: iteration-to-iteration changes of the per-turn
+    # entropy (std over iterations, mean over turns) and entropy spikes
+    # (a rise of the mean action entropy by > 0.1 nats in one iteration).
+    h = np.asarray([r["turn_entropy"] for r in rows], np.float64)  # [N, T]
+    d = np.diff(h, axis=0)
+    out["turn_entropy_change_std"] = float(_nan(np.nanmean, _nan(
+        np.nanstd, d, 0)))
+    out["entropy_spikes"] = int(np.sum(np.diff(ent) > 0.1))
+  if rows and "success" in rows[0]:
+    sm = _smooth([r["success"] for r in rows], 10)
+    hit = np.nonzero(sm >= 0.75)[0]
+    out["first_step_success_75"] = int(hit[0]) if hit.size else -1
   return out
 
 
@@ -133,6 +149,25 @@ def _smooth(x, w):
   k = np.ones(w) / w
   pad = np.concatenate([np.full(w - 1, x[0]), x])
   return np.convolve(pad, k, mode="valid")
+
+
+def _nan(fn, x, axis=None):
+  """``fn`` (np.nanmean/nanmin/nanmax) without all-NaN warnings."""
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", RuntimeWarning)
+    return fn(x, axis)
+
+
+def _fill(x):
+  """Forward-fills NaNs (e.g. no episode with a tool call that step)."""
+  x = np.asarray(x, np.float64).copy()
+  last = np.nan
+  for i, v in enumerate(x):
+    if np.isnan(v):
+      x[i] = last
+    else:
+      last = v
+  return np.nan_to_num(x, nan=0.0)
 
 
 def read_rows(path):
@@ -149,31 +184,40 @@ def plot(dirs: dict[str, str], out_dir: str) -> list[str]:
   runs = {k: read_rows(os.path.join(d, "metrics.jsonl"))
           for k, d in dirs.items()}
   panels = (("success", "success rate"),
+            ("success_with_tool", "success | ≥1 tool call"),
+            ("tool_use_rate", "episodes with a tool call"),
             ("action_entropy", "action entropy (nats/token)"),
             ("command_entropy", "command-token entropy (nats)"),
             ("num_turns", "turns per episode"))
-  fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
+  first = next(iter(runs.values()))
+  panels = tuple(p for p in panels if first and p[0] + "/seeds" in first[0])
+  cols = 3
+  nrows = -(-len(panels) // cols)
+  fig, axes = plt.subplots(nrows, cols, figsize=(4.4 * cols, 3.3 * nrows),
+                           squeeze=False, constrained_layout=True)
+  axes = axes.ravel()
+  for ax in axes[len(panels):]:
+    ax.axis("off")
   for name, rows in runs.items():
     steps = [r["step"] for r in rows]
     w = max(1, len(rows) // 20)
     for ax, (k, title) in zip(axes, panels):
       seeds = np.asarray([r[k + "/seeds"] for r in rows], np.float64)
-      mean = _smooth(seeds.mean(1), w)
+      mean = _smooth(_fill(_nan(np.nanmean, seeds, 1)), w)
       line, = ax.plot(steps, mean, label=name)
       if seeds.shape[1] > 1:
-        lo = _smooth(seeds.min(1), w)
-        hi = _smooth(seeds.max(1), w)
+        lo = _smooth(_fill(_nan(np.nanmin, seeds, 1)), w)
+        hi = _smooth(_fill(_nan(np.nanmax, seeds, 1)), w)
         ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.15)
       ax.set_title(title)
       ax.set_xlabel("iteration")
   axes[0].legend()
-  fig.tight_layout()
   p1 = os.path.join(out_dir, "compare.png")
   fig.savefig(p1, dpi=110)
   plt.close(fig)
 
-  fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 3.4),
-                           squeeze=False)
+  fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs) + 1, 3.4),
+                           squeeze=False, constrained_layout=True)
   vmax = max(np.nanmax(np.asarray([r["turn_entropy"] for r in rows],
                                   np.float64)) for rows in runs.values())
   for ax, (name, rows) in zip(axes[0], runs.items()):
