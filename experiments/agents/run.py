@@ -17,6 +17,16 @@ seed means and per-seed values), ``summary.json`` (final and early
 numbers, timings) and PNG plots: ``compare.png`` (success rate, action and
 command-token entropy, answer turn) and ``turn_entropy.png`` (per-turn
 action entropy over training, one panel per method).
+
+Result (``experiments/agents/out/seed{0,1}``; 1 seed each, 250 iterations
+of 64 episodes; 6.5 and 8 min wall on a shared 2-core CPU). Guessing the
+hidden bit wins half the time; reading the tool and copying wins ~0.9.
+GRPO's entropy collapses early (seed 0: 2.7 -> 1.4 nats by iteration 80,
+tool use 46% -> 1-5% until iteration ~170, answering at turn 0; seed 1:
+down to 0.10 nats, tool use 0%, stuck at the 0.5 guessing level). Smoothed
+success reaches 0.75 at iteration 218 / never for GRPO, 141 / never for
+EPO (which keeps 0.9-1.6 nats at least), 241 / 228 for EMPG (at least
+0.6-1.5 nats). One or two seeds: a trend, not a benchmark.
 """
 
 from __future__ import annotations
@@ -213,7 +223,7 @@ def plot(dirs: dict[str, str], out_dir: str) -> list[str]:
       ax.set_xlabel("iteration")
   axes[0].legend()
   p1 = os.path.join(out_dir, "compare.png")
-  fig.savefig(p1, dpi=110)
+  fig.savefig(p1, dpi=80)
   plt.close(fig)
 
   fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs) + 1, 3.4),
@@ -229,7 +239,7 @@ def plot(dirs: dict[str, str], out_dir: str) -> list[str]:
     ax.set_ylabel("turn")
   fig.colorbar(im, ax=axes[0].tolist(), shrink=0.9, label="nats/token")
   p2 = os.path.join(out_dir, "turn_entropy.png")
-  fig.savefig(p2, dpi=110)
+  fig.savefig(p2, dpi=80)
   plt.close(fig)
   return [p1, p2]
 
