@@ -339,7 +339,31 @@ def build_task(cfg: Any, tokenizer: Any = None) -> Any:
   if (tokenizer is not None and factory is not None and
       "tokenizer" in inspect.signature(factory).parameters):
     kwargs["tokenizer"] = tokenizer
-  return data.get_task(name, **kwargs)
+  task = data.get_task(name, **kwargs)
+  suffix = spec.get("prompt_suffix", "")
+  return with_prompt_suffix(task, suffix) if suffix else task
+
+
+def with_prompt_suffix(task: Any, suffix: str) -> Any:
+  """The task with ``suffix`` appended to every prompt (e.g. an answer
+  format instruction for an instruction-tuned model); answers, checkers and
+  gold solutions are unchanged."""
+  import dataclasses  # pylint: disable=import-outside-toplevel
+  from entropy_rl.data import types as data_types  # pylint: disable=import-outside-toplevel
+
+  def add(example):
+    prompt, answer = example
+    return prompt + suffix, answer
+
+  sample = task.sample
+  examples = (None if task.examples is None
+              else data_types.sequence_examples(task.examples, add))
+  solution = task.solution_fn
+  return dataclasses.replace(
+      task, sample=lambda rng: add(sample(rng)), examples=examples,
+      solution_fn=None if solution is None else (
+          lambda prompt, answer: solution(prompt[:len(prompt) - len(suffix)],
+                                          answer)))
 
 
 _TOKENIZERS = ("task", "char", "gguf", "hf", "sentencepiece")

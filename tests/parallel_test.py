@@ -105,6 +105,17 @@ class MeshTest(parameterized.TestCase):
     self.assertEqual(parallel.process_shard(), (0, 1))
 
 
+def setUpModule():
+  # Faster compiles; every test compares programs compiled in the same mode.
+  global _OPT
+  _OPT = jax.config.values["jax_disable_most_optimizations"]
+  jax.config.update("jax_disable_most_optimizations", True)
+
+
+def tearDownModule():
+  jax.config.update("jax_disable_most_optimizations", _OPT)
+
+
 class ShardedStepTest(parameterized.TestCase):
   """One RL update (GRPO + entropy bonus, 2 mini-batches) on several meshes
   equals the single-device update."""

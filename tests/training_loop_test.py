@@ -37,7 +37,23 @@ def tiny_config(config=None, **train):
   return c
 
 
-class IterationTest(absltest.TestCase):
+class FastCompiles(absltest.TestCase):
+  """Compiles without most XLA optimisations (each test compares programs
+  compiled in the same mode); restored afterwards."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls._opt = jax.config.values["jax_disable_most_optimizations"]
+    jax.config.update("jax_disable_most_optimizations", True)
+
+  @classmethod
+  def tearDownClass(cls):
+    jax.config.update("jax_disable_most_optimizations", cls._opt)
+    super().tearDownClass()
+
+
+class IterationTest(FastCompiles):
 
   @classmethod
   def setUpClass(cls):
@@ -119,7 +135,7 @@ class IterationTest(absltest.TestCase):
     self.assertFalse(np.allclose(m["sampler_logp"][0], m["sampler_logp"][1]))
 
 
-class LoopTest(absltest.TestCase):
+class LoopTest(FastCompiles):
 
   def test_preemption_saves_and_resume_continues(self):
     cfg = tiny_config(num_steps=3)

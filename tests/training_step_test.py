@@ -69,6 +69,17 @@ def close(a, b, atol=1e-6):
       np.asarray(x), np.asarray(y), atol=atol, rtol=atol), a, b)
 
 
+def setUpModule():
+  # Faster compiles; every test compares programs compiled in the same mode.
+  global _OPT
+  _OPT = jax.config.values["jax_disable_most_optimizations"]
+  jax.config.update("jax_disable_most_optimizations", True)
+
+
+def tearDownModule():
+  jax.config.update("jax_disable_most_optimizations", _OPT)
+
+
 class TrainStepTest(parameterized.TestCase):
 
   @classmethod

@@ -45,7 +45,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.tokenizer = ml_collections.ConfigDict(dict(kind="task", path=""))
   # Task: entropy_rl.data.get_task(name, **kwargs).
   c.task = ml_collections.ConfigDict(dict(
-      name="arithmetic",
+      name="arithmetic", prompt_suffix="",  # appended to every prompt
       kwargs=ml_collections.ConfigDict(dict(num_digits=2, num_operands=2,
                                             ops="+-"))))
   c.data = ml_collections.ConfigDict(dict(
@@ -101,6 +101,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     c.tokenizer.kind = "gguf"
     c.task = ml_collections.ConfigDict(dict(
         name="rg:basic_arithmetic",
+        prompt_suffix=" Reply with only the final number.",
         kwargs=ml_collections.ConfigDict(dict(
             size=10_000, seed=0, min_terms=2, max_terms=2, min_digits=1,
             max_digits=2, operators=("+", "-"), allow_parentheses=False,
@@ -119,6 +120,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     c.tokenizer.kind = "hf"
     c.task = ml_collections.ConfigDict(dict(
         name="rg:gsm_symbolic",
+        prompt_suffix=(" Think step by step, then give the final answer as "
+                       "<answer>N</answer>."),
         kwargs=ml_collections.ConfigDict(dict(size=10_000, seed=0))))
     c.data.update(prompts_per_step=32, num_samples=8, max_prompt_len=384,
                   use_chat_template=True, jax_reward=False)
