@@ -20,6 +20,17 @@ from entropy_rl.training import step as step_lib
 from entropy_rl.training import types
 
 
+def setUpModule():
+  # Faster compiles; every test compares programs compiled in the same mode.
+  global _OPT
+  _OPT = jax.config.values["jax_disable_most_optimizations"]
+  jax.config.update("jax_disable_most_optimizations", True)
+
+
+def tearDownModule():
+  jax.config.update("jax_disable_most_optimizations", _OPT)
+
+
 def _model():
   cfg = models.DecoderConfig.tiny(vocab_size=64, hidden_size=32, num_layers=1,
                                   num_heads=4, num_kv_heads=2,
@@ -103,17 +114,6 @@ class MeshTest(parameterized.TestCase):
   def test_initialize_distributed_single_host_is_noop(self):
     self.assertFalse(parallel.initialize_distributed())
     self.assertEqual(parallel.process_shard(), (0, 1))
-
-
-def setUpModule():
-  # Faster compiles; every test compares programs compiled in the same mode.
-  global _OPT
-  _OPT = jax.config.values["jax_disable_most_optimizations"]
-  jax.config.update("jax_disable_most_optimizations", True)
-
-
-def tearDownModule():
-  jax.config.update("jax_disable_most_optimizations", _OPT)
 
 
 class ShardedStepTest(parameterized.TestCase):

@@ -19,6 +19,18 @@ from entropy_rl.training import forward
 from entropy_rl.training import step as step_lib
 from entropy_rl.training import types
 
+
+def setUpModule():
+  # Faster compiles; every test compares programs compiled in the same mode.
+  global _OPT
+  _OPT = jax.config.values["jax_disable_most_optimizations"]
+  jax.config.update("jax_disable_most_optimizations", True)
+
+
+def tearDownModule():
+  jax.config.update("jax_disable_most_optimizations", _OPT)
+
+
 V, D = 24, 16
 
 
@@ -67,17 +79,6 @@ def chain(*extra):
 def close(a, b, atol=1e-6):
   jax.tree.map(lambda x, y: np.testing.assert_allclose(
       np.asarray(x), np.asarray(y), atol=atol, rtol=atol), a, b)
-
-
-def setUpModule():
-  # Faster compiles; every test compares programs compiled in the same mode.
-  global _OPT
-  _OPT = jax.config.values["jax_disable_most_optimizations"]
-  jax.config.update("jax_disable_most_optimizations", True)
-
-
-def tearDownModule():
-  jax.config.update("jax_disable_most_optimizations", _OPT)
 
 
 class TrainStepTest(parameterized.TestCase):

@@ -570,5 +570,5 @@ def describe(exp: Experiment) -> str:
 
 
 __all__: Sequence[str] = (
-    "Evaluator", "Experiment", "Preempted", "Settings", "StopSignal", "describe",
-    "init_rl_state", "run", "run_rl", "run_sft")
+    "Evaluator", "Experiment", "Preempted", "Settings", "StopSignal",
+    "describe", "init_rl_state", "run", "run_rl", "run_sft")
