@@ -1,6 +1,7 @@
 """Every LLM experiment config (classic_*, agent_* have their own tests):
-its sizes build, its sweep names real keys, and its :tiny variant trains for 2 steps (1-layer model, Python-reward path so
-that all configs share one sampler compilation)."""
+its sizes build, its sweep names real keys, and its :tiny variant trains
+for 2 steps (1-layer model, Python-reward path so that all configs share
+one sampler compilation)."""
 
 import glob
 import importlib.util
