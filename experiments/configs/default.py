@@ -6,11 +6,12 @@ subtraction (character tokenizer): a supervised warm-up on gold answers
 greedily), then two RL runs from the same warm-up checkpoint, side by side
 -- plain GRPO and GRPO with STEER's token weights (w in [0.8, 1.2]) -- with
 on-device sampling and reward (one jitted RL iteration per step: 64
-prompts x 8 samples, 2 epochs x 4 mini-batches, lr 3e-4). At this step
-size GRPO sharpens the small policy quickly (token entropy falls by about
-a third in 150 steps) and pays for it in accuracy; the plot shows how
-STEER's reweighting changes that, and how the realised per-step entropy
-change tracks the first-order prediction −cov(logp, A).
+prompts x 8 samples, 2 epochs x 4 mini-batches, lr 3e-4, 300 steps). At
+this step size GRPO sharpens the small policy fast (rollout token entropy
+falls from 0.55 to 0.30 nats) and pays for it in held-out accuracy; the
+plot shows how STEER's reweighting changes that, and how the realised
+per-step entropy change tracks the first-order prediction −cov(logp, A).
+About 2 minutes on 2 idle CPU cores.
 
 It leaves metrics (JSONL + TensorBoard), checkpoints and ``compare.png``
 (entropy, accuracy and realised vs predicted entropy change of both runs).
@@ -29,7 +30,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c = base.get_config(arg)
   c.objective = ml_collections.ConfigDict(dict(kind="grpo", eps=0.2))
   c.optimizer.learning_rate = 3e-4
-  c.train.update(epochs=2, minibatches=4)
+  c.train.update(num_steps=300, epochs=2, minibatches=4)
   c.regularizers = ml_collections.ConfigDict(dict(
       order=("advantages",),
       advantages=dict(kind="grpo_advantages"),
