@@ -37,6 +37,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from entropy_rl.core import types
+from entropy_rl.regularizers.hapo import entropy_score_stats
 
 Array = types.Array
 LogitsProcessor = types.LogitsProcessor
@@ -289,18 +290,10 @@ def hapo_sampler_stats(entropy: Array, mask: Array, pivot: float = 0.8
     :func:`hapo_temperature` (merge them into its params dict).
   """
   _check_fraction("pivot", pivot)
-  valid = jnp.asarray(mask).reshape(-1) > 0
-  e = jnp.log(jnp.maximum(jnp.asarray(entropy, _F32).reshape(-1), 1e-8))
-  n = jnp.sum(valid)
-  srt = jnp.sort(jnp.where(valid, e, jnp.inf))
-  idx = jnp.round(pivot * (n - 1).astype(_F32)).astype(jnp.int32)  # even
-  q = srt[jnp.clip(idx, 0, e.shape[0] - 1)]
-  d = jnp.where(valid, e - q, 0.0)
-  s = jnp.sqrt(jnp.maximum(jnp.sum(d * d) / jnp.maximum(n, 1), 1e-8))
-  h = d / s
-  p = jnp.maximum(jnp.max(jnp.where(valid & (h > 0), h, -jnp.inf)), 1e-8)
-  nn = jnp.minimum(jnp.min(jnp.where(valid & (h < 0), h, jnp.inf)), -1e-8)
-  return {"q": q, "s": s, "inv_p": 1.0 / p, "inv_n": 1.0 / nn}
+  stats = entropy_score_stats(
+      jnp.asarray(entropy, _F32).reshape(-1),
+      jnp.asarray(mask).reshape(-1), pivot)
+  return stats._asdict()
 
 
 def hapo_score(raw_entropy: Array, params: dict[str, Array],
