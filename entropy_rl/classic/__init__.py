@@ -4,7 +4,8 @@ Loops (``make_train(config) -> train(rng, ...)``, one jitted ``lax.scan``,
 vmap over seeds and hyperparameters): :mod:`~entropy_rl.classic.sac` (SAC and
 its variants ERA, band-limited, ACE, MaxInfoRL, DIAYN),
 :mod:`~entropy_rl.classic.ppo` (PPO through :func:`entropy_rl.policy_loss`),
-:mod:`~entropy_rl.classic.trpo`, :mod:`~entropy_rl.classic.doraemon`.
+:mod:`~entropy_rl.classic.trpo`, :mod:`~entropy_rl.classic.doraemon`,
+:mod:`~entropy_rl.classic.mdqn` (Munchausen-DQN).
 Tabular: :mod:`~entropy_rl.classic.mdvi`,
 :mod:`~entropy_rl.classic.maxent_exploration`,
 :mod:`~entropy_rl.classic.bobw`, :mod:`~entropy_rl.classic.moco`.
@@ -22,6 +23,7 @@ from entropy_rl.classic import envs
 from entropy_rl.classic import era
 from entropy_rl.classic import maxent_exploration
 from entropy_rl.classic import maxinfo
+from entropy_rl.classic import mdqn
 from entropy_rl.classic import mdvi
 from entropy_rl.classic import moco
 from entropy_rl.classic import moss
@@ -43,6 +45,7 @@ from entropy_rl.classic.era import era_log_std
 from entropy_rl.classic.maxent_exploration import entgame_plan
 from entropy_rl.classic.maxent_exploration import ucbvi_ent_plan
 from entropy_rl.classic.maxinfo import information_gain
+from entropy_rl.classic.mdqn import MDQNConfig
 from entropy_rl.classic.mdvi import mdvi as mdvi_solve
 from entropy_rl.classic.mdvi import munchausen_target
 from entropy_rl.classic.moco import maxent_correction
@@ -54,13 +57,13 @@ from entropy_rl.classic.trpo import trpo_step
 from entropy_rl.classic.trpo import TRPOConfig
 
 __all__ = (
-    "PPOConfig", "SACConfig", "TRPOConfig", "ace", "band_limited_q",
-    "bandlimited", "bobw", "bobw_po", "causal_weights", "diayn",
+    "MDQNConfig", "PPOConfig", "SACConfig", "TRPOConfig", "ace",
+    "band_limited_q", "bandlimited", "bobw", "bobw_po", "causal_weights", "diayn",
     "diayn_reward", "doraemon", "doraemon_update", "entgame_plan",
     "entropy_sgd", "envs", "era", "era_log_std",
     "ftrl_policy", "information_gain", "local_entropy", "maxent_correction",
-    "maxent_exploration", "maxinfo", "mdvi", "mdvi_solve", "moco", "mocovi",
-    "moss", "moss_reward", "munchausen_target", "nets", "ppo", "sac",
+    "maxent_exploration", "maxinfo", "mdqn", "mdvi", "mdvi_solve", "moco",
+    "mocovi", "moss", "moss_reward", "munchausen_target", "nets", "ppo", "sac",
     "scale_by_local_entropy", "soft_reset", "tabular", "trpo", "trpo_step",
     "ucbvi_ent_plan",
 )

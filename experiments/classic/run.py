@@ -23,6 +23,7 @@ from entropy_rl.classic import bobw  # pylint: disable=g-import-not-at-top
 from entropy_rl.classic import doraemon
 from entropy_rl.classic import envs
 from entropy_rl.classic import maxent_exploration as mex
+from entropy_rl.classic import mdqn
 from entropy_rl.classic import mdvi
 from entropy_rl.classic import moco
 from entropy_rl.classic import ppo
@@ -81,6 +82,12 @@ def curves_mdvi(c, keys):
   return out
 
 
+def curves_mdqn(c, keys):
+  cfg = mdqn.MDQNConfig(**c.kwargs.to_dict())
+  _, m = jax.jit(jax.vmap(mdqn.make_train(cfg)))(keys)
+  return {k: m[k] for k in ("episode_return", "policy_entropy", "loss")}
+
+
 def curves_maxent(c, keys):
   k = c.kwargs
   mdp = envs.gridworld_mdp(k.size, horizon=k.horizon)
@@ -121,6 +128,7 @@ def curves_moco(c, keys):
 
 RUNNERS = dict(
     sac=curves_sac, doraemon=curves_doraemon, mdvi=curves_mdvi,
+    mdqn=curves_mdqn,
     maxent_exploration=curves_maxent, bobw=curves_bobw, moco=curves_moco,
     ppo=lambda c, k: curves_pg(c, k, ppo, ppo.PPOConfig),
     trpo=lambda c, k: curves_pg(c, k, trpo, trpo.TRPOConfig))
