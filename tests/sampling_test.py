@@ -257,5 +257,90 @@ class AttentionModelTest(absltest.TestCase):
     self.assertLessEqual(sampler_lib._sample_jit._cache_size(), size + 1)
 
 
+class TracedEntryPointsTest(absltest.TestCase):
+  """sample_traced / continue_traced: the public traceable sampler."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.fns, cls.params = fakes.tiny_attention_model()
+    rs = np.random.RandomState(1)
+    cls.prompts = rs.randint(1, 48, (3, 5)).astype(np.int32)
+    cls.masks = np.ones((3, 5), bool)
+    cls.masks[1, :3] = False
+    cls.prompts[~cls.masks] = 0
+    cls.method = sampling.temperature(0.9)
+    cls.kw = dict(max_new_tokens=7, sampling=cls.method, end_ids=(7,))
+    cls.ref = sampling.sample(cls.fns, cls.params, cls.prompts, cls.masks,
+                              jax.random.key(11), num_samples=2,
+                              block_size=3, **cls.kw)
+
+  def test_sample_traced_equals_sample_inside_jit_and_scan(self):
+    # The temperature is traced, as sample() passes it: bit-identical
+    # outputs (a constant would let XLA fold the division, last-bit noise).
+    sp = ({"temperature": jnp.float32(0.9)},)
+    jitted = jax.jit(lambda p, t, m, k, sp: sampling.sample_traced(
+        self.fns, p, t, m, k, num_samples=2, block_size=3,
+        sampling_params=sp, **self.kw))
+    out = jitted(self.params, self.prompts, self.masks, jax.random.key(11),
+                 sp)
+    for name, a, b in zip(out._fields, out, self.ref):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b),
+                                    err_msg=name)
+    self.assertGreater(int(self.ref.mask.sum()), 14)
+    # Inside a scan: one sample per key (params and prompts traced too).
+    def run(params, keys, sp):
+      def body(c, k):
+        o = sampling.sample_traced(self.fns, params, c[0], c[1], k,
+                                   num_samples=2, block_size=3,
+                                   sampling_params=sp, **self.kw)
+        return c, (o.tokens, o.logp)
+      return jax.lax.scan(body, (self.prompts, self.masks), keys)[1]
+    keys = jnp.stack([jax.random.key(11), jax.random.key(12)])
+    tok, logp = jax.jit(run)(self.params, keys, sp)
+    np.testing.assert_array_equal(tok[0], self.ref.tokens)
+    np.testing.assert_array_equal(logp[0], self.ref.logp)
+    self.assertFalse(np.array_equal(tok[1], self.ref.tokens))
+
+  def test_continue_traced_from_cache_equals_sample(self):
+    """Prefill with init_decode_state, then continue: same tokens as a
+    sample() of the same rows and key (logits from the cache agree to
+    float rounding)."""
+    @jax.jit
+    def go(params, key):
+      ds = sampling.init_decode_state(self.fns, params, self.prompts,
+                                      self.masks, 5 + 7)
+      return sampling.continue_traced(self.fns, params, ds, key,
+                                      max_new_tokens=7,
+                                      sampling=self.method, end_ids=(7,))
+    ref = sampling.sample(self.fns, self.params, self.prompts, self.masks,
+                          jax.random.key(4), **self.kw)
+    ds, out = go(self.params, jax.random.key(4))
+    np.testing.assert_array_equal(out.tokens, ref.tokens)
+    np.testing.assert_array_equal(out.mask, ref.mask)
+    np.testing.assert_allclose(out.logp, ref.logp, atol=1e-5)
+    np.testing.assert_allclose(out.entropy, ref.entropy, atol=1e-5)
+    # Real tokens so far: the prompt's plus the generated ones.
+    np.testing.assert_array_equal(
+        ds.pos, self.masks.sum(1) + np.asarray(ref.mask).sum(1))
+
+  def test_continue_write_mask_and_take_rows(self):
+    ds = sampling.init_decode_state(self.fns, self.params, self.prompts,
+                                    self.masks, 5 + 3)
+    ds2, _ = sampling.continue_traced(
+        self.fns, self.params, ds, jax.random.key(0), max_new_tokens=3,
+        sampling=self.method, write=jnp.array([True, False, True]))
+    np.testing.assert_array_equal(ds2.pos, self.masks.sum(1) + [3, 0, 3])
+    np.testing.assert_array_equal(ds2.logits[1], ds.logits[1])
+    # Row 1 wrote nothing: its cache slots 5..7 stay invalid.
+    np.testing.assert_array_equal(np.asarray(ds2.cache.valid)[1, 5:], False)
+    c = sampling.take_cache_rows(ds2.cache, jnp.array([2, 2, 0]))
+    np.testing.assert_array_equal(c.valid, np.asarray(ds2.cache.valid)[
+        [2, 2, 0]])
+    for a, b in zip(jax.tree.leaves(c.k), jax.tree.leaves(ds2.cache.k)):
+      np.testing.assert_array_equal(a, np.take(np.asarray(b), [2, 2, 0],
+                                               axis=b.ndim - 4))
+
+
 if __name__ == "__main__":
   absltest.main()

@@ -185,72 +185,45 @@ def sample_turn(fns: Any, params: Any, context: Array, context_mask: Array,
                 processor_params: Sequence[Any] | None = None,
                 sampling_params: Sequence[Any] | None = None,
                 end_ids: Sequence[int] = (), pad_id: int = 0) -> TurnSample:
-  """One action of every row: a traced call of the on-device sampler.
+  """One action of every row: :func:`entropy_rl.sampling.sample_traced`.
 
   Usable inside ``jit`` / ``scan`` (no host-side validation): prefill of
   the left-padded context [R, C] (every row needs ≥ 1 real token), then
   ``action_len − 1`` KV-cache decode steps. logp/entropy are those of the
   processed distribution the token was drawn from (the behaviour policy).
   """
-  r, c = context.shape
-  processors = tuple(processors)
-  pp = tuple(p.init() for p in processors) if processor_params is None else (
-      tuple(processor_params))
-  sp = sampling.init() if sampling_params is None else tuple(sampling_params)
-  cache = fns.init_cache(r, c + action_len - 1)
-  out, _ = sampler_lib._sample_impl(  # pylint: disable=protected-access
-      params, context.astype(jnp.int32), context_mask.astype(bool), rng,
-      cache, pp, sp, fns=fns, max_new_tokens=int(action_len),
+  out = sampler_lib.sample_traced(
+      fns, params, context, context_mask, rng, max_new_tokens=int(action_len),
       sampling=sampling, processors=processors,
-      end_ids=tuple(int(e) for e in end_ids), num_samples=1,
-      block_size=max(int(action_len) - 1, 1), pad_id=int(pad_id),
-      early_stop=False)
+      processor_params=processor_params, sampling_params=sampling_params,
+      end_ids=end_ids, num_samples=1, pad_id=pad_id, early_stop=False)
   return TurnSample(out.tokens, out.mask, out.logp, out.entropy)
 
 
 # ----------------------------------------------------------------------------
-# Multi-turn decoding over one KV cache.
+# Multi-turn decoding over one KV cache (the sampler's continue-from-cache
+# functions).
 
-
-class DecodeState(NamedTuple):
-  """The policy's KV cache over the whole episode so far.
-
-  Every turn appends L + O slots (masked where a token does not exist), so
-  the cache holds ``C = O0 + T·(L + O)`` slots; positions count real tokens
-  only, exactly as in the left-padded buffer.
-  """
-
-  cache: Any  # the model's KVCache, [R, C] slots
-  logits: Array  # [R, V] f32 next-token logits (after the last real token)
-  pos: Array  # [R] int32 real tokens so far
+# The policy's KV cache over the whole episode so far. Every turn appends
+# L + O slots (masked where a token does not exist), so the cache holds
+# ``C = O0 + T·(L + O)`` slots; positions count real tokens only, exactly as
+# in the left-padded buffer.
+DecodeState = sampler_lib.DecodeState
 
 
 def feed(fns: Any, params: Any, ds: DecodeState, tokens: Array,
          mask: Array) -> DecodeState:
   """Writes tokens [R, S] (``mask``: real) into the cache; the next logits
-  are those after each row's last real token (unchanged if none)."""
-  mask = mask.astype(bool)
-  positions = ds.pos[:, None] + jnp.maximum(
-      jnp.cumsum(mask.astype(jnp.int32), axis=1) - 1, 0)
-  h, cache = fns.hidden(params, tokens.astype(jnp.int32), positions, mask,
-                        ds.cache)
-  s = tokens.shape[1]
-  last = s - 1 - jnp.argmax(mask[:, ::-1], axis=1)  # [R]
-  h_last = jnp.take_along_axis(h, last[:, None, None], axis=1)[:, 0]
-  z = fns.logits(params, h_last).astype(jnp.float32)
-  has = jnp.any(mask, axis=1)
-  return DecodeState(cache, jnp.where(has[:, None], z, ds.logits),
-                     ds.pos + mask.sum(1, dtype=jnp.int32))
+  are those after each row's last real token (unchanged if none).
+  :func:`entropy_rl.sampling.feed_tokens`."""
+  return sampler_lib.feed_tokens(fns, params, ds, tokens, mask)
 
 
 def init_decode(fns: Any, params: Any, obs: Array, context_len: int,
                 pad_id: int = 0, cache_dtype: Any = None) -> DecodeState:
   """A cache of ``context_len`` slots holding the first observations."""
-  r = obs.shape[0]
-  v = int(jax.eval_shape(fns.head, params).shape[-1])
-  ds = DecodeState(fns.init_cache(r, context_len, dtype=cache_dtype),
-                   jnp.zeros((r, v), jnp.float32), jnp.zeros((r,), jnp.int32))
-  return feed(fns, params, ds, obs, obs != pad_id)
+  return sampler_lib.init_decode_state(fns, params, obs, obs != pad_id,
+                                       context_len, cache_dtype)
 
 
 def policy_turn(fns: Any, params: Any, ds: DecodeState, rng: PRNGKey,
@@ -264,40 +237,19 @@ def policy_turn(fns: Any, params: Any, ds: DecodeState, rng: PRNGKey,
                 ) -> tuple[DecodeState, TurnSample]:
   """One action of every row from the cache: L draws, each token fed back.
 
-  The draws follow :func:`entropy_rl.sampling.sample` exactly (the
-  processors then ``draw_and_stats``; the same per-row key schedule from
-  ``rng``; ``pos`` = the step within the turn), so with equal logits the
-  tokens equal :func:`sample_turn`'s. Rows that are not ``active`` sample
-  too (fixed shapes) but write nothing into the cache.
+  :func:`entropy_rl.sampling.continue_traced`: the draws follow
+  :func:`entropy_rl.sampling.sample` exactly (the processors then
+  ``draw_and_stats``; the same per-row key schedule from ``rng``; ``pos`` =
+  the step within the turn), so with equal logits the tokens equal
+  :func:`sample_turn`'s. Rows that are not ``active`` sample too (fixed
+  shapes) but write nothing into the cache.
   """
-  r = active.shape[0]
-  procs = tuple(processors) + tuple(sampling.processors)
-  pp = tuple(p.init() for p in processors) if processor_params is None else (
-      tuple(processor_params))
-  sp = sampling.init() if sampling_params is None else tuple(sampling_params)
-  params_all = pp + sp
-  end = jnp.asarray(tuple(end_ids) or (-1,), jnp.int32)
-  rng_rows, rng_proc = jax.random.split(rng)
-  row_keys = jax.random.split(rng_rows, r)
-
-  def step(carry, j):
-    ds, done = carry
-    z = methods_lib.apply_processors(
-        ds.logits, procs, params_all, rng=jax.random.fold_in(rng_proc, j),
-        pos=j)
-    keys = jax.vmap(jax.random.fold_in, (0, None))(row_keys, j)
-    tok, logp, ent = methods_lib.draw_and_stats(z, keys, sampling.draw)
-    live = ~done
-    is_end = jnp.any(tok[:, None] == end[None, :], -1)
-    tok = jnp.where(live, tok, pad_id).astype(jnp.int32)
-    ds = feed(fns, params, ds, tok[:, None], (live & active)[:, None])
-    return (ds, done | (live & is_end)), (tok, jnp.where(live, logp, 0.0),
-                                          jnp.where(live, ent, 0.0), live)
-
-  (ds, _), (tok, logp, ent, live) = jax.lax.scan(
-      step, (ds, jnp.zeros((r,), bool)),
-      jnp.arange(action_len, dtype=jnp.int32))
-  return ds, TurnSample(tok.T, live.T, logp.T, ent.T)
+  ds, out = sampler_lib.continue_traced(
+      fns, params, ds, rng, max_new_tokens=int(action_len),
+      sampling=sampling, processors=processors,
+      processor_params=processor_params, sampling_params=sampling_params,
+      end_ids=end_ids, pad_id=pad_id, write=active)
+  return ds, TurnSample(out.tokens, out.mask, out.logp, out.entropy)
 
 
 # ----------------------------------------------------------------------------

@@ -17,6 +17,12 @@
    processors), draws a token and computes, in the same fused pass, the
    log-probability and entropy of the distribution it drew from.
 
+:func:`sample_traced` is the same program as a traceable function (no
+host-side checks; call it inside ``jit`` / ``scan``), and
+:func:`init_decode_state` / :func:`feed_tokens` / :func:`continue_traced`
+extend an existing KV cache with observations and sampled tokens (the
+multi-turn agent rollouts, ``entropy_rl.agents.env``).
+
 Outputs have fixed shapes [R, N]. A row's ``mask`` is 1 from its first
 token up to and **including** its first end token; after it, tokens are
 ``pad_id`` and logp/entropy are 0. No host round trip happens between the
@@ -386,6 +392,210 @@ def sample(fns, params, prompt_tokens: Array, prompt_mask: Array, rng: Array,
       block_size=int(block_size), pad_id=int(pad_id),
       early_stop=bool(early_stop))
   return out
+
+
+def sample_traced(fns, params, prompt_tokens: Array, prompt_mask: Array,
+                  rng: Array, *, max_new_tokens: int,
+                  sampling: SamplingMethod = methods_lib.SamplingMethod(),
+                  end_ids: Sequence[int] = (), num_samples: int = 1,
+                  block_size: int | None = None,
+                  processors: Sequence[LogitsProcessor] = (),
+                  processor_params: Sequence[Any] | None = None,
+                  sampling_params: Sequence[Any] | None = None,
+                  cache_dtype: Any = None, max_len: int | None = None,
+                  pad_id: int = 0, early_stop: bool = True) -> SampleOutput:
+  """:func:`sample` as a traceable function: call it inside ``jit``/``scan``.
+
+  The same program as :func:`sample` (prefill, fan-out, KV-cache decode)
+  without the host-side checks, so it can run on traced prompts, e.g. once
+  per turn inside the ``lax.scan`` of a multi-turn rollout. With the same
+  arguments and key it returns exactly :func:`sample`'s outputs (tested;
+  bit for bit when the processor parameters are traced values, as
+  :func:`sample` passes them: constants let XLA fold, e.g., the division by
+  a temperature, which can change the last bit of logp).
+  The caller is responsible for what :func:`sample` validates: integer
+  prompts [B, P] of in-vocabulary ids with at least one real token per row,
+  ``max_new_tokens`` > 0, and a ``max_len`` (default P + N − 1) that holds
+  the prompt and the new tokens.
+
+  Args:
+    fns, params, prompt_tokens, prompt_mask, rng, max_new_tokens, sampling,
+      end_ids, num_samples, processors, cache_dtype, max_len, pad_id,
+      early_stop: as in :func:`sample` (static: everything but the params,
+      the prompts, the key and the processor parameters).
+    block_size: decode steps per early-stop check (default: all of them in
+      one block, the cheapest choice under an outer ``scan``).
+    processor_params, sampling_params: as in :func:`sample`; default
+      ``init()`` of each processor.
+
+  Returns:
+    A :class:`SampleOutput` with [B·num_samples, N] arrays.
+  """
+  processors = tuple(processors)
+  pp = (tuple(p.init() for p in processors) if processor_params is None
+        else tuple(processor_params))
+  sp = (sampling.init() if sampling_params is None
+        else tuple(sampling_params))
+  b, p = prompt_tokens.shape
+  if max_len is None:
+    max_len = p + int(max_new_tokens) - 1
+  if block_size is None:
+    block_size = max(int(max_new_tokens) - 1, 1)
+  # The barrier keeps XLA from specialising the decode on an all-zero cache,
+  # so the compiled arithmetic (and the floats) equal :func:`sample`'s.
+  cache = lax.optimization_barrier(
+      fns.init_cache(b * int(num_samples), max_len, dtype=cache_dtype))
+  out, _ = _sample_impl(
+      params, prompt_tokens.astype(jnp.int32), prompt_mask.astype(bool), rng,
+      cache, pp, sp, fns=fns, max_new_tokens=int(max_new_tokens),
+      sampling=sampling, processors=processors,
+      end_ids=tuple(int(e) for e in end_ids), num_samples=int(num_samples),
+      block_size=int(block_size), pad_id=int(pad_id),
+      early_stop=bool(early_stop))
+  return out
+
+
+# ----------------------------------------------------------------------------
+# Continuing from an existing KV cache (multi-turn decoding).
+
+
+class DecodeState(NamedTuple):
+  """A KV cache being extended, and the logits of the next token.
+
+  The cache holds every token fed so far (masked slots included: a row's
+  positions count its real tokens only, as in a left-padded prompt), so a
+  caller can alternate :func:`feed_tokens` (e.g. an environment's
+  observation) and :func:`continue_traced` (the policy's next tokens)
+  without ever re-running the prefix.
+  """
+
+  cache: Any  # the model's KV cache, [R, C] slots
+  logits: Array  # [R, V] f32 next-token logits (after the last real token)
+  pos: Array  # [R] int32 real tokens so far
+
+
+class DecodeOutput(NamedTuple):
+  """The tokens drawn by :func:`continue_traced` ([R, N])."""
+
+  tokens: Array  # [R, N] int32, pad_id after the end token
+  mask: Array  # [R, N] bool, up to and including the end token
+  logp: Array  # [R, N] f32 log-prob under the processed distribution
+  entropy: Array  # [R, N] f32 entropy of that distribution (nats)
+
+
+def feed_tokens(fns, params, state: DecodeState, tokens: Array,
+                mask: Array) -> DecodeState:
+  """Writes tokens [R, S] (``mask``: real) into the cache (traceable).
+
+  Slots [index, index + S) of the cache are written (masked ones marked
+  invalid); the next logits are those after each row's last real token
+  (unchanged for a row with none).
+  """
+  mask = mask.astype(bool)
+  positions = state.pos[:, None] + jnp.maximum(
+      jnp.cumsum(mask.astype(jnp.int32), axis=1) - 1, 0)
+  h, cache = fns.hidden(params, tokens.astype(jnp.int32), positions, mask,
+                        state.cache)
+  s = tokens.shape[1]
+  last = s - 1 - jnp.argmax(mask[:, ::-1], axis=1)  # [R]
+  h_last = jnp.take_along_axis(h, last[:, None, None], axis=1)[:, 0]
+  z = fns.logits(params, h_last).astype(jnp.float32)
+  has = jnp.any(mask, axis=1)
+  return DecodeState(cache, jnp.where(has[:, None], z, state.logits),
+                     state.pos + mask.sum(1, dtype=jnp.int32))
+
+
+def init_decode_state(fns, params, tokens: Array, mask: Array,
+                      max_len: int, cache_dtype: Any = None) -> DecodeState:
+  """A ``max_len``-slot cache holding the (padded) tokens [R, S] (traceable).
+
+  Unlike :func:`sample`'s prefill, the real tokens need not be left-aligned:
+  masked slots anywhere are skipped, positions count real tokens only.
+  """
+  r = tokens.shape[0]
+  v = int(jax.eval_shape(fns.head, params).shape[-1])
+  state = DecodeState(fns.init_cache(r, max_len, dtype=cache_dtype),
+                      jnp.zeros((r, v), jnp.float32),
+                      jnp.zeros((r,), jnp.int32))
+  return feed_tokens(fns, params, state, tokens, mask)
+
+
+def continue_traced(fns, params, state: DecodeState, rng: Array, *,
+                    max_new_tokens: int,
+                    sampling: SamplingMethod = methods_lib.SamplingMethod(),
+                    processors: Sequence[LogitsProcessor] = (),
+                    processor_params: Sequence[Any] | None = None,
+                    sampling_params: Sequence[Any] | None = None,
+                    end_ids: Sequence[int] = (), pad_id: int = 0,
+                    write: Array | None = None
+                    ) -> tuple[DecodeState, DecodeOutput]:
+  """Draws N tokens per row after the cached context, feeding each back.
+
+  The draws follow :func:`sample` exactly: the processors (``pos`` = the
+  step 0..N−1), then ``draw_and_stats``, with the same per-row key
+  schedule from ``rng`` (row i's stream depends only on (rng, i, step)).
+  So from equal logits the tokens equal :func:`sample_traced`'s on the
+  same key (tested), without re-running the prefix. Traceable; a row stops
+  after an end token (later tokens ``pad_id``, masked).
+
+  Args:
+    fns, params: the model.
+    state: the :class:`DecodeState` (its cache needs N free slots).
+    rng: PRNG key.
+    max_new_tokens: N > 0 (static).
+    sampling, processors, processor_params, sampling_params, end_ids,
+      pad_id: as in :func:`sample`.
+    write: [R] bool, rows whose tokens are written into the cache
+      (default all); the others sample too (fixed shapes) but leave their
+      cache rows and positions unchanged.
+
+  Returns:
+    ``(state', DecodeOutput)``.
+  """
+  r = state.pos.shape[0]
+  write = jnp.ones((r,), bool) if write is None else write.astype(bool)
+  processors = tuple(processors)
+  procs = processors + tuple(sampling.processors)
+  pp = (tuple(p.init() for p in processors) if processor_params is None
+        else tuple(processor_params))
+  sp = (sampling.init() if sampling_params is None
+        else tuple(sampling_params))
+  params_all = pp + sp
+  end = jnp.asarray(tuple(int(e) for e in end_ids) or (-1,), jnp.int32)
+  rng_rows, rng_proc = jax.random.split(rng)
+  row_keys = jax.random.split(rng_rows, r)
+
+  def step(carry, j):
+    ds, done = carry
+    z = methods_lib.apply_processors(
+        ds.logits, procs, params_all, rng=jax.random.fold_in(rng_proc, j),
+        pos=j)
+    keys = jax.vmap(jax.random.fold_in, (0, None))(row_keys, j)
+    tok, logp, ent = methods_lib.draw_and_stats(z, keys, sampling.draw)
+    live = ~done
+    is_end = jnp.any(tok[:, None] == end[None, :], -1)
+    tok = jnp.where(live, tok, pad_id).astype(jnp.int32)
+    ds = feed_tokens(fns, params, ds, tok[:, None], (live & write)[:, None])
+    return (ds, done | (live & is_end)), (tok, jnp.where(live, logp, 0.0),
+                                          jnp.where(live, ent, 0.0), live)
+
+  (state, _), (tok, logp, ent, live) = lax.scan(
+      step, (state, jnp.zeros((r,), bool)),
+      jnp.arange(int(max_new_tokens), dtype=jnp.int32))
+  return state, DecodeOutput(tok.T, live.T, logp.T, ent.T)
+
+
+def take_cache_rows(cache: Any, index: Array) -> Any:
+  """The cache rows ``index`` [R'] (k/v row axis: fourth from the end).
+
+  For :class:`~entropy_rl.models.KVCache`-like caches (``k``, ``v``,
+  ``valid`` [R, T], a shared ``index``): copies whole rows, e.g. to branch
+  a rollout from another row's prefix.
+  """
+  take = lambda x: jnp.take(x, index, axis=x.ndim - 4)
+  return cache._replace(k=jax.tree.map(take, cache.k),
+                        v=jax.tree.map(take, cache.v),
+                        valid=jnp.take(cache.valid, index, axis=0))
 
 
 def make_sampler(fns, *, max_new_tokens: int,
