@@ -11,9 +11,11 @@ length penalty on correct responses, the rest the plain 0/1 reward::
     k ∉ top:  R = 1[correct]
 
 with μ^c, σ^c the mean and population std of the correct lengths of the
-group (σ = 1e-4 with a single correct response). Follow with GRPO
-advantages (:func:`grpo_lambda` chains them). The third-party code also
-penalises incorrect responses (a bug against the formula); it is not ported.
+group (σ = 1e-4 with a single correct response, and where the correct
+lengths are all equal). Follow with GRPO advantages (:func:`grpo_lambda`
+chains them). Rows without a valid token (padding) are not part of any
+group. The third-party code also penalises incorrect responses (a bug
+against the formula); it is not ported.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ Array = types.Array
 
 
 def grpo_lambda_rewards(correct: Array, lengths: Array, group_ids: Array, *,
-                        lam: float = 0.2, alpha: float = 0.6) -> Array:
+                        lam: float = 0.2, alpha: float = 0.6,
+                        valid: Array | None = None) -> Array:
   """GRPO-λ rewards [B] (see module docstring).
 
   Args:
@@ -40,13 +43,19 @@ def grpo_lambda_rewards(correct: Array, lengths: Array, group_ids: Array, *,
     group_ids: [B] ids.
     lam: λ, the fraction of groups (by accuracy) that are penalised.
     alpha: α, the penalty scale.
+    valid: optional [B] bool, the rows that exist (the transform passes
+      ``lengths > 0``). Other rows (padding) are left out of the accuracies,
+      the group count and the length statistics; a group without a valid
+      row is neither ranked nor counted in ``ceil(λ · #groups)``.
   """
   ids = adv_lib.dense_group_ids(group_ids)
   g = ids.shape[0]
   c = correct.astype(jnp.float32)
-  n = jax.ops.segment_sum(jnp.ones_like(c), ids, num_segments=g)  # [G]
+  v = jnp.ones_like(c) if valid is None else valid.astype(jnp.float32)
+  cv = c * v
+  n = jax.ops.segment_sum(v, ids, num_segments=g)  # [G]
   present = n > 0
-  acc = jax.ops.segment_sum(c, ids, num_segments=g) / jnp.maximum(n, 1.0)
+  acc = jax.ops.segment_sum(cv, ids, num_segments=g) / jnp.maximum(n, 1.0)
   num_present = present.sum()
   if lam > 0:
     k = jnp.ceil(lam * num_present).astype(jnp.int32)
@@ -54,12 +63,14 @@ def grpo_lambda_rewards(correct: Array, lengths: Array, group_ids: Array, *,
     k = jnp.zeros((), jnp.int32)
   top = ops.topk_mask(acc, present, k, g)  # [G]
   length = lengths.astype(jnp.float32)
-  nc = jax.ops.segment_sum(c, ids, num_segments=g)
-  mu = jax.ops.segment_sum(c * length, ids, num_segments=g) / jnp.maximum(
+  nc = jax.ops.segment_sum(cv, ids, num_segments=g)
+  mu = jax.ops.segment_sum(cv * length, ids, num_segments=g) / jnp.maximum(
       nc, 1.0)
-  var = jax.ops.segment_sum(c * (length - mu[ids]) ** 2, ids,
+  var = jax.ops.segment_sum(cv * (length - mu[ids]) ** 2, ids,
                             num_segments=g) / jnp.maximum(nc, 1.0)
-  sd = jnp.where(nc > 1, jnp.sqrt(var), 1e-4)
+  # σ = 1e-4 when it would be 0: one correct response (spec §15) or correct
+  # responses of equal length (0/0 otherwise).
+  sd = jnp.where((nc > 1) & (var > 0), jnp.sqrt(var), 1e-4)
   penalised = 1.0 - alpha * jax.nn.sigmoid((length - mu[ids]) / sd[ids])
   return jnp.where(top[ids], c * penalised, c)
 
@@ -78,8 +89,9 @@ def grpo_lambda(lam: float = 0.2, alpha: float = 0.6, *,
     correct = (batch.aux or {}).get("correct")
     if correct is None:
       raise ValueError("grpo_lambda needs batch.aux['correct'] [B]")
-    r = grpo_lambda_rewards(correct, batch.mask.sum(-1), batch.group_ids,
-                            lam=lam, alpha=alpha)
+    lengths = batch.mask.sum(-1)
+    r = grpo_lambda_rewards(correct, lengths, batch.group_ids, lam=lam,
+                            alpha=alpha, valid=lengths > 0)
     batch = ops.add_metrics(batch, grpo_lambda_reward=jnp.mean(r))
     return batch._replace(rewards=r), state
 

@@ -32,26 +32,34 @@ RETURN_NORMALIZATIONS = ("zscore", "none")
 
 
 def plackett_luce_objective(seq_scores: Array, returns: Array,
-                            group_ids: Array) -> Array:
+                            group_ids: Array,
+                            valid: Array | None = None) -> Array:
   """``mean_groups Σ_k softmax_group(S)_k · R̂_k`` (differentiable in S).
 
   Args:
     seq_scores: [B] S_k.
     returns: [B] R̂_k (no gradient).
     group_ids: [B] ids.
+    valid: optional [B] bool, the trajectories that exist (the transform
+      passes "has a valid token"). Other rows (padding) get no weight, and a
+      group without a valid row is not counted in the mean.
 
   Returns:
     A scalar J averaged over the groups present.
   """
   ids = adv_lib.dense_group_ids(group_ids)
   g = ids.shape[0]
-  top = jax.lax.stop_gradient(jax.ops.segment_max(seq_scores, ids,
-                                                  num_segments=g))
-  e = jnp.exp(seq_scores - top[ids])
+  v = (jnp.ones(seq_scores.shape, bool) if valid is None
+       else valid.astype(bool))
+  top = jax.ops.segment_max(jnp.where(v, seq_scores, -jnp.inf), ids,
+                            num_segments=g)
+  top = jax.lax.stop_gradient(jnp.where(jnp.isfinite(top), top, 0.0))
+  e = jnp.where(v, jnp.exp(jnp.where(v, seq_scores - top[ids], 0.0)), 0.0)
   z = jax.ops.segment_sum(e, ids, num_segments=g)
-  w = e / z[ids]
-  per_group = jax.ops.segment_sum(w * returns, ids, num_segments=g)
-  present = jax.ops.segment_sum(jnp.ones_like(returns), ids,
+  w = e / jnp.maximum(z, 1e-30)[ids]
+  per_group = jax.ops.segment_sum(w * jnp.where(v, returns, 0.0), ids,
+                                  num_segments=g)
+  present = jax.ops.segment_sum(v.astype(jnp.float32), ids,
                                 num_segments=g) > 0
   return jnp.sum(jnp.where(present, per_group, 0.0)) / jnp.maximum(
       present.sum(), 1)
@@ -91,7 +99,7 @@ def haepo(coef: float = 1.0, entropy_coef: float = 0.0, kl_coef: float = 0.0,
       if normalize == "zscore":
         r = adv_lib.grpo(r, batch.group_ids)
       j = plackett_luce_objective(s, jax.lax.stop_gradient(r),
-                                  batch.group_ids)
+                                  batch.group_ids, valid=m.sum(-1) > 0)
       batch = ops.add_loss_term(batch, term, -coef * j)
       batch = ops.add_metrics(batch, haepo_objective=j)
     if entropy_coef:

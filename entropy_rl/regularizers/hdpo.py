@@ -29,8 +29,8 @@ Array = types.Array
 
 
 def hdpo_loss(logp_seq: Array, ref_logp_seq: Array, chosen: Array,
-              group_ids: Array, *, beta: float = 0.1,
-              alpha: float = 1.0) -> tuple[Array, Array]:
+              group_ids: Array, *, beta: float = 0.1, alpha: float = 1.0,
+              valid: Array | None = None) -> tuple[Array, Array]:
   """Mean H-DPO loss over well-formed pairs and the number of such pairs.
 
   Args:
@@ -41,18 +41,24 @@ def hdpo_loss(logp_seq: Array, ref_logp_seq: Array, chosen: Array,
       and one rejected row.
     beta: β.
     alpha: α.
+    valid: optional [B] bool, the rows that exist (the transform passes
+      "has a valid token"). Other rows (padding) are neither chosen nor
+      rejected, so a pair of padded rows is malformed and skipped.
 
   Returns:
     ``(loss, num_pairs)``.
   """
   ids = adv_lib.dense_group_ids(group_ids)
   g = ids.shape[0]
-  w = chosen.astype(jnp.float32)
+  v = (jnp.ones(logp_seq.shape, jnp.float32) if valid is None
+       else valid.astype(jnp.float32))
+  w = chosen.astype(jnp.float32) * v
+  lose = (1.0 - chosen.astype(jnp.float32)) * v
   h = alpha * logp_seq - ref_logp_seq
   h_w = jax.ops.segment_sum(h * w, ids, num_segments=g)
-  h_l = jax.ops.segment_sum(h * (1.0 - w), ids, num_segments=g)
+  h_l = jax.ops.segment_sum(h * lose, ids, num_segments=g)
   n_w = jax.ops.segment_sum(w, ids, num_segments=g)
-  n_l = jax.ops.segment_sum(1.0 - w, ids, num_segments=g)
+  n_l = jax.ops.segment_sum(lose, ids, num_segments=g)
   ok = (n_w == 1) & (n_l == 1)
   losses = -jax.nn.log_sigmoid(beta * (h_w - h_l))
   n = ok.sum()
@@ -76,7 +82,7 @@ def hdpo(beta: float = 0.1, alpha: float = 1.0, *, term: str = "hdpo"
     seq = jnp.sum(jnp.where(m > 0, batch.logp, 0.0), -1)
     ref = jnp.sum(jnp.where(m > 0, batch.ref_logp, 0.0), -1)
     loss, n = hdpo_loss(seq, ref, chosen, batch.group_ids, beta=beta,
-                        alpha=alpha)
+                        alpha=alpha, valid=m.sum(-1) > 0)
     batch = ops.add_loss_term(batch, term, loss)
     return ops.add_metrics(batch, hdpo_pairs=n), state
 

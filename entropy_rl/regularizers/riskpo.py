@@ -19,7 +19,8 @@ and the paper advantage is split over its responses ("sum-mean"):
 ``|Σ δ| > 1e-6``, else ``a_j / |j|``.
 
 The quantile tracker (state) follows ``q_a ← q_a + η(a − F̂(q_a))`` on the
-paper scores for a ∈ {0.05, ..., 0.95}. ``q_mode`` picks the quantiles used:
+paper scores for a ∈ {0.05, ..., 0.95}, leaving out papers whose rows are all
+padding (mask 0). ``q_mode`` picks the quantiles used:
 ``"batch"`` (what the released code effectively uses, the default),
 ``"track"`` (the tracked values) or ``"mix"`` (their mean).
 """
@@ -172,11 +173,17 @@ def riskpo(group_size: int, bundle_size: int = 5, *, alpha: float = 0.2,
         alpha=alpha, beta=beta, w_mix=w_mix, std_norm=std_norm,
         natural_baseline=natural_baseline)
     flat = scores.ravel()
-    empirical = jnp.quantile(flat, levels, method="linear")
+    # Papers whose rows are all padding (no valid token) are left out of the
+    # tracker: padding a batch with whole bundles changes nothing.
+    nb = scores.shape[0]
+    has_tokens = batch.mask.sum(-1) > 0  # [P·n]
+    paper_ok = has_tokens.reshape(nb, bundle_size, group_size).any(1).ravel()
+    any_ok = paper_ok.any()
+    empirical = ops.masked_quantiles(flat, paper_ok, TRACK_LEVELS)
+    empirical = jnp.where(any_ok, empirical, state.quantiles)
     tracked = jnp.where(state.ready, state.quantiles, empirical)
     quantiles = None
     if q_mode != "batch":
-      nb = scores.shape[0]
       t_d = jnp.full((nb,), tracked[i_d])
       t_u = jnp.full((nb,), tracked[i_u])
       if q_mode == "mix":
@@ -187,13 +194,15 @@ def riskpo(group_size: int, bundle_size: int = 5, *, alpha: float = 0.2,
         batch.rewards, group_size=group_size, bundle_size=bundle_size,
         alpha=alpha, beta=beta, w_mix=w_mix, std_norm=std_norm,
         natural_baseline=natural_baseline, quantiles=quantiles)
-    cdf = jnp.mean(flat[None, :] <= tracked[:, None], -1)
-    new_q = tracked + tracker_lr * (levels - cdf)
+    below = (flat[None, :] <= tracked[:, None]).astype(jnp.float32)
+    cdf = jnp.sum(below * paper_ok, -1) / jnp.maximum(paper_ok.sum(), 1)
+    new_q = jnp.where(any_ok, tracked + tracker_lr * (levels - cdf),
+                      state.quantiles)
     tok = adv_lib.to_tokens(adv, batch.mask)
     batch = ops.add_metrics(batch, riskpo_adv_abs=jnp.mean(jnp.abs(adv)),
                             riskpo_q_d=jnp.mean(tracked[0]))
-    return batch._replace(advantages=tok), RiskPOState(new_q,
-                                                       jnp.ones((), bool))
+    return batch._replace(advantages=tok), RiskPOState(
+        new_q, state.ready | any_ok)
 
   def update(batch, state, *, rng=None, step=None, **extra):
     del rng, step, extra
