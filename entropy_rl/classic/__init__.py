@@ -5,7 +5,8 @@ vmap over seeds and hyperparameters): :mod:`~entropy_rl.classic.sac` (SAC and
 its variants ERA, band-limited, ACE, MaxInfoRL, DIAYN),
 :mod:`~entropy_rl.classic.ppo` (PPO through :func:`entropy_rl.policy_loss`),
 :mod:`~entropy_rl.classic.trpo`, :mod:`~entropy_rl.classic.doraemon`,
-:mod:`~entropy_rl.classic.mdqn` (Munchausen-DQN).
+:mod:`~entropy_rl.classic.mdqn` (Munchausen-DQN),
+:mod:`~entropy_rl.classic.moss_agent` (MOSS: CIC skills + DDPG).
 Tabular: :mod:`~entropy_rl.classic.mdvi`,
 :mod:`~entropy_rl.classic.maxent_exploration`,
 :mod:`~entropy_rl.classic.bobw`, :mod:`~entropy_rl.classic.moco`.
@@ -27,12 +28,14 @@ from entropy_rl.classic import mdqn
 from entropy_rl.classic import mdvi
 from entropy_rl.classic import moco
 from entropy_rl.classic import moss
+from entropy_rl.classic import moss_agent
 from entropy_rl.classic import nets
 from entropy_rl.classic import ppo
 from entropy_rl.classic import sac
 from entropy_rl.classic import tabular
 from entropy_rl.classic import trpo
 from entropy_rl.classic.ace import causal_weights
+from entropy_rl.classic.ace import direct_lingam
 from entropy_rl.classic.ace import soft_reset
 from entropy_rl.classic.bandlimited import band_limited_q
 from entropy_rl.classic.bobw import bobw_po
@@ -42,6 +45,7 @@ from entropy_rl.classic.doraemon import doraemon_update
 from entropy_rl.classic.local_entropy import entropy_sgd
 from entropy_rl.classic.local_entropy import scale_by_local_entropy
 from entropy_rl.classic.era import era_log_std
+from entropy_rl.classic.era import truncated_normal_entropy
 from entropy_rl.classic.maxent_exploration import entgame_plan
 from entropy_rl.classic.maxent_exploration import ucbvi_ent_plan
 from entropy_rl.classic.maxinfo import information_gain
@@ -51,19 +55,22 @@ from entropy_rl.classic.mdvi import munchausen_target
 from entropy_rl.classic.moco import maxent_correction
 from entropy_rl.classic.moco import mocovi
 from entropy_rl.classic.moss import moss_reward
+from entropy_rl.classic.moss_agent import MOSSConfig
 from entropy_rl.classic.ppo import PPOConfig
 from entropy_rl.classic.sac import SACConfig
 from entropy_rl.classic.trpo import trpo_step
 from entropy_rl.classic.trpo import TRPOConfig
 
 __all__ = (
-    "MDQNConfig", "PPOConfig", "SACConfig", "TRPOConfig", "ace",
-    "band_limited_q", "bandlimited", "bobw", "bobw_po", "causal_weights", "diayn",
-    "diayn_reward", "doraemon", "doraemon_update", "entgame_plan",
+    "MDQNConfig", "MOSSConfig", "PPOConfig", "SACConfig", "TRPOConfig",
+    "ace", "band_limited_q", "bandlimited", "bobw", "bobw_po",
+    "causal_weights", "diayn",
+    "diayn_reward", "direct_lingam", "doraemon", "doraemon_update", "entgame_plan",
     "entropy_sgd", "envs", "era", "era_log_std",
     "ftrl_policy", "information_gain", "local_entropy", "maxent_correction",
     "maxent_exploration", "maxinfo", "mdqn", "mdvi", "mdvi_solve", "moco",
-    "mocovi", "moss", "moss_reward", "munchausen_target", "nets", "ppo", "sac",
+    "mocovi", "moss", "moss_agent", "moss_reward", "munchausen_target", "nets", "ppo", "sac",
     "scale_by_local_entropy", "soft_reset", "tabular", "trpo", "trpo_step",
+    "truncated_normal_entropy",
     "ucbvi_ent_plan",
 )

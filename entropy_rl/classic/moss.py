@@ -15,14 +15,18 @@ FLAG (code quirk kept): the running statistic stored as "std" is a
 *variance* and is used directly as the divisor (``std_is_var=True``; set False
 for the evident intent, division by the standard deviation).
 
-Not implemented here: the CIC representation learning and the DDPG agent;
-:func:`moss_reward` takes embeddings. :func:`skill_schedule` gives the mode
-and skill vectors of an episode.
+This module holds the pieces: :func:`moss_reward` takes embeddings,
+:func:`cpc_loss` is CIC's contrastive skill loss and :func:`skill_schedule`
+gives the mode and skill vectors of an episode. The full agent (CIC
+representation + DDPG with n-step returns, one jitted ``lax.scan``) is
+:mod:`entropy_rl.classic.moss_agent`.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
+
+import math
 
 import jax
 import jax.numpy as jnp
@@ -106,3 +110,39 @@ def skill_schedule(key: Array, episode_len: int, skill_dim: int = 32,
   skill = jnp.where(mode[:, None] == 0, jnp.concatenate([u, z], -1),
                     jnp.concatenate([z, u], -1))
   return mode, skill
+
+
+def _l2_normalize(x: Array) -> Array:
+  return x / (jnp.linalg.norm(x, axis=-1, keepdims=True) + 1e-12)
+
+
+def cpc_logits(query: Array, key: Array, temperature: float = 0.5) -> Array:
+  """[N, N] cosine similarities / T; positive pairs on the diagonal."""
+  return _l2_normalize(query) @ _l2_normalize(key).T / temperature
+
+
+def cpc_loss(query: Array, key: Array, temperature: float = 0.5) -> Array:
+  """CIC's contrastive skill loss (Laskin et al. 2022, as in MOSS's code).
+
+  With unit vectors q_i = skill_net(z_i) and k_i = pred(φ(s_i), φ(s'_i))::
+
+      pos_i = exp(q_i·k_i / T)
+      neg_i = max(Σ_j exp(q_i·k_j / T) − e^{1/T}, 1e−6)
+      L     = mean_i −log(pos_i / (neg_i + 1e−6))
+
+  (the code subtracts the largest possible self-similarity e^{1/T} from the
+  row sum rather than the positive term itself.)
+
+  Args:
+    query: [N, c] skill projections.
+    key: [N, c] transition projections.
+    temperature: T (0.5).
+
+  Returns:
+    The scalar loss.
+  """
+  q, k = _l2_normalize(query), _l2_normalize(key)
+  sim = jnp.exp(q @ k.T / temperature)
+  neg = jnp.maximum(sim.sum(-1) - math.exp(1.0 / temperature), 1e-6)
+  pos = jnp.exp(jnp.sum(q * k, -1) / temperature)
+  return jnp.mean(-jnp.log(pos / (neg + 1e-6)))

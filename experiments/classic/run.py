@@ -26,6 +26,7 @@ from entropy_rl.classic import maxent_exploration as mex
 from entropy_rl.classic import mdqn
 from entropy_rl.classic import mdvi
 from entropy_rl.classic import moco
+from entropy_rl.classic import moss_agent
 from entropy_rl.classic import ppo
 from entropy_rl.classic import sac
 from entropy_rl.classic import tabular
@@ -88,6 +89,15 @@ def curves_mdqn(c, keys):
   return {k: m[k] for k in ("episode_return", "policy_entropy", "loss")}
 
 
+def curves_moss(c, keys):
+  kw = c.kwargs.to_dict()
+  kw["env_kwargs"] = tuple(tuple(p) for p in kw.get("env_kwargs", ()))
+  cfg = moss_agent.MOSSConfig(**kw)
+  _, m = jax.jit(jax.vmap(moss_agent.make_train(cfg)))(keys)
+  return {k: m[k] for k in ("intr_explore", "intr_control",
+                            "intrinsic_reward", "cpc_loss")}
+
+
 def curves_maxent(c, keys):
   k = c.kwargs
   mdp = envs.gridworld_mdp(k.size, horizon=k.horizon)
@@ -128,7 +138,7 @@ def curves_moco(c, keys):
 
 RUNNERS = dict(
     sac=curves_sac, doraemon=curves_doraemon, mdvi=curves_mdvi,
-    mdqn=curves_mdqn,
+    mdqn=curves_mdqn, moss=curves_moss,
     maxent_exploration=curves_maxent, bobw=curves_bobw, moco=curves_moco,
     ppo=lambda c, k: curves_pg(c, k, ppo, ppo.PPOConfig),
     trpo=lambda c, k: curves_pg(c, k, trpo, trpo.TRPOConfig))
