@@ -62,9 +62,12 @@ def test_improves_on_continuous_bandit(variant):
 
 
 def test_ace_weights_dummy_dimension_down():
+  # The least-squares proxy (ace_causal_method="ols"): the bandit's reward is
+  # a noise-free quadratic of a_0, outside DirectLiNGAM's linear
+  # non-Gaussian-noise model (its loop test is in classic_ace_test.py).
   cfg = _bandit_cfg("ace", env_name="ContinuousBandit",
                     env_kwargs=(("irrelevant", 1),), total_steps=400,
-                    ace_reset_interval=0)
+                    ace_reset_interval=0, ace_causal_method="ols")
   _, m = _run(cfg, 4)
   w = np.asarray(m["causal_w"])[:, -1]  # [seeds, 2]
   # Reward depends on a_0 only; its causal weight exceeds the dummy's on

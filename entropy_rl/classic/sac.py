@@ -71,6 +71,8 @@ class SACConfig(NamedTuple):
   # ERA (A5.2)
   era_h: float = 0.25
   era_log_std_min: float = -8.0
+  era_delta: float = 0.0  # compensation δ ≥ 0: H₀' = D·h + δ (initial if auto)
+  era_autotune_delta: bool = False  # README loss δ̂·(H[π] − H₀); not in code
   # band-limited SAC (B3, reconstructed)
   bl_sigma: float = 0.1
   bl_kernel: str = "sigma_points"
@@ -81,6 +83,8 @@ class SACConfig(NamedTuple):
   ace_reset_interval: int = 0  # 0: no reset
   ace_reset_start: int = 5_000
   ace_reset_mode: str = "reset"  # or "causal_reset"
+  ace_causal_method: str = "direct_lingam"  # the paper; or "ols" (proxy)
+  ace_dormant_threshold: float = 0.05
   ace_target_update_interval: int = 2
   # MaxInfoRL (B4)
   mi_ensemble: int = 5
@@ -139,6 +143,7 @@ class SACState(NamedTuple):
   last_return: Array  # [E] NaN until the first episode ends
   n_updates: Array
   rng: Array
+  era_delta: Any = None  # ERA's compensation δ (scalar) or None
 
 
 def default_hyper(config: SACConfig, env: envs_lib.Env) -> SACHyper:
@@ -157,6 +162,12 @@ def _check(config: SACConfig):
   if config.diayn_disc_on not in diayn_lib.DISC_ON:
     raise ValueError(f"diayn_disc_on={config.diayn_disc_on!r}; valid: "
                      f"{diayn_lib.DISC_ON}")
+  if config.ace_causal_method not in ace_lib.CAUSAL_METHODS:
+    raise ValueError(f"ace_causal_method={config.ace_causal_method!r}; "
+                     f"valid: {ace_lib.CAUSAL_METHODS}")
+  if config.ace_reset_mode not in ("reset", "causal_reset"):
+    raise ValueError(f"ace_reset_mode={config.ace_reset_mode!r}; valid: "
+                     "('reset', 'causal_reset')")
   if config.batch_size > config.buffer_size:
     raise ValueError(f"batch_size {config.batch_size} > buffer_size "
                      f"{config.buffer_size}")
@@ -202,12 +213,17 @@ def make_train(config: SACConfig, env: envs_lib.Env | None = None):
   def init_critic(k):
     return nets.ensemble_init(k, 2, (OA + D, H, H, 1))
 
-  def policy(actor, obs, key, hp):
+  def era_h(hp, delta):
+    """Per-dimension ERA target with the compensation: h + δ/D."""
+    return hp.era_h if delta is None else hp.era_h + delta / D
+
+  def policy(actor, obs, key, hp, delta=None):
     """Returns (a [.., D], logp_per_dim [.., D], gaussian entropy [..])."""
     out = nets.mlp_apply(actor, obs)
     mu, pre = out[..., :D], out[..., D:]
     if V == "era":
-      log_std = era_lib.era_log_std(pre, hp.era_h, config.era_log_std_min)
+      log_std = era_lib.era_log_std(pre, era_h(hp, delta),
+                                    config.era_log_std_min)
       a, lp = nets.truncated_normal_sample(key, jnp.tanh(mu),
                                            jnp.exp(log_std))
     else:
@@ -244,6 +260,8 @@ def make_train(config: SACConfig, env: envs_lib.Env | None = None):
       opt["lambda"] = tx(hp.lr).init(jnp.zeros(()))
     if V == "diayn":
       opt["disc"] = tx(hp.lr).init(disc)
+    if V == "era":
+      opt["era_delta"] = tx(hp.lr).init(jnp.zeros(()))
     n = config.buffer_size
     buf = Buffer(jnp.zeros((n, OA)), jnp.zeros((n, D)), jnp.zeros((n,)),
                  jnp.zeros((n, OA)), jnp.zeros((n,)),
@@ -262,7 +280,9 @@ def make_train(config: SACConfig, env: envs_lib.Env | None = None):
         causal_w=jnp.ones((D,)), dormant=jnp.zeros(()),
         buffer=buf, env_state=env_state, obs=obs, skill=skill,
         ep_return=jnp.zeros((E,)), last_return=jnp.full((E,), jnp.nan),
-        n_updates=jnp.zeros((), jnp.int32), rng=ks[7])
+        n_updates=jnp.zeros((), jnp.int32), rng=ks[7],
+        era_delta=(jnp.asarray(config.era_delta, jnp.float32) if V == "era"
+                   else None))
 
   # --- one gradient step ------------------------------------------------------
   def alpha_of(st, hp):
@@ -296,7 +316,7 @@ def make_train(config: SACConfig, env: envs_lib.Env | None = None):
       d_in = obs[:, :O] if config.diayn_disc_on == "s" else nobs[:, :O]
       rew = diayn_lib.pseudo_reward(nets.mlp_apply(st.disc, d_in), skill, K)
     # critic
-    a2, lp2, _ = policy(st.actor, nobs, ks[1], hp)
+    a2, lp2, _ = policy(st.actor, nobs, ks[1], hp, st.era_delta)
     logp2 = logp_of(lp2, st)
     if V == "bandlimited":
       qn = bl_lib.band_limited_q(
@@ -320,7 +340,7 @@ def make_train(config: SACConfig, env: envs_lib.Env | None = None):
 
     # actor (ACE: every ace_target_update_interval updates)
     def actor_loss(p):
-      a, lp, ent = policy(p, obs, ks[3], hp)
+      a, lp, ent = policy(p, obs, ks[3], hp, st.era_delta)
       logp = logp_of(lp, st)
       loss = alpha * logp - q_min(critic, obs, a)
       aux = dict(logp=logp, gauss_entropy=ent)
@@ -359,7 +379,12 @@ def make_train(config: SACConfig, env: envs_lib.Env | None = None):
                       n_updates=st.n_updates + 1)
 
     if V == "ace":
-      new = new._replace(dormant=ace_lib.dormant_ratio(ga))
+      new = new._replace(dormant=ace_lib.dormant_ratio(
+          ga, config.ace_dormant_threshold))
+      metrics["dormant"] = new.dormant
+    if V == "era":
+      new, metrics["era_entropy"] = _era_delta_update(new, st, obs, hp)
+      metrics["era_delta"] = new.era_delta
     if V == "maxinfo":
       new = _maxinfo_update(new, st, obs, act, rew, nobs, ks[4], hp,
                             aux["ig"])
@@ -382,6 +407,20 @@ def make_train(config: SACConfig, env: envs_lib.Env | None = None):
                    gauss_entropy=jnp.mean(aux["gauss_entropy"]),
                    q=jnp.mean(y))
     return new, metrics
+
+  def _era_delta_update(new, st, obs, hp):
+    """Realised entropy of π(·|s) and, if on, one step on ERA's δ loss."""
+    out = nets.mlp_apply(st.actor, obs)
+    log_std = era_lib.era_log_std(out[..., D:], era_h(hp, st.era_delta),
+                                  config.era_log_std_min)
+    h_real = jnp.mean(era_lib.truncated_normal_entropy(
+        jnp.tanh(out[..., :D]), jnp.exp(log_std)).sum(-1))
+    if not config.era_autotune_delta:
+      return new, h_real
+    delta, opt_d = era_lib.delta_step(
+        tx(hp.lr), st.era_delta, st.opt["era_delta"], h_real, D * hp.era_h)
+    return new._replace(era_delta=delta,
+                        opt=dict(new.opt, era_delta=opt_d)), h_real
 
   def _maxinfo_update(new, st, obs, act, rew, nobs, key, hp, ig_pi):
     raw, nraw = obs[:, :O], nobs[:, :O]
@@ -421,20 +460,19 @@ def make_train(config: SACConfig, env: envs_lib.Env | None = None):
     n = min(config.ace_causal_sample, config.buffer_size)
     idx = (st.buffer.ptr - 1 - jnp.arange(n)) % config.buffer_size
     b = st.buffer
-    eff = ace_lib.ols_causal_effects(b.obs[idx, :O], b.action[idx],
-                                     b.reward[idx])
+    eff = ace_lib.causal_effects(b.obs[idx, :O], b.action[idx],
+                                 b.reward[idx], config.ace_causal_method)
     return st._replace(causal_w=ace_lib.causal_weights(eff))
 
-  def ace_reset(st: SACState, key, hp):
-    k1, k2 = jax.random.split(key)
+  def ace_reset_f(st: SACState):
     if config.ace_reset_mode == "causal_reset":
-      f = ace_lib.causal_reset_factor(st.causal_w)
-    else:
-      f = ace_lib.reset_factor(st.dormant)
-    actor = ace_lib.soft_reset(st.actor, init_actor(k1), f)
-    fresh_c = init_critic(k2)
-    critic = ace_lib.soft_reset(st.critic, fresh_c, f)
-    critic_t = ace_lib.soft_reset(st.critic_target, fresh_c, f)
+      return ace_lib.causal_reset_factor(st.causal_w)
+    return ace_lib.reset_factor(st.dormant)
+
+  def ace_reset(st: SACState, key, hp):
+    actor, critic, critic_t = ace_lib.reset_networks(
+        key, ace_reset_f(st), st.actor, st.critic, st.critic_target,
+        init_actor, init_critic)
     opt = dict(st.opt, actor=tx(hp.lr).init(actor),
                critic=tx(hp.lr).init(critic))
     return st._replace(actor=actor, critic=critic, critic_target=critic_t,
@@ -444,7 +482,7 @@ def make_train(config: SACConfig, env: envs_lib.Env | None = None):
   def iteration(st: SACState, t, hp):
     rng, k_act, k_env, k_upd, k_skill, k_reset = jax.random.split(st.rng, 6)
     obs_a = augment(st.obs, st.skill)
-    a_pi, _, _ = policy(st.actor, obs_a, k_act, hp)
+    a_pi, _, _ = policy(st.actor, obs_a, k_act, hp, st.era_delta)
     a_rand = jax.random.uniform(k_act, (E, D), minval=-1.0, maxval=1.0)
     a = jnp.where(t * E < config.learning_starts, a_rand, a_pi)
     tr = jax.vmap(env.step, (0, 0, 0, None))(
@@ -479,8 +517,13 @@ def make_train(config: SACConfig, env: envs_lib.Env | None = None):
     st, m = jax.lax.cond(learn, lambda s: update(s, k_upd, hp),
                          lambda s: (s, zero_m), st)
     if V == "ace" and config.ace_reset_interval:
-      do_reset = (learn & (st.n_updates >= config.ace_reset_start)
-                  & (st.n_updates % config.ace_reset_interval == 0))
+      # ACE: after update number u (0-based), reset when
+      # u % reset_interval == 0 and u > reset_start.
+      u = st.n_updates - 1
+      do_reset = (learn & (u > config.ace_reset_start)
+                  & (u % config.ace_reset_interval == 0))
+      m = dict(m, reset=do_reset.astype(jnp.float32),
+               reset_factor=ace_reset_f(st))
       st = jax.lax.cond(do_reset, lambda s: ace_reset(s, k_reset, hp),
                         lambda s: s, st)
     m = dict(m, episode_return=jnp.nanmean(st.last_return))
