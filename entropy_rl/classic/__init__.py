@@ -35,6 +35,7 @@ from entropy_rl.classic import sac
 from entropy_rl.classic import tabular
 from entropy_rl.classic import trpo
 from entropy_rl.classic.ace import causal_weights
+from entropy_rl.classic.ace import direct_lingam
 from entropy_rl.classic.ace import soft_reset
 from entropy_rl.classic.bandlimited import band_limited_q
 from entropy_rl.classic.bobw import bobw_po
@@ -44,6 +45,7 @@ from entropy_rl.classic.doraemon import doraemon_update
 from entropy_rl.classic.local_entropy import entropy_sgd
 from entropy_rl.classic.local_entropy import scale_by_local_entropy
 from entropy_rl.classic.era import era_log_std
+from entropy_rl.classic.era import truncated_normal_entropy
 from entropy_rl.classic.maxent_exploration import entgame_plan
 from entropy_rl.classic.maxent_exploration import ucbvi_ent_plan
 from entropy_rl.classic.maxinfo import information_gain
@@ -63,12 +65,14 @@ __all__ = (
     "MDQNConfig", "MOSSConfig", "PPOConfig", "SACConfig", "TRPOConfig",
     "ace", "band_limited_q", "bandlimited", "bobw", "bobw_po",
     "causal_weights", "diayn",
-    "diayn_reward", "doraemon", "doraemon_update", "entgame_plan",
+    "diayn_reward", "direct_lingam", "doraemon", "doraemon_update",
+    "entgame_plan",
     "entropy_sgd", "envs", "era", "era_log_std",
     "ftrl_policy", "information_gain", "local_entropy", "maxent_correction",
     "maxent_exploration", "maxinfo", "mdqn", "mdvi", "mdvi_solve", "moco",
     "mocovi", "moss", "moss_agent", "moss_reward", "munchausen_target",
     "nets", "ppo", "sac",
     "scale_by_local_entropy", "soft_reset", "tabular", "trpo", "trpo_step",
+    "truncated_normal_entropy",
     "ucbvi_ent_plan",
 )
