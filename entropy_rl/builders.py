@@ -132,7 +132,8 @@ def _call(what: str, kind: str, fn: Callable, kwargs: dict[str, Any]):
 
 
 def build_transform(cfg: Any, *, response_len: int | None = None,
-                    group_size: int | None = None
+                    group_size: int | None = None,
+                    after_advantages: tuple = ()
                     ) -> core_types.EntropyTransform:
   """``config.regularizers`` -> ``named_chain`` in ``order``.
 
@@ -141,6 +142,9 @@ def build_transform(cfg: Any, *, response_len: int | None = None,
       name with ``kind`` and keyword arguments.
     response_len: fills ``l_max`` / ``l_cache`` style arguments left at -1.
     group_size: fills a ``group_size`` argument left at 0 (RiskPO).
+    after_advantages: extra ``(name, transform)`` members inserted after the
+      last member whose kind is an advantage estimator (``*advantages``),
+      or first if there is none (the AEPO rollout's advantages).
 
   Returns:
     The named chain.
@@ -164,6 +168,11 @@ def build_transform(cfg: Any, *, response_len: int | None = None,
     if "group_size" in kw and kw["group_size"] == 0:
       kw["group_size"] = group_size
     members.append((name, _call("regularizer", kind, registry[kind], kw)))
+  if after_advantages:
+    adv = [i for i, n in enumerate(order)
+           if str(spec[n].get("kind", "")).endswith("advantages")]
+    at = adv[-1] + 1 if adv else 0
+    members[at:at] = list(after_advantages)
   return combine.named_chain(*members)
 
 
@@ -315,6 +324,55 @@ def build_rollout_processors(config: Any) -> tuple[tuple, Any]:
              "inv_n": pick(stats.inv_n, base["inv_n"])},)
 
   return (proc,), params_fn
+
+
+def build_rollout_hooks(config: Any, tokenizer: Any = None
+                        ) -> dict[str, Any]:
+  """``config.rollout`` -> the Experiment's rollout-hook settings.
+
+  * ``dynamic_sampling.enabled``: DAPO's filter of all-tied groups, with at
+    most ``max_rounds`` generation rounds per step;
+  * ``aepo.enabled``: AEPO's regulariser rollout on ``prompt_fraction`` of
+    the prompts; the controller's settings are read from the regularizer
+    entry of kind ``aepo`` (which must be in ``config.regularizers.order``);
+  * ``cure.enabled``: CURE's first-stage branches (``n2``, ``top_k``,
+    eligibility rule ``eligible`` = multichar | non_special | all,
+    ``reward_on`` = continuation | full).
+
+  Returns:
+    ``dict(dynamic_sampling=..., aepo_rollout=..., cure_rollout=...)``
+    (None where off); a config without ``rollout`` has every hook off.
+  """
+  from entropy_rl.training import hooks  # pylint: disable=import-outside-toplevel
+  out = dict(dynamic_sampling=None, aepo_rollout=None, cure_rollout=None)
+  r = _as_dict(config.get("rollout"))
+  ds = dict(r.get("dynamic_sampling") or {})
+  if ds.get("enabled"):
+    out["dynamic_sampling"] = hooks.DynamicSampling(
+        max_rounds=int(ds.get("max_rounds", 3)))
+  ae = dict(r.get("aepo") or {})
+  if ae.get("enabled"):
+    names = [n for n in config.regularizers.order
+             if config.regularizers[n].kind == "aepo"]
+    if not names:
+      raise ValueError("config.rollout.aepo.enabled needs a regularizer of "
+                       "kind 'aepo' in config.regularizers.order")
+    reg = _as_dict(config.regularizers[names[0]])
+    fields = {f for f in hooks.AepoRollout.__dataclass_fields__}
+    kw = {k: v for k, v in reg.items() if k in fields}
+    out["aepo_rollout"] = hooks.AepoRollout(
+        state_name=names[0], **kw,
+        prompt_fraction=float(ae.get("prompt_fraction", 0.25)),
+        eps=float(ae.get("eps", 1e-6)))
+  cu = dict(r.get("cure") or {})
+  if cu.get("enabled"):
+    rule = str(cu.get("eligible", "multichar"))
+    table = (None if tokenizer is None
+             else hooks.eligible_table(tokenizer, rule))
+    out["cure_rollout"] = hooks.CureRollout(
+        n2=int(cu.get("n2", 3)), top_k=int(cu.get("top_k", 20)),
+        eligible=table, reward_on=str(cu.get("reward_on", "continuation")))
+  return out
 
 
 def build_mesh(cfg: Any):
@@ -532,11 +590,19 @@ def build_experiment(config: Any, *, reuse: Any = None) -> Any:
              weight_decay=float(c.sft.weight_decay),
              schedule=str(c.sft.schedule)), int(c.sft.steps))
   processors, params_fn = build_rollout_processors(c)
+  hooks_kw = build_rollout_hooks(c, tokenizer)
+  group = int(c.data.num_samples)
+  if hooks_kw["cure_rollout"] is not None:
+    group *= 1 + hooks_kw["cure_rollout"].n2
+  extra = ()
+  if hooks_kw["aepo_rollout"] is not None:
+    from entropy_rl.training import hooks  # pylint: disable=import-outside-toplevel
+    extra = (("aepo_rollout_advantages", hooks.assembled_advantages()),)
   exp = loop.Experiment(
       fns=fns, params=params, logical_axes=axes, tokenizer=tokenizer,
       task=task,
       transform=build_transform(c.regularizers, response_len=n,
-                                group_size=int(c.data.num_samples)),
+                                group_size=group, after_advantages=extra),
       objective=build_objective(c.objective, response_len=n),
       optimizer=build_optimizer(c.optimizer, int(c.train.num_steps)),
       sft_optimizer=sft_opt,
@@ -547,7 +613,7 @@ def build_experiment(config: Any, *, reuse: Any = None) -> Any:
                                    temperature=float(c.eval.temperature)),
       step_kwargs=step_kwargs(c),
       sampler_kwargs=dict(block_size=int(c.sampling.block_size)),
-      settings=build_settings(c), config=c)
+      settings=build_settings(c), config=c, **hooks_kw)
   return exp
 
 
@@ -582,7 +648,8 @@ def variants(config: Any) -> list[tuple[str, Any]]:
 
 __all__ = (
     "build_experiment", "build_mesh", "build_model", "build_objective",
-    "build_optimizer", "build_sampling", "build_schedule", "build_settings",
+    "build_optimizer", "build_rollout_hooks", "build_sampling",
+    "build_schedule", "build_settings",
     "build_task", "build_tokenizer", "build_transform", "deep_update",
     "objective_registry", "regularizer_registry", "step_kwargs", "variants",
 )

@@ -359,15 +359,34 @@ def shard_batch(batch: Any, mesh: Mesh,
   """Places a host batch on the mesh with the data sharding.
 
   Single process: ``jax.device_put``. Multi-process: each process passes its
-  own rows (a per-process grain shard) and the global array is assembled
-  with ``jax.make_array_from_process_local_data``.
+  own rows (a per-process grain shard; every process as many) and the
+  global array (rows in process order) is assembled with
+  ``jax.make_array_from_process_local_data``; the sharding is chosen from
+  the global shape, and a leaf whose global rows do not divide over the
+  batch axes is an error (it cannot be replicated: processes hold
+  different rows).
   """
-  shardings = batch_shardings(batch, mesh, axes)
-  if jax.process_count() == 1:
-    return jax.device_put(batch, shardings)
-  return jax.tree.map(
-      lambda x, s: jax.make_array_from_process_local_data(s, np.asarray(x)),
-      batch, shardings)
+  n = jax.process_count()
+  if n == 1:
+    return jax.device_put(batch, batch_shardings(batch, mesh, axes))
+
+  def put(x):
+    x = np.asarray(x)
+    if x.ndim == 0:  # a scalar: the same on every process
+      return jax.make_array_from_process_local_data(replicated(mesh), x)
+    # The spec follows the *global* shape (every process feeds as many
+    # rows): a local leading dim need not divide the data axes by itself.
+    global_shape = (x.shape[0] * n,) + x.shape[1:]
+    spec = batch_spec(global_shape, mesh, axes)
+    if spec == P():
+      raise ValueError(
+          f"a batch leaf of {x.shape[0]} rows per process ({global_shape[0]}"
+          f" in all) does not divide over the mesh's batch axes {axes}: "
+          "multi-process batches must be sharded on their rows")
+    return jax.make_array_from_process_local_data(
+        NamedSharding(mesh, spec), x, global_shape)
+
+  return jax.tree.map(put, batch)
 
 
 # -------------------------------------------------------------------- steps

@@ -25,7 +25,7 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +38,7 @@ from entropy_rl import parallel
 from entropy_rl import sampling as sampling_lib
 from entropy_rl.core import types as core_types
 from entropy_rl.training import checkpoint as ckpt_lib
+from entropy_rl.training import hooks as hooks_lib
 from entropy_rl.training import iteration as it_lib
 from entropy_rl.training import metrics as metrics_lib
 from entropy_rl.training import step as step_lib
@@ -100,6 +101,12 @@ class Experiment:
       (applied before the method's), e.g. HAPO's adaptive temperature.
     processor_params_fn: ``fn(transform_state) -> params`` of those
       processors (None: their defaults).
+    dynamic_sampling: DAPO dynamic sampling
+      (:class:`~entropy_rl.training.hooks.DynamicSampling`; None: off).
+    aepo_rollout: AEPO's regulariser rollout
+      (:class:`~entropy_rl.training.hooks.AepoRollout`; None: off).
+    cure_rollout: CURE's critical-token branches
+      (:class:`~entropy_rl.training.hooks.CureRollout`; None: off).
     step_kwargs: keyword arguments of ``make_train_step``.
     sampler_kwargs: extra keyword arguments of ``sampling.sample``.
     settings: :class:`Settings`.
@@ -123,6 +130,9 @@ class Experiment:
   config: Any = None
   rollout_processors: tuple = ()
   processor_params_fn: Any = None
+  dynamic_sampling: Any = None
+  aepo_rollout: Any = None
+  cure_rollout: Any = None
 
 
 # --------------------------------------------------------------- preemption
@@ -429,6 +439,7 @@ def run_rl(exp: Experiment, workdir: str, params: Any = None
 
   fns = _step_functions(exp)
   use_jax = _use_jax_reward(exp)
+  hooked = "hook" in fns
   seeds = s.num_seeds
   if use_jax:
     step_fn = parallel.shard_train_step(fns["iteration"], mesh=mesh,
@@ -448,18 +459,21 @@ def run_rl(exp: Experiment, workdir: str, params: Any = None
   with StopSignal() as stop:
     for i in range(start, s.num_steps):
       t0 = time.time()
-      batch = next(it)
+      batch = _next_batch(it, _rounds(exp))
       prompts = parallel.shard_batch(_prompts(batch, use_jax), mesh)
       if use_jax:
         state, m = step_fn(state, prompts)
         m = dict(m)
+      elif hooked:
+        state, m = _python_hooked_step(exp, fns, update, state, prompts,
+                                       batch, seeds)
       else:
         state, m = _python_step(exp, roll, update, state, prompts, batch,
                                 seeds)
       m = metrics_lib.to_floats(m)
       m["data_index"] = float(np.asarray(batch.index).reshape(-1)[0])
       dt = time.time() - t0
-      rows = s.prompts_per_step * s.num_samples * seeds
+      rows = rows_per_step(exp)
       m.update(step_time=dt, tokens_per_s=m.get("response_length", 0.0) *
                rows / max(dt, 1e-9))
       step_no = i + 1
@@ -519,7 +533,10 @@ def _step_functions(exp: Experiment) -> dict[str, Any]:
   # One seed: no outer jit, the sampler's own jit (cached by its static
   # arguments) is shared by every run of the process.
   out["rollout"] = jax.jit(roll) if s.num_seeds > 1 else roll
-  if exp.task.jax_reward_fn is not None:
+  hook = _rollout_hook(exp, rollout_fn)
+  if hook is not None:
+    _hook_functions(exp, hook, train_step, vm, out)
+  elif exp.task.jax_reward_fn is not None:
     out["iteration"] = vm(it_lib.make_rl_iteration(
         rollout_fn, exp.task.jax_reward_fn, train_step,
         num_samples=s.num_samples), (0, None))
@@ -548,6 +565,174 @@ def _python_step(exp: Experiment, roll, update, state: TrainState,
         if seeds > 1 else it_lib.reward_metrics)
   m.update(rm(rewards, ro.group_ids, s.prompts_per_step))
   m["parse_failures"] = float(np.mean(failed))
+  return state, m
+
+
+# ------------------------------------------------------------ rollout hooks
+
+
+def _rounds(exp: Experiment) -> int:
+  """Prompt batches fed per step (dynamic sampling's rounds, else 1)."""
+  ds = exp.dynamic_sampling
+  return 1 if ds is None else int(ds.max_rounds)
+
+
+def rows_per_step(exp: Experiment) -> int:
+  """Rows of one step's training batch (all seeds)."""
+  s = exp.settings
+  per_prompt = s.num_samples
+  if exp.cure_rollout is not None:
+    per_prompt *= 1 + int(exp.cure_rollout.n2)
+  return s.prompts_per_step * per_prompt * s.num_seeds
+
+
+class _Batches(NamedTuple):
+  """Several host prompt batches stacked on rows (dynamic sampling)."""
+  tokens: np.ndarray
+  mask: np.ndarray
+  answer: Any
+  answers: tuple
+  index: np.ndarray
+
+
+def _next_batch(it: Any, rounds: int) -> Any:
+  """The next prompt batch, or ``rounds`` of them stacked on rows (round r:
+  rows ``[r·P, (r+1)·P)`` on one process)."""
+  if rounds == 1:
+    return next(it)
+  bs = [next(it) for _ in range(rounds)]
+  cat = lambda xs: np.concatenate([np.asarray(x) for x in xs], 0)  # noqa: E731
+  return _Batches(
+      tokens=cat([b.tokens for b in bs]), mask=cat([b.mask for b in bs]),
+      answer=(None if bs[0].answer is None else cat([b.answer for b in bs])),
+      answers=tuple(a for b in bs for a in b.answers),
+      index=cat([b.index for b in bs]))
+
+
+def _rollout_hook(exp: Experiment, rollout_fn: Any
+                  ) -> hooks_lib.RolloutHook | None:
+  """The experiment's rollout hook (None: the plain loop)."""
+  s = exp.settings
+  if exp.aepo_rollout is not None and exp.cure_rollout is not None:
+    raise ValueError("the AEPO and CURE rollouts cannot be combined")
+  if exp.aepo_rollout is not None:
+    if exp.dynamic_sampling is not None:
+      raise ValueError("AEPO's rollout replaces rows across groups; it "
+                       "cannot be combined with dynamic sampling")
+    a = exp.aepo_rollout
+    from entropy_rl.core import combine  # pylint: disable=import-outside-toplevel
+    from entropy_rl import regularizers  # pylint: disable=import-outside-toplevel
+    procs = tuple(exp.rollout_processors)
+    base_fn = exp.processor_params_fn
+
+    def params_fn(ts):
+      base = (tuple(base_fn(ts)) if base_fn is not None
+              else tuple(p.init() for p in procs))
+      st = combine.get_state(ts, a.state_name)
+      if st is None:
+        raise ValueError(f"the AEPO rollout needs a chain member named "
+                         f"{a.state_name!r} of kind 'aepo'")
+      return base + (st.temperature,)
+
+    reg_fn = it_lib.make_rollout_fn(
+        exp.fns, _sample_fn(exp, exp.sampling,
+                            procs + (regularizers.temperature_processor(),)),
+        num_samples=s.num_samples, processor_params_fn=params_fn)
+    return hooks_lib.aepo_hook(rollout_fn, reg_fn, a,
+                               num_prompts=s.prompts_per_step)
+  if exp.cure_rollout is not None:
+    base = _sample_fn(exp, exp.sampling, exp.rollout_processors)
+    pfn = exp.processor_params_fn
+
+    def sample_fn(params, tokens, mask, rng, n, transform_state):
+      kw = {}
+      if pfn is not None and transform_state is not None:
+        kw["processor_params"] = pfn(transform_state)
+      return base(exp.fns, params, tokens, mask, rng, num_samples=n, **kw)
+
+    return hooks_lib.cure_hook(sample_fn, exp.cure_rollout,
+                               num_samples=s.num_samples,
+                               pad_id=int(exp.tokenizer.pad_id))
+  if exp.dynamic_sampling is not None:
+    return hooks_lib.plain_hook(rollout_fn)
+  return None
+
+
+def _hook_functions(exp: Experiment, hook: hooks_lib.RolloutHook,
+                    train_step: Any, vm: Any, out: dict[str, Any]) -> None:
+  """The hooked step functions: one jitted iteration (JAX reward) and the
+  pieces of the Python-reward path."""
+  s = exp.settings
+  b = s.prompts_per_step
+  ds = exp.dynamic_sampling
+  seeds = s.num_seeds
+  out["hook"] = hook
+  if exp.task.jax_reward_fn is not None:
+    collect = hooks_lib.jax_collect(hook, exp.task.jax_reward_fn)
+    if ds is not None:
+      collect = hooks_lib.dynamic_sampling(collect, num_groups=b,
+                                           max_rounds=int(ds.max_rounds))
+    out["iteration"] = vm(hooks_lib.make_hooked_iteration(collect,
+                                                          train_step),
+                          (0, None))
+  jit = jax.jit if seeds > 1 else (lambda f: f)
+  out["hook_rollouts"] = jit(vm(
+      lambda st, pr, r: hook.rollouts(st, pr, hooks_lib.round_key(
+          types.step_key(st, "rollout"), r)), (0, None, None)))
+  out["hook_finish"] = jit(vm(hook.finish, (0, None, 0)))
+  view = hook.reward_view
+  out["reward_view"] = None if view is None else jit(vm(view, (0,)))
+  out["select"] = jit(vm(functools.partial(hooks_lib.select_groups,
+                                           num_groups=b), (0, 0)))
+
+
+def _host_rewards(exp: Experiment, fns: dict[str, Any], ro: types.Rollout,
+                  answers: Sequence[Any]) -> tuple[Any, np.ndarray]:
+  """Python rewards of a (seed-stacked) rollout; row answers by group."""
+  view = fns["reward_view"]
+  _, toks, mask = ((None, ro.response, ro.response_mask) if view is None
+                   else view(ro))
+  toks, mask, gids = jax.device_get((toks, mask, ro.group_ids))
+  toks = np.asarray(toks).reshape(-1, np.shape(toks)[-1])
+  mask = np.asarray(mask).reshape(toks.shape)
+  row_answers = [answers[int(g)] for g in np.asarray(gids).reshape(-1)]
+  rewards, failed = data_lib.score_responses(exp.task, exp.tokenizer, toks,
+                                             mask, row_answers)
+  return jnp.asarray(rewards.reshape(np.shape(gids))), np.asarray(failed)
+
+
+def _python_hooked_step(exp: Experiment, fns: dict[str, Any], update: Any,
+                        state: TrainState, prompts: it_lib.Prompts,
+                        batch: Any, seeds: int):
+  """A hooked step with Python rewards: rollouts (jitted) -> host rewards
+  -> finish (jitted) [-> more rounds] -> update (jitted)."""
+  s = exp.settings
+  b = s.prompts_per_step
+  failed_all = []
+
+  def collect_round(r):
+    pr = jax.tree.map(lambda x: x[r * b:(r + 1) * b], prompts)
+    answers = batch.answers[r * b:(r + 1) * b]
+    ros = fns["hook_rollouts"](state, pr, jnp.int32(r))
+    scored = []
+    for ro in ros:
+      rewards, failed = _host_rewards(exp, fns, ro, answers)
+      failed_all.append(failed)
+      scored.append(it_lib.with_rewards(ro, rewards))
+    return fns["hook_finish"](state, pr, tuple(scored))
+
+  ds = exp.dynamic_sampling
+  if ds is None:
+    ro, hm = collect_round(0)
+  else:
+    ro, hm = hooks_lib.python_dynamic_sampling(
+        collect_round, fns["select"], num_groups=b,
+        max_rounds=int(ds.max_rounds), seeds=seeds)
+  hm = jax.device_get(hm)  # may alias the state, which update donates
+  state, m = update(state, ro)
+  m = dict(m)
+  m.update(hm)
+  m["parse_failures"] = float(np.mean(np.concatenate(failed_all)))
   return state, m
 
 

@@ -60,6 +60,20 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
       temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, top_h_alpha=0.4,
       top_h_n=100, max_new_tokens=5, block_size=8,
       hapo_tau=0.0))  # > 0: HAPO's adaptive temperature (needs a hapo member)
+  # Rollout-side trainer hooks (entropy_rl.training.hooks), all off here.
+  c.rollout = ml_collections.ConfigDict(dict(
+      # DAPO: drop groups whose rewards all tie; sample more rounds of
+      # prompts_per_step prompts until the batch is full (at most
+      # max_rounds rounds; then dropped groups fill it, masked out).
+      dynamic_sampling=dict(enabled=False, max_rounds=3),
+      # AEPO: regulariser samples of prompt_fraction of the prompts at the
+      # controller's temperature (needs a regularizer of kind "aepo").
+      aepo=dict(enabled=False, prompt_fraction=0.25),
+      # CURE stage 1: n2 continuations from a high-entropy token (one of
+      # the top_k eligible: multichar | non_special | all); reward on the
+      # continuation (reference) or the full response.
+      cure=dict(enabled=False, n2=3, top_k=20, eligible="multichar",
+                reward_on="continuation")))
   c.objective = ml_collections.ConfigDict(dict(kind="grpo", eps=0.2))
   c.regularizers = ml_collections.ConfigDict(dict(
       order=("advantages",),

@@ -1,7 +1,9 @@
-"""DAPO: clip-higher (0.2/0.28), dual clip 10, token-mean, overlong shaping.
+"""DAPO: clip-higher (0.2/0.28), dual clip 10, token-mean, overlong shaping,
+dynamic sampling.
 
-Yu et al. 2025, https://arxiv.org/abs/2503.14476. Dynamic sampling
-(dropping all-tied groups) is reported as `tied_groups`, not applied.
+Yu et al. 2025, https://arxiv.org/abs/2503.14476. Dynamic sampling drops
+groups whose rewards all tie and samples up to ``max_rounds`` rounds of
+prompts per step until the batch is full (``dynamic/*`` metrics).
 
   python -m experiments.main --config=experiments/configs/dapo.py:tiny \
       --workdir=runs/dapo
@@ -22,9 +24,11 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
       overlong=dict(kind="overlong_reward_shaping", l_max=-1, l_cache=2,
                     coef=1.0)))
   c.regularizers.overlong.l_cache = 2 if arg in ("", "tiny") else 8
+  c.rollout.dynamic_sampling.update(enabled=True, max_rounds=3)
   return c
 
 
 def get_sweep(arg: str = "tiny") -> list[dict]:
   del arg
-  return [{"objective.eps_high": e} for e in (0.2, 0.28, 0.35)]
+  return [{"objective.eps_high": e, "rollout.dynamic_sampling.enabled": d}
+          for e in (0.2, 0.28, 0.35) for d in (True, False)]
