@@ -3,7 +3,9 @@
     .venv/bin/python experiments/classic/run.py \
         --config experiments/configs/classic_sac.py:tiny [--out DIR]
 
-Writes ``<name>.png`` and ``<name>.json`` (final metrics per seed).
+Writes ``<name>.png`` and ``<name>.json`` (final metrics per seed). A
+config's optional ``hlines`` dict ({curve name: y}) draws dashed reference
+lines (e.g. DORAEMON's success threshold α).
 """
 
 import argparse
@@ -46,9 +48,12 @@ def curves_sac(c, keys):
   cfg = sac.SACConfig(**c.kwargs.to_dict())
   _, m = jax.jit(jax.vmap(sac.make_train(cfg)))(keys)
   out = {"episode_return": m["episode_return"], "entropy": m["entropy"]}
-  for k in ("gauss_entropy", "alpha", "disc_acc", "lambda"):
+  for k in ("gauss_entropy", "era_entropy", "era_delta", "alpha", "disc_acc",
+            "lambda", "dormant"):
     if k in m:
       out[k] = m[k]
+  if "causal_w" in m:  # ACE: spread of the causal weights, max w − min w
+    out["causal_w_spread"] = m["causal_w"].max(-1) - m["causal_w"].min(-1)
   return out
 
 
@@ -59,10 +64,15 @@ def curves_pg(c, keys, lib, config_cls):
 
 
 def curves_doraemon(c, keys):
-  cfg = doraemon.DoraemonTrainConfig(**c.kwargs.to_dict())
+  kw = c.kwargs.to_dict()
+  if "ppo" in kw:  # nested PPOConfig / DoraemonConfig fields
+    kw["ppo"] = ppo.PPOConfig(**kw["ppo"])
+  if "doraemon" in kw:
+    kw["doraemon"] = doraemon.DoraemonConfig(**kw["doraemon"])
+  cfg = doraemon.DoraemonTrainConfig(**kw)
   _, _, m = jax.jit(jax.vmap(doraemon.make_train(cfg)))(keys)
-  return {k: m[k] for k in ("entropy", "success", "eval_return",
-                            "train_return")}
+  return {k: m[k] for k in ("entropy", "success", "success_is", "kl_step",
+                            "eval_return", "train_return")}
 
 
 def curves_mdvi(c, keys):
@@ -162,7 +172,10 @@ def main():
   fig, axes = plt.subplots(1, len(curves), figsize=(4.5 * len(curves), 3.5),
                            squeeze=False)
   summary = {"seconds": dt, "seeds": c.seeds}
+  hlines = c.get("hlines", None) or {}
   for ax, (k, v) in zip(axes[0], curves.items()):
+    if k in hlines:
+      ax.axhline(hlines[k], color="k", ls="--", lw=0.8)
     v = v.reshape(v.shape[0], v.shape[1], -1).mean(-1)
     m = np.nanmean(v, 0)
     ci = 1.96 * np.nanstd(v, 0) / np.sqrt(max(v.shape[0], 1))
