@@ -36,7 +36,9 @@ class AgentConfigsTest(parameterized.TestCase):
 
   @parameterized.named_parameters(
       ("grpo", "grpo", {}), ("epo", "epo", {}), ("empg", "empg", {}),
-      ("aepo", "aepo", {}), ("spear", "spear", {}))
+      ("aepo", "aepo", {"rollout.branching.initial_rollouts": 1}),
+      ("aepo_plain_rollout", "aepo", {"rollout.branching.enabled": False}),
+      ("spear", "spear", {}))
   def test_two_iterations(self, method, overrides):
     config = tiny(method, **overrides)
     self.assertEqual(config.method, method)
@@ -51,6 +53,13 @@ class AgentConfigsTest(parameterized.TestCase):
       self.assertLen(r["turn_entropy"], 4)
       self.assertTrue(0.0 <= r["success"] <= 1.0)
       self.assertEqual(r["skipped_steps"], 0.0)
+    if config.method == "aepo":
+      # Branching: 1 global sample + 1 budget slot per group.
+      branching = config.rollout.branching.enabled
+      self.assertEqual("branches" in rows[0], branching)
+      for r in rows if branching else ():
+        self.assertTrue(1.0 <= r["trajectories"] <= 2.0, r)
+        self.assertLessEqual(r["branches"] + r["fresh_samples"], 1.0)
 
   def test_plots(self):
     rng = np.random.default_rng(0)

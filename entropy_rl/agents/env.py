@@ -150,13 +150,19 @@ def init_buffer(obs: Array, context_len: int, pad_id: int = 0) -> Buffer:
 def append_turn(buf: Buffer, turn: Array, action: Array, action_mask: Array,
                 logp: Array, entropy: Array, obs: Array, obs_mask: Array,
                 pad_id: int = 0) -> Buffer:
-  """Appends the masked action [R, L] and observation [R, O] tokens."""
+  """Appends the masked action [R, L] and observation [R, O] tokens.
+
+  ``turn`` (the segment id of the action tokens) is a scalar or one per
+  row [R].
+  """
   r, c = buf.tokens.shape
   l, o = action.shape[1], obs.shape[1]
   cat = lambda *xs: jnp.concatenate(xs, axis=1)
   m = cat(buf.mask, action_mask, obs_mask)
   tok = cat(buf.tokens, action.astype(jnp.int32), obs.astype(jnp.int32))
-  seg = cat(buf.segment_ids, jnp.full((r, l), turn, jnp.int32),
+  turn = jnp.asarray(turn, jnp.int32)
+  turn = turn[:, None] if turn.ndim == 1 else turn
+  seg = cat(buf.segment_ids, jnp.broadcast_to(turn, (r, l)),
             jnp.full((r, o), -1, jnp.int32))
   zo = jnp.zeros((r, o), jnp.float32)
   lp = cat(buf.logp, logp, zo)
@@ -399,8 +405,8 @@ def rollout(fns: Any, params: Any, env: AgentEnv, rng: PRNGKey, *,
             processors: Sequence[types.LogitsProcessor] = (),
             processor_params: Sequence[Any] | None = None,
             sampling_params: Sequence[Any] | None = None,
-            decode: str = "cache", cache_dtype: Any = None
-            ) -> layouts.Episodes:
+            decode: str = "cache", cache_dtype: Any = None,
+            branching: Any = None) -> layouts.Episodes:
   """Whole episodes of a pure-JAX environment on device (jit-able).
 
   R = ``num_groups · group_size`` episodes; row ``g·G + j`` is member j of
@@ -423,10 +429,21 @@ def rollout(fns: Any, params: Any, env: AgentEnv, rng: PRNGKey, *,
       whole context every turn (:func:`sample_turn`; quadratic in turns,
       kept as the reference).
     cache_dtype: KV-cache dtype (default: the model's).
+    branching: None (every row an independent episode), or an
+      :class:`entropy_rl.agents.branching.BranchingConfig`: AEPO's
+      entropy-balanced branching rollout
+      (:func:`entropy_rl.agents.branching.branching_rollout`).
 
   Returns:
     :class:`~entropy_rl.agents.layouts.Episodes` (L1 and L2).
   """
+  if branching is not None:
+    from entropy_rl.agents import branching as branching_lib  # pylint: disable=g-import-not-at-top
+    return branching_lib.branching_rollout(
+        fns, params, env, rng, num_groups=num_groups, group_size=group_size,
+        branching=branching, sampling=sampling, processors=processors,
+        processor_params=processor_params, sampling_params=sampling_params,
+        decode=decode, cache_dtype=cache_dtype)
   spec = env.spec
   r = _check_groups(num_groups, group_size)
   pol = _policy(fns, spec, sampling, processors, decode, cache_dtype)

@@ -55,16 +55,21 @@ def first_rows(traj_ids: Array | None, rows: int) -> Array:
 
 def episode_grpo(rewards: Array, group_ids: Array,
                  traj_ids: Array | None = None, *, normalize_std: bool = True,
-                 eps: float = 1e-6) -> Array:
+                 eps: float = 1e-6, valid: Array | None = None) -> Array:
   """GRPO advantages of trajectories, one per row [B].
 
   ``A = (R − μ_g) / (σ_g + ε)`` (σ unbiased; ``normalize_std=False``: Dr.
   GRPO) with the group statistics over *trajectories* (each counted once
   whatever its number of rows). A singleton group gives ``A = R``.
-  Constant groups give exactly 0.
+  Constant groups give exactly 0. ``valid`` [B] (default all): rows of
+  trajectories that exist; the others (e.g. unused branching slots) are
+  left out of the statistics and get A = 0.
   """
   b = rewards.shape[0]
-  rep = first_rows(traj_ids, b).astype(jnp.float32)
+  rep = first_rows(traj_ids, b)
+  if valid is not None:
+    rep = rep & (valid > 0)
+  rep = rep.astype(jnp.float32)
   g = adv_lib.dense_group_ids(group_ids)
   r = rewards.astype(jnp.float32)
   shift = jax.ops.segment_max(jnp.where(rep > 0, r, -jnp.inf), g,
@@ -81,13 +86,19 @@ def episode_grpo(rewards: Array, group_ids: Array,
   adv = jnp.where(single, r, centered)
   if normalize_std:
     adv = adv / jnp.where(single, 1.0, jnp.sqrt(var) + eps)
+  if valid is not None:
+    adv = jnp.where(valid > 0, adv, 0.0)
   return adv
 
 
 def episode_advantages(*, normalize_std: bool = True, eps: float = 1e-6
                        ) -> types.EntropyTransform:
   """A ``prepare`` transform writing :func:`episode_grpo` advantages
-  (``rewards`` = trajectory returns) onto the action tokens."""
+  (``rewards`` = trajectory returns) onto the action tokens.
+
+  ``aux['valid']`` [B], if present (the branching rollout's), marks the
+  trajectories that exist; the others are left out of the group statistics.
+  """
 
   def prepare(batch, state, *, rng=None, step=None, **extra):
     del rng, step, extra
@@ -95,7 +106,8 @@ def episode_advantages(*, normalize_std: bool = True, eps: float = 1e-6
       raise ValueError("episode_advantages needs batch.rewards and "
                        "batch.group_ids")
     a = episode_grpo(batch.rewards, batch.group_ids, batch.traj_ids,
-                     normalize_std=normalize_std, eps=eps)
+                     normalize_std=normalize_std, eps=eps,
+                     valid=(batch.aux or {}).get("valid"))
     adv = a[:, None] * batch.mask
     batch = ops.add_metrics(batch, adv_abs_mean=ops.masked_mean(
         jnp.abs(adv), batch.mask))

@@ -16,7 +16,12 @@ constructor, see each one's defaults below):
 * ``empg``: + :func:`entropy_rl.agents.empg` (step-entropy modulation of the
   advantage and the future-clarity bonus).
 * ``aepo``: + :func:`entropy_rl.agents.agentic_aepo` (entropy-aware
-  advantage, gradient-preserving upper clip).
+  advantage, gradient-preserving upper clip, ``sg_scope`` = which reading
+  of the clip scope); with ``rollout.branching.enabled`` the token-game
+  rollout is AEPO's entropy-balanced branching rollout
+  (:func:`entropy_rl.agents.branching.branching_rollout`; unused budget
+  slots are left out of the advantages and the metrics). Not available
+  through the Python adapter (calculator task).
 * ``spear``: cosine tool-call bonus (:func:`entropy_rl.agents.
   toolcall_reward`) before the advantages, + Clip-Cov (on-policy settings);
   Dr.BoT clip 0.2/0.28.
@@ -37,6 +42,7 @@ import entropy_rl as er
 from entropy_rl import agents
 from entropy_rl import regularizers
 from entropy_rl import sampling as sampling_lib
+from entropy_rl.agents import branching as branching_lib
 from entropy_rl.agents import calculator as calc_lib
 from entropy_rl.agents import env as env_lib
 from entropy_rl.agents import train as train_lib
@@ -98,22 +104,48 @@ def make_objective(c) -> er.Objective:
   return er.ppo_clip(o.eps_low, eps_high, agg=o.agg)
 
 
+BRANCH_AUX = ("valid", "branch_turn", "branch_source", "fresh")
+
+
+def branching_config(c):
+  """``rollout.branching`` -> a BranchingConfig, or None (disabled/absent)."""
+  b = c.rollout.get("branching")
+  if b is None or not b.enabled:
+    return None
+  kw = {k: v for k, v in b.to_dict().items() if k != "enabled"}
+  cfg = branching_lib.BranchingConfig(**kw)
+  branching_lib.check_config(cfg, c.rollout.group_size)
+  return cfg
+
+
 def episode_metrics(trajs, max_turns: int) -> dict[str, Any]:
-  """Success, return, tool use and per-turn action entropy of a rollout."""
+  """Success, return, tool use and per-turn action entropy of a rollout.
+
+  With a branching rollout (``aux['valid']``) the means are over the
+  trajectories that exist, plus ``branches`` / ``fresh_samples`` per group.
+  """
   h, present = epo_lib.per_turn_entropy(trajs.entropy, trajs.loss_mask,
                                         trajs.segment_ids, max_turns)
-  m = {k: jnp.mean(v) for k, v in trajs.aux.items()}
+  valid = trajs.aux.get("valid")
+  w = jnp.ones_like(trajs.returns) if valid is None else valid
+  m = {k: ops.masked_mean(v, w) for k, v in trajs.aux.items()
+       if k not in BRANCH_AUX}
+  if valid is not None:
+    groups = jnp.maximum(jnp.max(trajs.group_ids) + 1, 1).astype(jnp.float32)
+    m["branches"] = jnp.sum(trajs.aux["branch_turn"] >= 0) / groups
+    m["fresh_samples"] = jnp.sum(trajs.aux["fresh"]) / groups
+    m["trajectories"] = jnp.sum(valid) / groups
   m.update(
-      episode_return=jnp.mean(trajs.returns),
-      num_turns=jnp.mean(trajs.num_turns.astype(jnp.float32)),
+      episode_return=ops.masked_mean(trajs.returns, w),
+      num_turns=ops.masked_mean(trajs.num_turns.astype(jnp.float32), w),
       action_entropy=ops.masked_mean(trajs.entropy, trajs.loss_mask),
       turn_entropy=jnp.where(present, h, jnp.nan))
   if "n_tool_calls" in trajs.aux and "success" in trajs.aux:
     used = trajs.aux["n_tool_calls"] > 0
     ok = trajs.aux["success"]
-    m["success_with_tool"] = ops.masked_mean(ok, used)
-    m["success_without_tool"] = ops.masked_mean(ok, ~used)
-    m["tool_use_rate"] = jnp.mean(used.astype(jnp.float32))
+    m["success_with_tool"] = ops.masked_mean(ok, used & (w > 0))
+    m["success_without_tool"] = ops.masked_mean(ok, ~used & (w > 0))
+    m["tool_use_rate"] = ops.masked_mean(used.astype(jnp.float32), w)
     won = (ok > 0)[:, None] & (trajs.loss_mask > 0)
     m["entropy_successful"] = ops.masked_mean(trajs.entropy, won)
   # Entropy of the first (command) token of each turn.
@@ -166,6 +198,7 @@ def build(c) -> Experiment:
       minibatches=c.train.minibatches, max_grad_norm=oc.max_grad_norm,
       temperature=temp)
   g, n = c.rollout.num_groups, c.rollout.group_size
+  branch_cfg = branching_config(c)
   layout = c.rollout.layout
   if layout not in ("l1", "l2"):
     raise ValueError(f"rollout.layout must be 'l1' or 'l2', got {layout!r}")
@@ -185,11 +218,12 @@ def build(c) -> Experiment:
 
   if env is not None:
     key = (mcfg, tuple(sorted(c.env.token_game.to_dict().items())), g, n,
-           temp)
+           temp, branch_cfg)
     if key not in _ROLLOUTS:
       _ROLLOUTS[key] = jax.jit(jax.vmap(
           lambda p, k: env_lib.rollout(fns, p, env, k, num_groups=g,
-                                       group_size=n, sampling=sampling)))
+                                       group_size=n, sampling=sampling,
+                                       branching=branch_cfg)))
     roll = _ROLLOUTS[key]
     learn_v = jax.jit(jax.vmap(learn))
 
@@ -197,6 +231,9 @@ def build(c) -> Experiment:
       keys = jax.vmap(lambda s: train_types.step_key(s, "rollout"))(states)
       return learn_v(states, roll(states.params, keys))
   else:
+    if branch_cfg is not None:
+      raise ValueError("rollout.branching is only available for the "
+                       "on-device (token_game) rollout")
     compiled = env_lib.make_python_rollout(fns, spec, group_size=n,
                                            sampling=sampling)
     learn_j = jax.jit(learn)

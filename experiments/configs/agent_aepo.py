@@ -1,10 +1,18 @@
-"""Agentic AEPO, update side (spec A3).
+"""Agentic AEPO (spec A3): entropy-balanced rollout and update.
 
-Dong et al. 2025, https://arxiv.org/abs/2510.14545. Entropy-aware advantage
-``A·(1 + a·z)`` (z the token-entropy z-score, a = 0.2) and the
-gradient-preserving upper clip on every token (``sg_scope="all_upper"``;
-"low_entropy" / "high_entropy" are the other readings). The rollout-side
-branching budget is not wired into the agent rollout yet.
+Dong et al. 2025, https://arxiv.org/abs/2510.14545.
+
+* Update: entropy-aware advantage ``A·(1 + a·z)`` (z the token-entropy
+  z-score, a = 0.2) and the gradient-preserving upper clip; ``sg_scope``
+  picks the reading of its scope ("all_upper", the paper's; "low_entropy",
+  the third-party port's autodiff; "high_entropy", the abstract's; "none").
+* Rollout (``rollout.branching``, on-device token-game rollout only): of
+  the k = ``group_size`` samples per task, ``initial_rollouts`` are global;
+  the rest is the branch budget. After an observation, a row branches with
+  probability ``clip(τ + w·ΔH, 0, 1)·penalty^l`` (ΔH: its action's chunk
+  entropy minus its first turn's; l: consecutive branches on the path);
+  the branch copies the state before that action and re-samples it
+  (``entropy_rl.agents.branching``). ``enabled=False``: the plain rollout.
 
   .venv/bin/python experiments/agents/run.py \
       --config experiments/configs/agent_aepo.py:tiny --workdir runs/aepo
@@ -20,4 +28,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.method = "aepo"
   c.method_kwargs = ml_collections.ConfigDict(dict(adv_weight=0.2,
                                                    sg_scope="all_upper"))
+  # ARPO: n = 16, 8 global, τ = 0.5, w = 0.2, 20-token window; the penalty
+  # 0.5 (P halves per consecutive branch) is the unverified AEPO form.
+  c.rollout.branching = ml_collections.ConfigDict(dict(
+      enabled=c.env.kind == "token_game",
+      initial_rollouts=c.rollout.group_size // 2, tau=0.5, weight=0.2,
+      penalty=0.5, window=20, fresh=True))
   return c
+
+
+def get_sweep(arg: str = "tiny") -> list[dict]:
+  del arg
+  return [{"rollout.branching.enabled": e, "method_kwargs.sg_scope": s}
+          for e in (False, True)
+          for s in ("all_upper", "low_entropy", "high_entropy")]
