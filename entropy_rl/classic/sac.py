@@ -12,7 +12,8 @@ automatic α: https://arxiv.org/abs/1812.05905), spec §B0::
 ``variant`` switches on one entropy method (each in its own module):
 
 * ``"sac"``: the base.
-* ``"era"``: :mod:`entropy_rl.classic.era` (no α; entropy floor D·h).
+* ``"era"``: :mod:`entropy_rl.classic.era` (no α; entropy floor D·h;
+  optional δ compensation, ``era_autotune_delta``).
 * ``"bandlimited"``: :mod:`entropy_rl.classic.bandlimited` (smoothed Q̄;
   RECONSTRUCTED from the abstract).
 * ``"ace"``: :mod:`entropy_rl.classic.ace` (causal weights on per-dim log π,
