@@ -38,7 +38,7 @@ class AgentConfigsTest(parameterized.TestCase):
       ("grpo", "grpo", {}), ("epo", "epo", {}), ("empg", "empg", {}),
       ("aepo", "aepo", {"rollout.branching.initial_rollouts": 1}),
       ("aepo_plain_rollout", "aepo", {"rollout.branching.enabled": False}),
-      ("spear", "spear", {}))
+      ("spear", "spear", {}), ("dr_po", "dr_po", {}))
   def test_two_iterations(self, method, overrides):
     config = tiny(method, **overrides)
     self.assertEqual(config.method, method)
@@ -53,6 +53,11 @@ class AgentConfigsTest(parameterized.TestCase):
       self.assertLen(r["turn_entropy"], 4)
       self.assertTrue(0.0 <= r["success"] <= 1.0)
       self.assertEqual(r["skipped_steps"], 0.0)
+    if config.method == "dr_po":
+      # β = 1: every episode starts from a dataset state (1 or 2 forced
+      # turns of 4), whose tokens are out of the policy gradient.
+      for r in rows:
+        self.assertTrue(0.0 < r["dr_po/rollin_frac"] < 1.0, r)
     if config.method == "aepo":
       # Branching: 1 global sample + 1 budget slot per group.
       branching = config.rollout.branching.enabled

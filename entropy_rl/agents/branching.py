@@ -226,6 +226,9 @@ def branching_rollout(fns: Any, params: Any, env: env_lib.AgentEnv,
       fresh=jnp.zeros((r,), bool),
       recs=empty)
 
+  pp_fn = processor_params if callable(processor_params) else (
+      lambda t: processor_params)
+
   def body(cr: _Carry, t):
     k_s, k_e = env_lib.turn_keys(k_turns, t, r)
     # 1. Candidates: free slot q of a group copies the group's q-th source.
@@ -252,7 +255,7 @@ def branching_rollout(fns: Any, params: Any, env: env_lib.AgentEnv,
     consec = jnp.where(is_fresh, 0, consec)
     # 2. Every row draws its action (candidates and fresh ones too).
     acting = cr.active | is_cand | is_fresh
-    ds, smp = pol.act(params, buf, ds, k_s, acting, processor_params,
+    ds, smp = pol.act(params, buf, ds, k_s, acting, pp_fn(t),
                       sampling_params)
     # 3. Entropy-balanced decisions of the sources.
     h = turn_entropy(smp.entropy, smp.mask, branching.window, vocab)

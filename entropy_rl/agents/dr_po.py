@@ -10,6 +10,12 @@ t < L the logits are replaced by a one-hot on the reference token
 (:func:`rollin_processor`); the policy samples the rest. Only the PG loss is
 masked: roll-in tokens get no policy gradient (:func:`dr_po` removes them from
 the loss mask; rewards, KL and values still see every token).
+
+Multi-turn agents (:func:`dr_po_turns`, :func:`turn_rollin`): the reset
+state is reached by teacher-forcing the first L *turns* of a reference
+trajectory (the environment answers them as usual), L drawn per episode by
+:func:`rollin_lengths` from the reference's number of turns; the forced
+turns (``segment_ids < L``) are removed from the PG mask.
 """
 
 from __future__ import annotations
@@ -78,3 +84,51 @@ def dr_po() -> types.EntropyTransform:
     return ops.add_metrics(batch, rollin_frac=jnp.mean(r)), state
 
   return types.EntropyTransform(types.init_empty_state, update)
+
+
+def turn_rollin(ref_actions: Array, rollin_turns: Array):
+  """Per-turn :func:`rollin_processor` params for an agent rollout.
+
+  Args:
+    ref_actions: [T_ref, L] int32 reference action tokens per turn (the
+      same for every row) or [R, T_ref, L].
+    rollin_turns: [R] int32 turns to force (0 = a normal episode).
+
+  Returns:
+    ``t -> (params,)``, the ``processor_params`` argument of
+    :func:`entropy_rl.agents.rollout` with ``processors=(rollin_processor(),)``:
+    every token of turn t < L is the reference's.
+  """
+  r = rollin_turns.shape[0]
+  ref = ref_actions if ref_actions.ndim == 3 else jnp.broadcast_to(
+      ref_actions, (r,) + ref_actions.shape)
+  n_ref, length = ref.shape[1], ref.shape[2]
+
+  def at(t):
+    tok = jax.lax.dynamic_index_in_dim(ref, jnp.clip(t, 0, n_ref - 1),
+                                       axis=1, keepdims=False)
+    forced = jnp.where(t < rollin_turns, length, 0).astype(jnp.int32)
+    return ({"ref_tokens": tok.astype(jnp.int32), "rollin": forced},)
+
+  return at
+
+
+def dr_po_turns() -> types.EntropyTransform:
+  """Removes roll-in turns from the PG mask: tokens with
+  ``0 ≤ segment_ids < aux['rollin_turns']`` (agents, either layout)."""
+
+  def update(batch, state, *, rng=None, step=None, **extra):
+    del rng, step, extra
+    rollin = (batch.aux or {}).get("rollin_turns")
+    if rollin is None or batch.segment_ids is None:
+      raise ValueError("dr_po_turns needs batch.segment_ids and "
+                       "batch.aux['rollin_turns'] [B]")
+    seg = batch.segment_ids
+    forced = ((seg >= 0) & (seg < rollin[:, None])).astype(jnp.float32)
+    frac = ops.masked_mean(forced, batch.mask)
+    batch = batch._replace(mask=batch.mask * (1.0 - forced))
+    return ops.add_metrics(batch, rollin_frac=frac), state
+
+  return types.EntropyTransform(
+      types.init_empty_state, update,
+      needs=types.Needs(frozenset({"segment_ids"})))

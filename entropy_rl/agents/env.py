@@ -422,7 +422,9 @@ def rollout(fns: Any, params: Any, env: AgentEnv, rng: PRNGKey, *,
     num_groups: tasks per rollout.
     group_size: episodes per task (GRPO's G).
     sampling, processors, processor_params, sampling_params: as in
-      :func:`entropy_rl.sampling.sample`.
+      :func:`entropy_rl.sampling.sample`; ``processor_params`` may also be
+      a function ``t -> params`` of the (traced) turn, e.g. DR-PO's
+      teacher-forced roll-in (:func:`entropy_rl.agents.dr_po.rollin_processor`).
     decode: ``"cache"`` (default): one KV cache over the whole episode,
       each turn decodes L tokens and feeds the observation
       (:func:`policy_turn`); ``"prefill"``: the library sampler on the
@@ -452,10 +454,13 @@ def rollout(fns: Any, params: Any, env: AgentEnv, rng: PRNGKey, *,
                                                group_size))
   buf, ds = pol.start(params, obs0)
 
+  pp_fn = processor_params if callable(processor_params) else (
+      lambda t: processor_params)
+
   def body(carry, t):
     buf, ds, state, active = carry
     k_s, k_e = turn_keys(k_turns, t, r)
-    ds, smp = pol.act(params, buf, ds, k_s, active, processor_params,
+    ds, smp = pol.act(params, buf, ds, k_s, active, pp_fn(t),
                       sampling_params)
     new_state, obs, reward, done = jax.vmap(env.step)(state, smp.tokens, k_e)
     state = jax.tree.map(

@@ -310,3 +310,49 @@ def make_agent_train_step(fns: Any, objective: objectives_lib.Objective,
     return finish(state, params, opt_state, tstate, skipped, metrics)
 
   return fused_step if fused else multi_step
+
+
+def mix_replay(inputs: AgentInputs, replay_inputs: AgentInputs,
+               advantages: Array, ok: Array, weight: Array | float
+               ) -> AgentInputs:
+  """Appends K replayed rows to an on-policy batch (SPEAR, spec A4).
+
+  The result has B + K rows: ``aux['is_replay']`` (1 on real replayed rows),
+  ``aux['replay_advantage']`` (their recalibrated A, read by
+  :func:`entropy_rl.agents.spear.replay_advantages`), ``aux['valid']`` (0 on
+  replayed rows, so :func:`episode_advantages` leaves them out of the
+  on-policy group statistics) and ``weights`` = ``weight`` (the replay-loss
+  weight w(t)) on replayed rows, 1 elsewhere. Rows with ``ok`` False get
+  an all-zero mask (padding of a fixed-size pass).
+
+  Args:
+    inputs: the on-policy :class:`AgentInputs` [B].
+    replay_inputs: :func:`train_inputs` of the replayed rows [K] (same
+      layout and token length).
+    advantages: [K] recalibrated replay advantages.
+    ok: [K] bool, real replayed rows.
+    weight: scalar replay weight.
+  """
+  pb, rb = inputs.batch, replay_inputs.batch
+  b, k = pb.mask.shape[0], rb.mask.shape[0]
+  aux_on = dict(pb.aux or {})
+  aux_on["valid"] = jnp.asarray(aux_on.get("valid", jnp.ones((b,))),
+                                jnp.float32)
+  aux_on["is_replay"] = jnp.zeros((b,), jnp.float32)
+  aux_on["replay_advantage"] = jnp.zeros((b,), jnp.float32)
+  okf = ok.astype(jnp.float32)
+  aux_rep = {key: rb.aux[key] for key in aux_on if key in (rb.aux or {})}
+  aux_rep.update(valid=jnp.zeros((k,), jnp.float32), is_replay=okf,
+                 replay_advantage=jnp.where(ok, advantages, 0.0).astype(
+                     jnp.float32))
+  missing = set(aux_on) - set(aux_rep)
+  if missing:
+    raise ValueError(f"replayed rows lack aux entries {sorted(missing)}")
+  on = pb._replace(aux=aux_on, weights=jnp.ones_like(pb.mask))
+  rep = rb._replace(
+      mask=rb.mask * okf[:, None], aux=aux_rep,
+      weights=jnp.full(rb.mask.shape, weight, jnp.float32))
+  cat = lambda x, y: jnp.concatenate([x, y], axis=0)
+  return AgentInputs(cat(inputs.tokens, replay_inputs.tokens),
+                     cat(inputs.attn_mask, replay_inputs.attn_mask),
+                     jax.tree.map(cat, on, rep))

@@ -22,13 +22,30 @@ constructor, see each one's defaults below):
   (:func:`entropy_rl.agents.branching.branching_rollout`; unused budget
   slots are left out of the advantages and the metrics). Not available
   through the Python adapter (calculator task).
+* ``dr_po``: dataset resets (:func:`entropy_rl.agents.dr_po.turn_rollin`):
+  each episode is, with probability ``dr_po.reset_prob``, reset to the
+  state after L ~ U{1, …, ℓ−1} teacher-forced turns of the reference
+  trajectory (ℓ = ``dr_po.demo_turns`` turns of ``dr_po.demo_action``; the
+  environment answers them as usual), then the policy plays on; the forced
+  turns are out of the PG mask (:func:`entropy_rl.agents.dr_po_turns`).
+  Token game only.
 * ``spear``: cosine tool-call bonus (:func:`entropy_rl.agents.
   toolcall_reward`) before the advantages, + Clip-Cov (on-policy settings);
-  Dr.BoT clip 0.2/0.28.
+  Dr.BoT clip 0.2/0.28. With ``replay.enabled`` (layout l2): the
+  self-imitation replay. Each iteration first draws a replay pass from the
+  buffer (:func:`entropy_rl.agents.spear.replay_pass`: triggered above
+  1.5·``buffer_size`` rows, advantages recalibrated against the median
+  stored group mean, kept if ≥ 0, power-of-two subsample), appends those
+  ``buffer_size`` rows to the on-policy batch with weight w(t)
+  (:func:`entropy_rl.agents.mix_replay`, the replay-loss ramp), trains, then
+  admits the rollout's positive-advantage trajectories and the step's group
+  statistics (:func:`entropy_rl.agents.spear.admit`). Iteration states are
+  then ``(TrainState, ReplayState)``. Token game (on-device rollout) only.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 from typing import Any, Callable, NamedTuple
 
@@ -45,6 +62,7 @@ from entropy_rl import sampling as sampling_lib
 from entropy_rl.agents import branching as branching_lib
 from entropy_rl.agents import calculator as calc_lib
 from entropy_rl.agents import env as env_lib
+from entropy_rl.agents import spear as spear_lib
 from entropy_rl.agents import train as train_lib
 from entropy_rl.core import ops
 from entropy_rl.models import as_functions
@@ -55,7 +73,7 @@ from entropy_rl.training import types as train_types
 
 epo_lib = importlib.import_module("entropy_rl.agents.epo")
 game_lib = importlib.import_module("entropy_rl.agents.token_game")
-METHODS = ("grpo", "epo", "empg", "aepo", "spear")
+METHODS = ("grpo", "epo", "empg", "aepo", "spear", "dr_po")
 
 
 class Experiment(NamedTuple):
@@ -89,12 +107,72 @@ def make_transform(c, max_turns: int) -> er.EntropyTransform:
     kw = {**dict(adv_weight=0.2, sg_scope="all_upper"), **kw}
     return er.named_chain(adv, ("aepo", agents.agentic_aepo(**kw)))
   if m == "spear":
-    kw = {**dict(total_steps=max(c.train.num_steps // 2, 1), mode="cosine",
-                 ratio=2e-4, cov_low=1.0, cov_high=5.0), **kw}
+    kw = spear_kwargs(c)
     tool = agents.toolcall_reward(kw.pop("total_steps"), mode=kw.pop("mode"))
-    return er.named_chain(("toolcall", tool), adv,
+    replay = ((("replay", spear_lib.replay_advantages()),)
+              if replay_config(c) is not None else ())
+    return er.named_chain(("toolcall", tool), adv, *replay,
                           ("clip_cov", regularizers.clip_cov(**kw)))
+  if m == "dr_po":
+    return er.named_chain(adv, ("dr_po", agents.dr_po_turns()))
   raise ValueError(f"unknown method {m!r}; valid: {', '.join(METHODS)}")
+
+
+def spear_kwargs(c) -> dict[str, Any]:
+  return {**dict(total_steps=max(c.train.num_steps // 2, 1), mode="cosine",
+                 ratio=2e-4, cov_low=1.0, cov_high=5.0),
+          **c.method_kwargs.to_dict()}
+
+
+def replay_config(c) -> spear_lib.ReplayConfig | None:
+  """``replay`` -> a ReplayConfig, or None (disabled, absent or not SPEAR)."""
+  r = c.get("replay")
+  if c.method != "spear" or r is None or not r.enabled:
+    return None
+  kw = {k: v for k, v in r.to_dict().items() if k != "enabled"}
+  if kw.get("total_steps") is None:
+    kw["total_steps"] = max(c.train.num_steps // 2, 1)
+  return spear_lib.ReplayConfig(**kw)
+
+
+class DatasetReset(NamedTuple):
+  """DR-PO's static reset settings (hashable: part of the rollout cache)."""
+  reset_prob: float
+  demo: tuple[tuple[int, ...], ...]  # [ℓ, L] reference action tokens
+
+
+def dr_po_config(c) -> DatasetReset | None:
+  if c.method != "dr_po":
+    return None
+  d = c.dr_po
+  demo = tuple(tuple(int(x) for x in d.demo_action)
+               for _ in range(d.demo_turns))
+  return DatasetReset(float(d.reset_prob), demo)
+
+
+def dataset_reset_rollout(fns, env, g, n, sampling, branch_cfg,
+                          reset: DatasetReset, params, rng):
+  """One rollout whose episodes start from dataset states (DR-PO):
+  ``aux['rollin_turns']`` holds each row's teacher-forced turns."""
+  k_roll, k_reset = jax.random.split(rng)
+  demo = jnp.asarray(reset.demo, jnp.int32)  # [ℓ, L]
+  rollin = agents.rollin_lengths(k_reset, jnp.full((g * n,), demo.shape[0]),
+                                 reset.reset_prob)
+  ep = env_lib.rollout(
+      fns, params, env, k_roll, num_groups=g, group_size=n,
+      sampling=sampling, processors=(_ROLLIN,),
+      processor_params=agents.turn_rollin(demo, rollin),
+      branching=branch_cfg)
+  t_max = env.spec.max_turns
+  f = rollin.astype(jnp.float32)
+  return ep._replace(
+      turns=ep.turns._replace(aux={**ep.turns.aux,
+                                   "rollin_turns": jnp.repeat(f, t_max)}),
+      trajectories=ep.trajectories._replace(
+          aux={**ep.trajectories.aux, "rollin_turns": f}))
+
+
+_ROLLIN = agents.rollin_processor()
 
 
 def make_objective(c) -> er.Objective:
@@ -203,45 +281,111 @@ def build(c) -> Experiment:
   if layout not in ("l1", "l2"):
     raise ValueError(f"rollout.layout must be 'l1' or 'l2', got {layout!r}")
 
+  rcfg = replay_config(c)
+  if rcfg is not None:
+    if layout != "l2":
+      raise ValueError("SPEAR replay needs rollout.layout='l2'")
+    if (g * n + rcfg.buffer_size) % c.train.minibatches:
+      raise ValueError(f"{g * n} rollout rows + {rcfg.buffer_size} replay "
+                       f"rows do not split into {c.train.minibatches} "
+                       "minibatches")
+    skw = spear_kwargs(c)
+
   def init():
     states = []
     for s in seeds:
       _, params = as_functions(Decoder(mcfg, rngs=nnx.Rngs(s)))
       states.append(init_train_state(params, optimizer, transform, rng=s))
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+    states = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+    if rcfg is None:
+      return states
+    row = jax.tree.map(lambda x: jnp.zeros(x.shape[1:], x.dtype),
+                       traj_shapes(jax.tree.map(lambda x: x[0],
+                                                states.params)))
+    rs = spear_lib.init_replay_state(rcfg, row)
+    return states, jax.tree.map(
+        lambda x: jnp.broadcast_to(x, (len(seeds),) + x.shape), rs)
 
   def learn(state, ep):
+    if rcfg is not None:
+      return learn_replay(state, ep)
     data = ep.trajectories if layout == "l2" else ep.turns
     state, m = step_fn(state, train_lib.train_inputs(data))
     m.update(episode_metrics(ep.trajectories, spec.max_turns))
     return state, m
 
+  def learn_replay(carry, ep):
+    state, rs = carry
+    trajs = ep.trajectories
+    rs, rep = spear_lib.replay_pass(
+        rs, train_types.step_key(state, "replay"), rcfg)
+    w = spear_lib.replay_weight(state.step, rcfg.total_steps, rcfg.coef)
+    inp = train_lib.mix_replay(train_lib.train_inputs(trajs),
+                               train_lib.train_inputs(rep.rows),
+                               rep.advantages, rep.ok, w)
+    new_state, m = step_fn(state, inp)
+    # Admission with the advantages the update used (bonus included).
+    rewards = trajs.returns + spear_lib.toolcall_bonus(
+        trajs.aux["n_tool_calls"], state.step, skw["total_steps"],
+        mode=skw["mode"])
+    valid = trajs.aux.get("valid")
+    adv = train_lib.episode_grpo(rewards, trajs.group_ids, valid=valid)
+    rs = spear_lib.admit(rs, trajs, rewards, adv, trajs.group_ids,
+                         state.step, rcfg, valid)
+    m.update(episode_metrics(trajs, spec.max_turns))
+    m.update(replayed_rows=jnp.sum(rep.ok.astype(jnp.float32)),
+             replay_weight=w,
+             replay_buffer_rows=jnp.sum(rs.buffer.valid.astype(
+                 jnp.float32)))
+    return (new_state, rs), m
+
+  train_of = (lambda st: st) if rcfg is None else (lambda st: st[0])
+
   if env is not None:
+    reset = dr_po_config(c)
     key = (mcfg, tuple(sorted(c.env.token_game.to_dict().items())), g, n,
-           temp, branch_cfg)
+           temp, branch_cfg, reset)
     if key not in _ROLLOUTS:
-      _ROLLOUTS[key] = jax.jit(jax.vmap(
-          lambda p, k: env_lib.rollout(fns, p, env, k, num_groups=g,
-                                       group_size=n, sampling=sampling,
-                                       branching=branch_cfg)))
+      if reset is None:
+        _ROLLOUTS[key] = jax.jit(jax.vmap(
+            lambda p, k: env_lib.rollout(fns, p, env, k, num_groups=g,
+                                         group_size=n, sampling=sampling,
+                                         branching=branch_cfg)))
+      else:
+        _ROLLOUTS[key] = jax.jit(jax.vmap(functools.partial(
+            dataset_reset_rollout, fns, env, g, n, sampling, branch_cfg,
+            reset)))
     roll = _ROLLOUTS[key]
     learn_v = jax.jit(jax.vmap(learn))
 
+    def traj_shapes(params):
+      return jax.eval_shape(lambda p: env_lib.rollout(
+          fns, p, env, jax.random.PRNGKey(0), num_groups=g, group_size=n,
+          sampling=sampling, branching=branch_cfg), params).trajectories
+
     def iterate(states):
-      keys = jax.vmap(lambda s: train_types.step_key(s, "rollout"))(states)
-      return learn_v(states, roll(states.params, keys))
+      tr = train_of(states)
+      keys = jax.vmap(lambda s: train_types.step_key(s, "rollout"))(tr)
+      return learn_v(states, roll(tr.params, keys))
   else:
     if branch_cfg is not None:
       raise ValueError("rollout.branching is only available for the "
                        "on-device (token_game) rollout")
     compiled = env_lib.make_python_rollout(fns, spec, group_size=n,
                                            sampling=sampling)
+    if rcfg is not None:
+      raise ValueError("SPEAR replay is only wired into the on-device "
+                       "(token_game) rollout")
+    if c.method == "dr_po":
+      raise ValueError("DR-PO dataset resets are only wired into the "
+                       "on-device (token_game) rollout")
     learn_j = jax.jit(learn)
 
     def iterate(states):
       one = jax.tree.map(lambda x: x[0], states)
+      tr = train_of(one)
       ep = env_lib.python_rollout(
-          fns, one.params, envs, spec, train_types.step_key(one, "rollout"),
+          fns, tr.params, envs, spec, train_types.step_key(tr, "rollout"),
           group_size=n, compiled=compiled)
       one, m = learn_j(one, ep)
       return (jax.tree.map(lambda x: x[None], one),

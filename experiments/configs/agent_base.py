@@ -32,7 +32,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     raise ValueError(f"unknown size {size!r}; valid sizes are {SIZES}")
   c = ml_collections.ConfigDict()
   c.size = size
-  c.method = "grpo"  # grpo | epo | empg | aepo | spear
+  c.method = "grpo"  # grpo | epo | empg | aepo | spear | dr_po
   c.seed = 0
   c.num_seeds = 1  # seeds vmapped in one jitted iteration (token game)
   c.env = ml_collections.ConfigDict(dict(
