@@ -8,7 +8,8 @@
 # Qwen2.5-0.5B dimensions in bfloat16, and (d) the transformers peer with the
 # same dimensions (run by (a) and (b) in the same invocation, before our
 # code so the two never share the device). Every benchmark prints JSON; the
-# JSON lines are also collected into RESULTS_DIR/results.jsonl, with logs.
+# JSON lines are also collected into RESULTS_DIR/results.jsonl, the whole
+# output into RESULTS_DIR/log.txt.
 #
 # The GPU machine has no network. Python packages its image lacks are
 # installed from wheels carried with the working tree, in WHEELS (default
@@ -37,23 +38,34 @@ $PY -c "import jax; print('jax', jax.__version__, jax.devices())" \
   | tee -a "$RESULTS_DIR/device.txt"
 
 Q="--preset qwen2.5-0.5b --dtype bfloat16"
-run() {  # run SECONDS NAME CMD...
+run() {  # [VAR=... ] run SECONDS NAME CMD... (env assignments apply to CMD)
   local t=$1 name=$2; shift 2
   echo "=== $name: $*"
-  timeout "$t" "$@" 2>&1 | tee "$RESULTS_DIR/$name.log" \
+  echo "=== $name: $*" >> "$RESULTS_DIR/log.txt"
+  timeout "$t" "$@" 2>&1 | tee -a "$RESULTS_DIR/log.txt" \
     | grep '^{' | tee -a "$RESULTS_DIR/results.jsonl"
 }
-run 170 sampler_b256 $PY benchmarks/sampler.py $Q --batch 256 --prompt-len 128 \
-  --new-tokens 256 --repeats 3 --peer "$PEER"
-run 90 sampler_b64 $PY benchmarks/sampler.py $Q --batch 64 --prompt-len 128 \
-  --new-tokens 256 --repeats 3 --peer "$PEER"
-run 120 train_b16 $PY benchmarks/train_step.py $Q --batch 16 --prompt-len 128 \
+# (a)+(d) sampler at B = 256 and 64 with the peer, the first with a kernel
+# profile (trace in /tmp, summary as JSON); (b)+(d) train step at B = 16
+# (with the 3-transform chain overhead and a profile) and 32; (c) token stats.
+run 200 sampler_b256 $PY benchmarks/sampler.py $Q --batch 256 --prompt-len 128 \
+  --new-tokens 256 --repeats 3 --peer "$PEER" --profile /tmp/prof_sampler
+run 150 train_b16 $PY benchmarks/train_step.py $Q --batch 16 --prompt-len 128 \
   --new-tokens 256 --token-chunk 8192 --vocab-chunk 8192 --peak-tflops 989 \
-  --peer "$PEER"
-run 60 train_b32 $PY benchmarks/train_step.py $Q --batch 32 --prompt-len 128 \
-  --new-tokens 256 --token-chunk 8192 --vocab-chunk 8192 --peak-tflops 989 \
-  --no-peer --no-chain
+  --peer "$PEER" --profile /tmp/prof_train
 run 60 token_stats $PY benchmarks/token_stats.py --tokens 32768 --vocab 151936 \
   --hidden 896 --dtype bfloat16 --token-chunk 8192 --vocab-chunk 8192 \
   --repeats 5 --warmup 1 --max-run-gib 60
+run 100 sampler_b64 $PY benchmarks/sampler.py $Q --batch 64 --prompt-len 128 \
+  --new-tokens 256 --repeats 3 --peer "$PEER"
+run 100 train_b32 $PY benchmarks/train_step.py $Q --batch 32 --prompt-len 128 \
+  --new-tokens 256 --token-chunk 8192 --vocab-chunk 8192 --peak-tflops 989 \
+  --peer "$PEER" --no-chain
+# Variants (no peer): cuBLAS instead of XLA's Triton GEMMs.
+NOTRITON="--xla_gpu_enable_triton_gemm=false"
+XLA_FLAGS="$NOTRITON" run 60 sampler_b256_cublas $PY benchmarks/sampler.py $Q \
+  --batch 256 --prompt-len 128 --new-tokens 256 --repeats 3 --no-peer
+XLA_FLAGS="$NOTRITON" run 80 train_b16_cublas $PY benchmarks/train_step.py $Q \
+  --batch 16 --prompt-len 128 --new-tokens 256 --token-chunk 8192 \
+  --vocab-chunk 8192 --peak-tflops 989 --no-peer --no-chain
 echo "results: $RESULTS_DIR/results.jsonl"

@@ -69,6 +69,9 @@ def parse_args(argv=None):
   ap.add_argument("--peer", default=str(DEFAULT_PEER),
                   help="path of hf_peer.py (default ../shared/bench/)")
   ap.add_argument("--no-peer", action="store_true")
+  ap.add_argument("--profile", default="",
+                  help="trace one more rollout into this folder and print "
+                  "its busiest kernels (benchmarks/profiling.py)")
   ap.add_argument("--peer-last", action="store_true",
                   help="run the peer after our sampler (default: before, so "
                   "the two never share the device)")
@@ -145,6 +148,13 @@ def bench_ours(args):
       times.append(time.perf_counter() - t0)
       cpu.append(time.process_time() - c0)
   assert out.tokens.shape == (b, n), out.tokens.shape
+  profile = None
+  if args.profile:
+    from benchmarks import profiling  # pylint: disable=g-import-not-at-top
+    profile = profiling.traced(
+        lambda: compiled(params, prompts, mask, key, cache, (), ()),
+        args.profile)
+    profile["per_decode_step_ms"] = profile.get("busy_ms_per_call", 0) / n
   assert bool(out.mask.all()), "every row must run all steps"
   t = sorted(times)[len(times) // 2]
   return {
@@ -158,6 +168,7 @@ def bench_ours(args):
       "scan_layers": args.scan_layers, "device": device.platform,
       "device_name": getattr(device, "device_kind", str(device)),
       "jax": jax.__version__, "cpu_count": os.cpu_count(),
+      "xla_flags": os.environ.get("XLA_FLAGS", ""), "profile": profile,
   }
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import statistics
 import subprocess
@@ -62,6 +63,9 @@ def parse_args(argv=None):
   ap.add_argument("--peer", default=str(DEFAULT_PEER))
   ap.add_argument("--no-peer", action="store_true")
   ap.add_argument("--no-chain", action="store_true")
+  ap.add_argument("--profile", default="",
+                  help="trace one more step into this folder and print its "
+                  "busiest kernels (benchmarks/profiling.py)")
   return ap.parse_args(argv)
 
 
@@ -193,7 +197,18 @@ def main(argv=None):
       "params": n_params, "preset": args.preset, "batch": b,
       "seq_len": p + n, "tokens_per_s": tokens / t, "seconds": t,
       "compile_s": compile_s, "model_tflops_per_s": flops / t / 1e12,
-      "peak_tflops": peak, "mfu": flops / t / 1e12 / peak if peak else None})
+      "peak_tflops": peak, "mfu": flops / t / 1e12 / peak if peak else None,
+      "xla_flags": os.environ.get("XLA_FLAGS", "")})
+
+  if args.profile:
+    from benchmarks import profiling  # pylint: disable=import-outside-toplevel
+    box = [state]
+
+    def one_step():
+      box[0], metrics = compiled(box[0], ro)
+      return box[0], metrics
+    emit(profiling.traced(one_step, args.profile))
+    state = box[0]
 
   summary = {"what": "summary", "tokens_per_s": ours["tokens_per_s"],
              "mfu": ours["mfu"], "peak_tflops": peak}
