@@ -15,8 +15,11 @@
 # installed from wheels carried with the working tree, in WHEELS (default
 # .devrun/whl; fill it here with
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 \
-#       -d .devrun/whl gguf grain ml-collections tensorboardX
-# ). The peer script is PEER (default ../shared/bench/hf_peer.py; copy it
+#       --implementation cp --platform manylinux_2_28_x86_64 \
+#       --platform manylinux_2_17_x86_64 -d .devrun/whl grain array-record \
+#       portpicker importlib_resources ml-collections tensorboardX gguf
+# ). Do not carry jax or flax: the image's flax matches its jax (flax 0.12.8
+# fails to import under jax 0.11.2). The peer script is PEER (default ../shared/bench/hf_peer.py; copy it
 # into the tree, e.g. .devrun/hf_peer.py, when the tree travels alone).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +34,7 @@ export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 nvidia-smi -L 2>/dev/null | tee "$RESULTS_DIR/device.txt"
 if ! $PY -c "import entropy_rl.models, entropy_rl.sampling, entropy_rl.training" \
     2>/dev/null && ls "$WHEELS"/*.whl >/dev/null 2>&1; then
+  rm -rf /tmp/er_site  # a warm machine keeps the last call's packages
   $PY -m pip install -q --no-index --no-deps --target /tmp/er_site "$WHEELS"/*.whl
   export PYTHONPATH=$PYTHONPATH:/tmp/er_site
 fi
