@@ -258,6 +258,26 @@ class ReasoningGymTest(absltest.TestCase):
       self.assertEqual((bad.reward, bad.parse_failed), (0.0, True))
       self.assertLess(task.score("zzz", task.examples[0][1]).reward, 0.5)
 
+  def test_equation_answers_are_scored_by_their_result(self):
+    task = data.get_task("rg:basic_arithmetic", size=30, seed=0,
+                         min_terms=2, max_terms=2, min_digits=1,
+                         max_digits=2, operators=("+", "-"))
+    for prompt, item in task.examples:
+      expr = prompt.split("Calculate ", 1)[-1].split(".", 1)[0].strip()
+      gold = task.solution_fn(prompt, item)
+      wrong = str(int(gold) + 1)
+      right = task.score(f"{expr} = {gold}", item)
+      self.assertEqual((right.reward, right.extracted), (1.0, gold))
+      self.assertEqual(task.score(f"{expr} = {gold}.", item).reward, 1.0)
+      self.assertLess(task.score(f"{expr} = {wrong}", item).reward, 0.5)
+      # No "=", or a non-number after it: only the text itself is scored.
+      self.assertLess(task.score(f"the sum of {expr} is", item).reward, 0.5)
+      self.assertLess(task.score(f"{expr} = x", item).reward, 0.5)
+    self.assertEqual(data.equation_result("13 - 16 = -3."), "-3")
+    self.assertEqual(data.equation_result("a = b = 1,000"), "1,000")
+    self.assertIsNone(data.equation_result("12 + 7"))
+    self.assertIsNone(data.equation_result("x = 19 apples"))
+
   def test_cot_solution_and_pipeline(self):
     task = data.rg_task("gsm_symbolic", size=4, seed=0, solution="cot")
     prompt, item = task.examples[0]

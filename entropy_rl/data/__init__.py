@@ -34,6 +34,7 @@ from entropy_rl.data.registry import get_task
 from entropy_rl.data.registry import list_tasks
 from entropy_rl.data.registry import register_task
 from entropy_rl.data.rg_tasks import extract_rg_answer
+from entropy_rl.data.rg_tasks import equation_result
 from entropy_rl.data.rg_tasks import rg_task
 from entropy_rl.data.types import FAILED
 from entropy_rl.data.types import RewardResult
@@ -59,6 +60,7 @@ __all__ = (
     "countdown_jax_reward",
     "extract_answer",
     "extract_gold",
+    "equation_result",
     "extract_rg_answer",
     "get_task",
     "jsonl_task",

@@ -56,6 +56,25 @@ def extract_rg_answer(text: Any) -> str | None:
   return text.strip()
 
 
+_NUMBER_RE = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?")
+
+
+def equation_result(pred: str) -> str | None:
+  """The number after the last ``=`` of an unformatted answer, or None.
+
+  Small instruct models answer "Calculate 12 + 7." with "12 + 7 = 19"
+  (SmolLM2-135M-Instruct does, for most of reasoning-gym's
+  ``basic_arithmetic``); the number right of the last ``=`` (a plain number,
+  trailing period allowed) is a second candidate, which ``rg_task``'s reward
+  scores beside the extracted text, keeping the better score — so an
+  equation can only gain credit for a correct final number.
+  """
+  if "=" not in pred:
+    return None
+  rhs = pred.rsplit("=", 1)[1].strip().rstrip(".").strip()
+  return rhs if _NUMBER_RE.fullmatch(rhs) else None
+
+
 def rg_task(name: str, *, size: int = 10_000, seed: int = 0,
             solution: str = "answer", **config: Any) -> types.Task:
   """A reasoning-gym dataset as a `Task`.
@@ -87,17 +106,27 @@ def rg_task(name: str, *, size: int = 10_000, seed: int = 0,
   def sample(rng: np.random.Generator):
     return examples[int(rng.integers(0, len(examples)))]
 
+  def score(pred: str, item: Any) -> float | None:
+    """reasoning-gym's score of ``pred``; None where the scorer raises."""
+    try:
+      value = float(dataset.score_answer(answer=pred, entry=item))
+    except Exception:  # pylint: disable=broad-except
+      return None
+    return 0.0 if value != value else value
+
   def reward(text: str, item: Any) -> types.RewardResult:
     pred = extract_rg_answer(text)
     if pred is None:
       return types.FAILED
-    try:
-      score = float(dataset.score_answer(answer=pred, entry=item))
-    except Exception:  # pylint: disable=broad-except
+    best, best_pred = score(pred, item), pred
+    rhs = equation_result(pred)
+    if rhs is not None:  # "12 + 7 = 19": also score "19", keep the better.
+      alt = score(rhs, item)
+      if alt is not None and (best is None or alt > best):
+        best, best_pred = alt, rhs
+    if best is None:
       return types.RewardResult(0.0, True, pred[:256])
-    if score != score:
-      score = 0.0
-    return types.RewardResult(score, False, pred[:256])
+    return types.RewardResult(best, False, best_pred[:256])
 
   def solution_fn(prompt: str, item: Any) -> str:
     del prompt
