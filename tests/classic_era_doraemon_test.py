@@ -17,16 +17,13 @@ from entropy_rl.classic import doraemon
 from entropy_rl.classic import era
 from entropy_rl.classic import ppo
 from entropy_rl.classic import sac
+from tests import test_utils
 
 close = np.testing.assert_allclose
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _fast_compile():
-  old = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", old)
+_fast_compile = pytest.fixture(autouse=True, scope="module")(
+    test_utils.disable_most_optimizations)
 
 
 # --- ERA: δ compensation ------------------------------------------------------

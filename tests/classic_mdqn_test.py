@@ -9,16 +9,13 @@ import pytest
 
 from entropy_rl.classic import mdqn
 from entropy_rl.classic import mdvi
+from tests import test_utils
 
 SEEDS = 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _fast_compile():
-  old = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", old)
+_fast_compile = pytest.fixture(autouse=True, scope="module")(
+    test_utils.disable_most_optimizations)
 
 
 def _cfg(**kw):

@@ -9,14 +9,11 @@ import entropy_rl
 from entropy_rl.classic import envs
 from entropy_rl.classic import ppo
 from entropy_rl.classic import trpo
+from tests import test_utils
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _fast_compile():
-  old = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", old)
+_fast_compile = pytest.fixture(autouse=True, scope="module")(
+    test_utils.disable_most_optimizations)
 
 
 def _gain(ret, k=3):

@@ -81,3 +81,17 @@ def pad_batch(batch: er.PolicyBatch, extra_tokens: int, extra_rows: int = 0
     return x
 
   return er.PolicyBatch(*[pad(v, k) for k, v in batch._asdict().items()])
+
+
+def disable_most_optimizations():
+  """Generator for a module fixture: XLA with most optimisations off.
+
+  The classic-RL tests compile whole training loops that run for a few
+  thousand steps; unoptimised XLA compiles them several times faster. Use as
+  ``_fast_compile = pytest.fixture(autouse=True, scope="module")(
+  test_utils.disable_most_optimizations)``.
+  """
+  old = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", old)

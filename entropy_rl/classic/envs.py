@@ -138,6 +138,42 @@ def from_gymnax(name: str, **kwargs) -> Env:
 # Hand-written continuous tasks.
 
 
+def first_episode_return(env: Env, act, rng: Array, num_episodes: int,
+                         max_steps: int) -> Array:
+  """Mean undiscounted return of ``act`` over ``num_episodes`` parallel envs.
+
+  Runs ``max_steps`` steps in one ``lax.scan``; each env counts only its
+  first episode (rewards stop at its first termination or truncation).
+
+  Args:
+    env: an `Env`.
+    act: ``act(obs [E, O], key) -> actions [E, ...]``.
+    rng: a PRNG key.
+    num_episodes: E, the parallel envs.
+    max_steps: steps to run (≥ the env's episode length for full episodes).
+
+  Returns:
+    A scalar: the mean over the E first episodes.
+  """
+  k0, k1 = jax.random.split(rng)
+  obs, es = jax.vmap(env.reset, (0, None))(
+      jax.random.split(k0, num_episodes), env.params)
+
+  def body(c, k):
+    obs, es, ret, alive = c
+    ka, ks = jax.random.split(k)
+    tr = jax.vmap(env.step, (0, 0, 0, None))(
+        jax.random.split(ks, num_episodes), es, act(obs, ka), env.params)
+    ret = ret + alive * tr.reward
+    alive = alive * (1.0 - (tr.terminated | tr.truncated))
+    return (tr.obs, tr.state, ret, alive), None
+
+  (_, _, ret, _), _ = jax.lax.scan(
+      body, (obs, es, jnp.zeros(num_episodes), jnp.ones(num_episodes)),
+      jax.random.split(k1, max_steps))
+  return ret.mean()
+
+
 class _TimeState(NamedTuple):
   pos: Array
   t: Array

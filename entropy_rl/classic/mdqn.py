@@ -324,20 +324,6 @@ def eval_policy(config: MDQNConfig, state: MDQNState, rng,
                 env: envs_lib.Env | None = None) -> Array:
   """Mean undiscounted return of the greedy policy (first episode per env)."""
   env = make_env(config) if env is None else env
-  k0, k1 = jax.random.split(rng)
-  obs, es = jax.vmap(env.reset, (0, None))(
-      jax.random.split(k0, num_episodes), env.params)
-
-  def body(c, k):
-    obs, es, ret, alive = c
-    a = jnp.argmax(q_values(state.params, obs), -1)
-    tr = jax.vmap(env.step, (0, 0, 0, None))(
-        jax.random.split(k, num_episodes), es, a, env.params)
-    ret = ret + alive * tr.reward
-    alive = alive * (1.0 - (tr.terminated | tr.truncated))
-    return (tr.obs, tr.state, ret, alive), None
-
-  (_, _, ret, _), _ = jax.lax.scan(
-      body, (obs, es, jnp.zeros(num_episodes), jnp.ones(num_episodes)),
-      jax.random.split(k1, max_steps))
-  return ret.mean()
+  return envs_lib.first_episode_return(
+      env, lambda obs, k: jnp.argmax(q_values(state.params, obs), -1),
+      rng, num_episodes, max_steps)

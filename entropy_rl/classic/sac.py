@@ -559,20 +559,6 @@ def eval_policy(config: SACConfig, state: SACState, rng, num_episodes: int = 4,
     mu = out[..., :D]
     return jnp.tanh(mu)
 
-  k0, k1 = jax.random.split(rng)
-  obs, es = jax.vmap(env.reset, (0, None))(
-      jax.random.split(k0, num_episodes), env.params)
-
-  def body(c, k):
-    obs, es, ret, alive = c
-    a = act(obs, k)
-    tr = jax.vmap(env.step, (0, 0, 0, None))(
-        jax.random.split(k, num_episodes), es, a, env.params)
-    ret = ret + alive * tr.reward
-    alive = alive * (1.0 - (tr.terminated | tr.truncated))
-    return (tr.obs, tr.state, ret, alive), None
-
-  (_, _, ret, _), _ = jax.lax.scan(
-      body, (obs, es, jnp.zeros(num_episodes), jnp.ones(num_episodes)),
-      jax.random.split(k1, max_steps))
-  return ret.mean()
+  return envs_lib.first_episode_return(
+      env, act,
+      rng, num_episodes, max_steps)
