@@ -12,6 +12,7 @@ from entropy_rl.agents.aepo_agentic import entropy_aware_advantage
 from entropy_rl.agents.aepo_agentic import global_sample_budget
 from entropy_rl.agents.branching import branching_rollout
 from entropy_rl.agents.branching import BranchingConfig
+from entropy_rl.agents.branching import pre_monitor_budget
 from entropy_rl.agents.dr_po import dr_po
 from entropy_rl.agents.dr_po import dr_po_turns
 from entropy_rl.agents.dr_po import rollin_lengths

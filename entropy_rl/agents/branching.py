@@ -9,9 +9,32 @@ code; the consecutive-branch penalty is AEPO's, in the spec's suggested
 Each group (one task) has k = ``group_size`` row slots, the sampling
 budget. Fixed shapes, one ``lax.scan`` over turns, as :func:`rollout`:
 
-* **Global samples.** Slots ``0 .. m−1`` (m = ``initial_rollouts``) start
-  at turn 0; the other k − m slots are the branch budget and hold the
-  task's initial state until used.
+* **Global samples.** Slots ``0 .. m−1`` of a group start at turn 0; the
+  other k − m slots are the branch budget and hold the task's initial
+  state until used. m is a traced value per group (the slots and all
+  shapes stay static, so one compilation serves every m):
+  ``initial_rollouts`` (``pre_monitor=False``, ARPO) or AEPO's entropy
+  pre-monitoring (``pre_monitor=True``, the default).
+* **Entropy pre-monitoring** (AEPO, spec A3:
+  ``m = k·σ(β(H_root − H̄_tool))`` rounded to [1, k],
+  :func:`entropy_rl.agents.aepo_agentic.global_sample_budget`). The spec
+  gives no way to measure H_root and H̄_tool and keeps no cross-iteration
+  state, so they are measured *before* the rollout by a short pre-rollout
+  of the group's task: every slot of the group plays two turns from the
+  task's initial state with its own key stream
+  (``fold_in(rng, 0x9E4D)``, used as a rollout key: the pre-rollout's
+  turns are those of :func:`entropy_rl.agents.rollout` with that key and
+  the same tasks). H_root is the group mean of the first turn's chunk
+  entropy (the policy's entropy on the question, ARPO's ``H_init``
+  measure); H̄_tool the group mean over the rows that got a tool result
+  (an observation and no ``done``) of the second turn's chunk entropy, the
+  entropy after a tool call (N = those rows). A group whose pre-rollout
+  has no tool turn uses ``initial_rollouts``. The pre-rollout's samples
+  are thrown away (cost: two extra turns of decoding); the rollout's own
+  keys are unchanged, so with equal m the output equals the static
+  rollout's exactly. ``pre_entropies=(H_root, H̄_tool)`` (scalars or
+  [num_groups], traced) replaces the measurement, e.g. with statistics a
+  caller carries from its previous iteration.
 * **Chunk entropy.** A row's turn entropy is ``H = Σ ent / log V`` over the
   first ``window`` tokens of its action (ARPO: 20 positions; this uses the
   sampler's full-vocabulary entropy instead of ARPO's top-10 logprobs).
@@ -39,13 +62,17 @@ Slots never used are empty trajectories (no action token, ``valid`` 0 in
 ``aux``): :func:`entropy_rl.agents.episode_advantages` leaves them out of
 the group statistics. ``aux`` adds ``valid``, ``branch_turn`` (turn of the
 row's first own action when it is a branch, else −1), ``branch_source``
-(source row, −1 if none) and ``fresh`` (1 for a fresh sample). Turn ids
+(source row, −1 if none), ``fresh`` (1 for a fresh sample),
+``global_samples`` (the row's group m) and, with pre-monitoring,
+``h_root`` / ``h_tool`` (the group's H_root / H̄_tool, NaN where no tool
+turn was seen). Turn ids
 (``segment_ids``, L1 ``turn_ids``) are the row's own turn count, so both
 layouts stay exact inverses.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple, Sequence
 
 import jax
@@ -61,20 +88,27 @@ from entropy_rl.sampling import sampler as sampler_lib
 Array = types.Array
 PRNGKey = types.PRNGKey
 _BRANCH_STREAM = 0x0B7A  # fold_in tag of the branch-decision key
+_PRE_STREAM = 0x9E4D  # fold_in tag of the pre-monitoring rollout key
 
 
 class BranchingConfig(NamedTuple):
   """Static settings of the branching rollout (spec A3 (e)).
 
   Attributes:
-    initial_rollouts: m global samples per group (1 ≤ m ≤ group_size);
-      ``m = group_size`` leaves no budget: the plain rollout, exactly.
+    initial_rollouts: the static m global samples per group
+      (1 ≤ m ≤ group_size; ``m = group_size`` leaves no budget: the plain
+      rollout, exactly). With ``pre_monitor`` only the fallback of a group
+      whose pre-rollout saw no tool turn.
     tau: τ, the branch probability at ΔH = 0 (ARPO 0.5).
     weight: w, the entropy weight (ARPO scripts 0.2).
     penalty: the consecutive-branch factor: P is multiplied by
       ``penalty^l`` (1 = no penalty, ARPO; 0 = never twice in a row).
     window: tokens of a turn whose entropies are summed (ARPO 20).
     fresh: start a fresh sample in a group with no live rollout.
+    pre_monitor: AEPO's entropy pre-monitoring: m per group is
+      ``k·σ(β(H_root − H̄_tool))`` rounded to [1, k] (module docstring);
+      False: the static ``initial_rollouts`` (ARPO).
+    beta: β, the sensitivity of the pre-monitoring (UNVERIFIED; 1).
   """
 
   initial_rollouts: int
@@ -83,6 +117,8 @@ class BranchingConfig(NamedTuple):
   penalty: float = 1.0
   window: int = 20
   fresh: bool = True
+  pre_monitor: bool = True
+  beta: float = 1.0
 
 
 def turn_entropy(entropy: Array, mask: Array, window: int,
@@ -179,6 +215,50 @@ def check_config(cfg: BranchingConfig, group_size: int) -> None:
     raise ValueError(f"window must be >= 1, got {cfg.window}")
   if not 0.0 <= cfg.penalty <= 1.0:
     raise ValueError(f"penalty must be in [0, 1], got {cfg.penalty}")
+  if not math.isfinite(cfg.beta):
+    raise ValueError(f"beta must be finite, got {cfg.beta}")
+
+
+class PreMonitor(NamedTuple):
+  """Entropy pre-monitoring of each group ([num_groups])."""
+  h_root: Array  # f32, mean first-turn chunk entropy (the question)
+  h_tool: Array  # f32, mean chunk entropy after a tool result (NaN: none)
+  n_tool: Array  # int32, N: pre-rollout rows that got a tool result
+  m: Array  # int32, global samples in [1, k]
+
+
+def pre_monitor_budget(h_root: Array, h_tool: Array, n_tool: Array, *,
+                       group_size: int, cfg: BranchingConfig) -> Array:
+  """[G] int32 m: :func:`aepo_agentic.global_sample_budget` per group;
+  ``initial_rollouts`` where ``n_tool = 0`` (no tool entropy)."""
+  m = aepo_agentic.global_sample_budget(
+      group_size, h_root, jnp.where(n_tool > 0, h_tool, h_root), cfg.beta)
+  return jnp.where(n_tool > 0, m, cfg.initial_rollouts).astype(jnp.int32)
+
+
+def _pre_rollout(pol, params, env, rng, state0, buf0, ds0, *, rows: int,
+                 group_size: int, window: int, vocab: int, pp_fn,
+                 sampling_params) -> tuple[Array, Array, Array]:
+  """The first two turns of every slot from the task, with ``rng``'s turn
+  keys (:func:`entropy_rl.agents.rollout`'s): -> (H_root, H̄_tool, N)."""
+  _, k_turns = env_lib.rollout_keys(rng)
+  active = jnp.ones((rows,), bool)
+  k_s, k_e = env_lib.turn_keys(k_turns, 0, rows)
+  ds, smp = pol.act(params, buf0, ds0, k_s, active, pp_fn(0),
+                    sampling_params)
+  h0 = turn_entropy(smp.entropy, smp.mask, window, vocab)
+  _, obs, reward, done = jax.vmap(env.step)(state0, smp.tokens, k_e)
+  buf, ds, active, _ = pol.observe(params, buf0, ds, active, 0, smp, obs,
+                                   reward, done)
+  k_s, _ = env_lib.turn_keys(k_turns, 1, rows)
+  _, smp = pol.act(params, buf, ds, k_s, active, pp_fn(1), sampling_params)
+  h1 = turn_entropy(smp.entropy, smp.mask, window, vocab)
+  h_root = h0.reshape(-1, group_size).mean(1)
+  tool = active.reshape(-1, group_size)
+  n_tool = tool.sum(1).astype(jnp.int32)
+  h_tool = jnp.sum(jnp.where(tool, h1.reshape(-1, group_size), 0.0), 1)
+  h_tool = jnp.where(n_tool > 0, h_tool / jnp.maximum(n_tool, 1), jnp.nan)
+  return h_root, h_tool, n_tool
 
 
 def branching_rollout(fns: Any, params: Any, env: env_lib.AgentEnv,
@@ -189,7 +269,8 @@ def branching_rollout(fns: Any, params: Any, env: env_lib.AgentEnv,
                       processors: Sequence[types.LogitsProcessor] = (),
                       processor_params: Sequence[Any] | None = None,
                       sampling_params: Sequence[Any] | None = None,
-                      decode: str = "cache", cache_dtype: Any = None
+                      decode: str = "cache", cache_dtype: Any = None,
+                      pre_entropies: tuple[Array, Array] | None = None
                       ) -> layouts.Episodes:
   """:func:`entropy_rl.agents.rollout` with entropy-balanced branching.
 
@@ -197,8 +278,11 @@ def branching_rollout(fns: Any, params: Any, env: env_lib.AgentEnv,
   (see the module docstring for the rule), plus ``branching``. The turn's
   sampler and environment keys are the plain rollout's; the branch
   uniforms use ``fold_in(fold_in(rng, tag), t)``. With
-  ``initial_rollouts = group_size`` the output equals the plain rollout's
-  exactly (plus the ``aux`` entries above).
+  ``initial_rollouts = group_size`` (and ``pre_monitor=False``) the output
+  equals the plain rollout's exactly (plus the ``aux`` entries above).
+  ``pre_entropies``: ``(H_root, H̄_tool)``, scalars or [num_groups]
+  (traced), replacing the pre-rollout measurement when ``pre_monitor``
+  (every group then counts as having tool turns).
   """
   check_config(branching, group_size)
   spec = env.spec
@@ -214,7 +298,26 @@ def branching_rollout(fns: Any, params: Any, env: env_lib.AgentEnv,
   buf0, ds0 = pol.start(params, obs0)
   rows = jnp.arange(r, dtype=jnp.int32)
   slot = rows % g_size
-  initial = slot < branching.initial_rollouts
+  pp_fn = processor_params if callable(processor_params) else (
+      lambda t: processor_params)
+  pre = None
+  if branching.pre_monitor:
+    if pre_entropies is None:
+      h_root, h_tool, n_tool = _pre_rollout(
+          pol, params, env, jax.random.fold_in(rng, _PRE_STREAM), state0,
+          buf0, ds0, rows=r, group_size=g_size, window=branching.window,
+          vocab=vocab, pp_fn=pp_fn, sampling_params=sampling_params)
+    else:
+      h_root, h_tool = (jnp.broadcast_to(jnp.asarray(x, jnp.float32),
+                                         (num_groups,))
+                        for x in pre_entropies)
+      n_tool = jnp.full((num_groups,), g_size, jnp.int32)
+    m = pre_monitor_budget(h_root, h_tool, n_tool, group_size=g_size,
+                           cfg=branching)
+    pre = PreMonitor(h_root, h_tool, n_tool, m)
+  else:
+    m = jnp.full((num_groups,), branching.initial_rollouts, jnp.int32)
+  initial = slot < jnp.repeat(m, g_size)  # dynamic m, static slots
   c, l, o = spec.context_len, spec.action_len, spec.obs_len
   empty = _empty_records(t_max, r, c, l, o, spec.pad_id)
   carry = _Carry(
@@ -225,9 +328,6 @@ def branching_rollout(fns: Any, params: Any, env: env_lib.AgentEnv,
       branch_source=jnp.full((r,), -1, jnp.int32),
       fresh=jnp.zeros((r,), bool),
       recs=empty)
-
-  pp_fn = processor_params if callable(processor_params) else (
-      lambda t: processor_params)
 
   def body(cr: _Carry, t):
     k_s, k_e = env_lib.turn_keys(k_turns, t, r)
@@ -323,5 +423,9 @@ def branching_rollout(fns: Any, params: Any, env: env_lib.AgentEnv,
   aux.update(valid=cr.used.astype(jnp.float32),
              branch_turn=cr.branch_turn.astype(jnp.float32),
              branch_source=cr.branch_source.astype(jnp.float32),
-             fresh=cr.fresh.astype(jnp.float32))
+             fresh=cr.fresh.astype(jnp.float32),
+             global_samples=jnp.repeat(m, g_size).astype(jnp.float32))
+  if pre is not None:
+    aux.update(h_root=jnp.repeat(pre.h_root, g_size),
+               h_tool=jnp.repeat(pre.h_tool, g_size))
   return env_lib._episodes(recs, buf, aux, group_size)  # pylint: disable=protected-access

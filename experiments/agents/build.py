@@ -20,7 +20,9 @@ constructor, see each one's defaults below):
   of the clip scope); with ``rollout.branching.enabled`` the token-game
   rollout is AEPO's entropy-balanced branching rollout
   (:func:`entropy_rl.agents.branching.branching_rollout`; unused budget
-  slots are left out of the advantages and the metrics). Not available
+  slots are left out of the advantages and the metrics; with
+  ``rollout.branching.pre_monitor`` the global-sample count m per task
+  comes from AEPO's entropy pre-monitoring). Not available
   through the Python adapter (calculator task).
 * ``dr_po``: dataset resets (:func:`entropy_rl.agents.dr_po.turn_rollin`):
   each episode is, with probability ``dr_po.reset_prob``, reset to the
@@ -182,7 +184,8 @@ def make_objective(c) -> er.Objective:
   return er.ppo_clip(o.eps_low, eps_high, agg=o.agg)
 
 
-BRANCH_AUX = ("valid", "branch_turn", "branch_source", "fresh")
+BRANCH_AUX = ("valid", "branch_turn", "branch_source", "fresh",
+              "global_samples", "h_root", "h_tool")
 
 
 def branching_config(c):
@@ -200,7 +203,9 @@ def episode_metrics(trajs, max_turns: int) -> dict[str, Any]:
   """Success, return, tool use and per-turn action entropy of a rollout.
 
   With a branching rollout (``aux['valid']``) the means are over the
-  trajectories that exist, plus ``branches`` / ``fresh_samples`` per group.
+  trajectories that exist, plus ``branches`` / ``fresh_samples`` /
+  ``global_samples`` per group and, with pre-monitoring, the mean
+  ``h_root`` / ``h_tool`` (over groups that saw a tool result).
   """
   h, present = epo_lib.per_turn_entropy(trajs.entropy, trajs.loss_mask,
                                         trajs.segment_ids, max_turns)
@@ -213,6 +218,11 @@ def episode_metrics(trajs, max_turns: int) -> dict[str, Any]:
     m["branches"] = jnp.sum(trajs.aux["branch_turn"] >= 0) / groups
     m["fresh_samples"] = jnp.sum(trajs.aux["fresh"]) / groups
     m["trajectories"] = jnp.sum(valid) / groups
+    m["global_samples"] = jnp.mean(trajs.aux["global_samples"])
+    for k in ("h_root", "h_tool"):
+      if k in trajs.aux:
+        v = trajs.aux[k]
+        m[k] = ops.masked_mean(jnp.nan_to_num(v), jnp.isfinite(v))
   m.update(
       episode_return=ops.masked_mean(trajs.returns, w),
       num_turns=ops.masked_mean(trajs.num_turns.astype(jnp.float32), w),

@@ -7,8 +7,13 @@ Dong et al. 2025, https://arxiv.org/abs/2510.14545.
   picks the reading of its scope ("all_upper", the paper's; "low_entropy",
   the third-party port's autodiff; "high_entropy", the abstract's; "none").
 * Rollout (``rollout.branching``, on-device token-game rollout only): of
-  the k = ``group_size`` samples per task, ``initial_rollouts`` are global;
-  the rest is the branch budget. After an observation, a row branches with
+  the k = ``group_size`` samples per task, m are global; the rest is the
+  branch budget. ``pre_monitor=True`` (AEPO's entropy pre-monitoring):
+  ``m = round(k·σ(β(H_root − H̄_tool)))`` in [1, k] per task, from a
+  two-turn pre-rollout of the task (H_root: first-turn chunk entropy,
+  H̄_tool: chunk entropy after a tool result; ``initial_rollouts`` if it
+  saw no tool result); ``pre_monitor=False``: m = ``initial_rollouts``
+  (ARPO). After an observation, a row branches with
   probability ``clip(τ + w·ΔH, 0, 1)·penalty^l`` (ΔH: its action's chunk
   entropy minus its first turn's; l: consecutive branches on the path);
   the branch copies the state before that action and re-samples it
@@ -29,11 +34,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.method_kwargs = ml_collections.ConfigDict(dict(adv_weight=0.2,
                                                    sg_scope="all_upper"))
   # ARPO: n = 16, 8 global, τ = 0.5, w = 0.2, 20-token window; the penalty
-  # 0.5 (P halves per consecutive branch) is the unverified AEPO form.
+  # 0.5 (P halves per consecutive branch) and β = 1 are the unverified AEPO
+  # forms; pre-monitoring on (AEPO), initial_rollouts its fallback.
   c.rollout.branching = ml_collections.ConfigDict(dict(
       enabled=c.env.kind == "token_game",
       initial_rollouts=c.rollout.group_size // 2, tau=0.5, weight=0.2,
-      penalty=0.5, window=20, fresh=True))
+      penalty=0.5, window=20, fresh=True, pre_monitor=True, beta=1.0))
   return c
 
 
