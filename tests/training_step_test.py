@@ -217,6 +217,50 @@ class TrainStepTest(parameterized.TestCase):
     np.testing.assert_array_equal(k0, types.step_key(s, "rollout"))
 
 
+class PolicyGradientDirectionTest(absltest.TestCase):
+
+  def test_one_step_moves_logp_along_the_advantages(self):
+    """The whole path (real decoder, left-padded prompts, masked responses,
+    GRPO advantages, GRPO loss, SGD) raises the log-prob of every
+    positive-advantage response and lowers every negative one."""
+    from flax import nnx  # pylint: disable=g-import-not-at-top
+    from entropy_rl import models  # pylint: disable=g-import-not-at-top
+    v, b, p, n = 16, 16, 4, 6
+    cfg = models.DecoderConfig.tiny(
+        vocab_size=v, hidden_size=32, num_layers=2, num_heads=2,
+        num_kv_heads=2, intermediate_size=64, tie_word_embeddings=True,
+        dtype=jnp.float32, param_dtype=jnp.float32)
+    fns, params = models.as_functions(models.Decoder(cfg, rngs=nnx.Rngs(0)))
+    rng = np.random.default_rng(0)
+    pm = np.ones((b, p), bool)
+    pm[:4, :2] = False
+    rm = np.ones((b, n), np.float32)
+    rm[::3, 4:] = 0.0
+    rewards = np.array([1, 1, 0, 0, 0, 1, 0, 1, 0, 0, 0, 1, 1, 1, 1, 1],
+                       np.float32)  # The last group ties: advantages 0.
+    ro = types.Rollout(
+        prompt=jnp.asarray(rng.integers(0, v, (b, p)), jnp.int32),
+        prompt_mask=jnp.asarray(pm),
+        response=jnp.asarray(rng.integers(0, v, (b, n)), jnp.int32),
+        response_mask=jnp.asarray(rm), logp=jnp.zeros((b, n)),
+        rewards=jnp.asarray(rewards),
+        group_ids=jnp.asarray(np.arange(b) // 4, jnp.int32))
+    before = forward.response_stats(fns, params, ro)["logp"]
+    ro = ro._replace(logp=before)  # On-policy: ratios start at 1.
+    transform = chain()
+    opt = optax.sgd(0.05)
+    step = jax.jit(step_lib.make_train_step(
+        fns, er.grpo(0.2), transform, opt, measure_entropy_change=False))
+    state, _ = step(types.init_train_state(params, opt, transform, 0), ro)
+    after = forward.response_stats(fns, state.params, ro)["logp"]
+    change = np.asarray(((after - before) * rm).sum(1))  # [B]
+    group_mean = rewards.reshape(4, 4).mean(1).repeat(4)
+    adv = rewards - group_mean
+    moved = adv != 0
+    np.testing.assert_array_equal(np.sign(change[moved]), np.sign(adv[moved]))
+    self.assertGreater(np.corrcoef(adv, change)[0, 1], 0.8)
+
+
 class SFTStepTest(absltest.TestCase):
 
   def test_sft_learns_and_skips_nonfinite(self):
