@@ -34,16 +34,8 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-# name: (vocab, hidden, layers, heads, kv_heads, intermediate, tied), as in
-# hf_peer.py, whose Qwen2Config defaults give rope_theta 10000, eps 1e-6 and
-# q/k/v biases.
-PRESETS = {
-    "tiny": (512, 256, 4, 4, 4, 1024, True),
-    "small": (32000, 512, 8, 8, 4, 1536, True),
-    "qwen2.5-0.5b": (151936, 896, 24, 14, 2, 4864, True),
-    "qwen2.5-1.5b": (151936, 1536, 28, 12, 2, 8960, True),
-}
-DEFAULT_PEER = ROOT.parent / "shared" / "bench" / "hf_peer.py"
+from benchmarks.presets import DEFAULT_PEER  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks.presets import PRESETS  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def parse_args(argv=None):
