@@ -6,14 +6,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from entropy_rl import builders
-from entropy_rl import data as data_lib
 from entropy_rl import regularizers
 from entropy_rl.core import combine
 from entropy_rl.core import types as core_types
 from entropy_rl.training import hooks
 from entropy_rl.training import iteration as it_lib
 from entropy_rl.training import loop
-from entropy_rl.training import step as step_lib
 from entropy_rl.training import types
 from experiments.configs import aepo as aepo_config
 from experiments.configs import cure as cure_config
@@ -204,24 +202,12 @@ class AepoHookTest(absltest.TestCase):
     self.assertEqual(list(t.init(None).keys()), ["advantages", "x", "aepo"])
 
 
-class WithModelTest(training_loop_test.FastCompiles):
+class WithModelTest(training_loop_test.TinyExperimentTest):
 
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.exp = builders.build_experiment(training_loop_test.tiny_config())
-    exp = cls.exp
-    cls.train_step = staticmethod(step_lib.make_train_step(
-        exp.fns, exp.objective, exp.transform, exp.optimizer,
-        **exp.step_kwargs))
-    cls.rollout_fn = staticmethod(it_lib.make_rollout_fn(
-        exp.fns, loop._sample_fn(exp, exp.sampling), num_samples=4))
-    ds = data_lib.prompt_map_dataset(exp.task, seed=0, batch_size=4,
-                                     tokenizer=exp.tokenizer,
-                                     max_prompt_len=8)
-    cls.batch = ds[0]
-    cls.state0 = types.init_train_state(exp.params, exp.optimizer,
-                                        exp.transform, 0)
+    cls.batch = cls.batches[0]
 
   def test_disabled_hooks_are_the_plain_loop(self):
     exp = self.exp

@@ -53,7 +53,8 @@ class FastCompiles(absltest.TestCase):
     super().tearDownClass()
 
 
-class IterationTest(FastCompiles):
+class TinyExperimentTest(FastCompiles):
+  """Builds the tiny experiment's step, rollout, prompt batches and state."""
 
   @classmethod
   def setUpClass(cls):
@@ -72,6 +73,14 @@ class IterationTest(FastCompiles):
     cls.batches = [ds[0], ds[1]]
     cls.state0 = types.init_train_state(exp.params, exp.optimizer,
                                         exp.transform, 0)
+
+
+class IterationTest(TinyExperimentTest):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    exp = cls.exp
     cls.iteration = staticmethod(it_lib.make_rl_iteration(
         cls.rollout_fn, exp.task.jax_reward_fn, cls.train_step,
         num_samples=4))
