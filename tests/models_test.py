@@ -387,6 +387,34 @@ class AxesTest(absltest.TestCase):
     self.assertEqual(n, 494_032_768)  # Qwen2.5-0.5B's published count.
 
 
+class RopeTest(absltest.TestCase):
+
+  def test_tables_equal_the_angles_computed_in_float64(self):
+    """cos/sin looked up for [B, S] positions = cos/sin(f32 angle) to 1 ulp."""
+    from entropy_rl.models import decoder  # pylint: disable=g-import-not-at-top
+    pos = np.array([[0, 1, 5, 95], [3, 3, 0, 40]], np.int32)
+    cos, sin = decoder._rope_angles(jnp.asarray(pos), 64, 1e4, 96)
+    self.assertEqual(cos.shape, (2, 4, 32))
+    inv = 1.0 / (1e4 ** (np.arange(0, 64, 2, dtype=np.float32) / 64))
+    ang = (pos.astype(np.float32)[..., None] * inv).astype(np.float64)
+    np.testing.assert_allclose(cos, np.cos(ang), rtol=0, atol=1.2e-7)
+    np.testing.assert_allclose(sin, np.sin(ang), rtol=0, atol=1.2e-7)
+    # Position 95 at angle 95 rad: a table indexed off by one would differ.
+    self.assertAlmostEqual(float(cos[0, 3, 0]), np.cos(95.0), places=6)
+
+  def test_position_outside_the_slots_gives_nan_not_a_wrong_angle(self):
+    model = random_model()
+    fns, params = models.as_functions(model)
+    x = tokens(1, 4)
+    mask = jnp.ones((1, 4), bool)
+    ok, _ = fns.hidden(params, x, jnp.arange(4)[None], mask)
+    self.assertTrue(bool(jnp.isfinite(ok).all()))
+    # Position 4 of a 4-slot call: NaN there (and, through the next layer's
+    # values, in the row), never finite numbers at a clamped angle.
+    bad, _ = fns.hidden(params, x, jnp.array([[0, 1, 2, 4]]), mask)
+    self.assertTrue(bool(jnp.isnan(bad[0, 3]).all()))
+
+
 class BadInputTest(absltest.TestCase):
 
   def _saved(self, name):

@@ -125,13 +125,38 @@ class RMSNorm(nnx.Module):
     return y.astype(x.dtype) * self.scale[...].astype(x.dtype)
 
 
-def _rope_angles(positions: Array, head_dim: int, theta: float):
-  """cos, sin of RoPE for integer positions [B, S] -> [B, S, Dh/2] f32."""
+@functools.lru_cache(maxsize=64)
+def _rope_tables(num_positions: int, head_dim: int, theta: float):
+  """cos, sin [T, Dh/2] f32 of the f32 angles p · θ^(-2i/Dh), p < T.
+
+  Built on the host (cos/sin in float64 of the float32 angle, then
+  rounded), so XLA sees constants it cannot fuse back into its consumers.
+  """
   inv_freq = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.float32)
                               / head_dim))
-  ang = positions.astype(jnp.float32)[..., None] * jnp.asarray(
-      inv_freq, jnp.float32)
-  return jnp.cos(ang), jnp.sin(ang)
+  ang = (np.arange(num_positions, dtype=np.float32)[:, None]
+         * inv_freq.astype(np.float32)).astype(np.float64)
+  return np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
+
+
+def _rope_angles(positions: Array, head_dim: int, theta: float,
+                 num_positions: int):
+  """cos, sin of RoPE for integer positions [B, S] -> [B, S, Dh/2] f32.
+
+  Looked up in host-built tables over ``[0, num_positions)`` (the slots of
+  the call: S, or the cache length). Computing cos/sin on [B, S, Dh/2] in
+  the graph gives the same angles, but XLA then fuses the two
+  transcendentals into every consumer (each layer's q and k RoPE and cache
+  write) and evaluates them once per head and element: 13% of a CPU decode
+  step and 5% of a train step (BENCHMARKS.md). A position outside the
+  tables gives NaN, never a silent wrong angle.
+  """
+  cos, sin = _rope_tables(int(num_positions), int(head_dim), float(theta))
+
+  def look_up(table):
+    return jnp.take(jnp.asarray(table), positions, axis=0, mode="fill",
+                    fill_value=jnp.nan)
+  return look_up(cos), look_up(sin)
 
 
 def _apply_rope(x: Array, cos: Array, sin: Array) -> Array:
@@ -334,7 +359,9 @@ class Decoder(nnx.Module):
     Args:
       tokens: [B, S] int32.
       positions: [B, S] int32 RoPE positions (left-padded rows:
-        `positions_from_mask`).
+        `positions_from_mask`), in [0, S) without a cache and in
+        [0, T_max) with one (a position counts the row's real tokens
+        before it, so it never exceeds its slot); one outside gives NaN.
       mask: [B, S] bool, real (non-padding) tokens.
       cache: a `KVCache` or None.
 
@@ -350,7 +377,11 @@ class Decoder(nnx.Module):
     b, s = tokens.shape
     mask = mask.astype(bool)
     x = jnp.take(self.embedding[...], tokens, axis=0).astype(cfg.dtype)
-    cos, sin = _rope_angles(positions, cfg.head_dim, cfg.rope_theta)
+    # Positions count a row's real tokens, so they lie below the number of
+    # slots: S here, the cache length with a cache.
+    cos, sin = _rope_angles(
+        positions, cfg.head_dim, cfg.rope_theta,
+        s if cache is None else cache.valid.shape[1])
 
     if cache is None:
       allowed = jnp.tril(jnp.ones((s, s), bool))[None] & mask[:, None, :]
