@@ -109,6 +109,10 @@ def measured_peak_tflops(jax, jnp) -> float:
 
 def main(argv=None):
   args = parse_args(argv)
+  # What the launchers run with (entropy_rl/xla_flags.py), before JAX starts;
+  # the JSON records XLA_FLAGS. ENTROPY_RL_XLA_DEFAULTS=0 measures without.
+  from entropy_rl import xla_flags  # pylint: disable=import-outside-toplevel
+  xla_flags.apply_recommended_flags()
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
