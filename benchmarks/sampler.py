@@ -195,10 +195,6 @@ def run_peer(args):
 
 def main(argv=None):
   args = parse_args(argv)
-  # What the launchers run with (entropy_rl/xla_flags.py), before JAX starts;
-  # the JSON records XLA_FLAGS. ENTROPY_RL_XLA_DEFAULTS=0 measures without.
-  from entropy_rl import xla_flags  # pylint: disable=import-outside-toplevel
-  xla_flags.apply_recommended_flags()
   peer_records = []
   if not args.no_peer and not args.peer_last:
     peer_records = run_peer(args)

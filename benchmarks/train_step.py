@@ -58,6 +58,11 @@ def parse_args(argv=None):
   ap.add_argument("--peer", default=str(DEFAULT_PEER))
   ap.add_argument("--no-peer", action="store_true")
   ap.add_argument("--no-chain", action="store_true")
+  ap.add_argument("--xla-options", default="",
+                  help="XLA options of the jitted step, as the config's "
+                  "train.xla_options: name=value,... (e.g. "
+                  "xla_cpu_experimental_ynn_fusion_type= for XLA:CPU's own "
+                  "GEMMs)")
   ap.add_argument("--profile", default="",
                   help="trace one more step into this folder and print its "
                   "busiest kernels (benchmarks/profiling.py)")
@@ -109,10 +114,6 @@ def measured_peak_tflops(jax, jnp) -> float:
 
 def main(argv=None):
   args = parse_args(argv)
-  # What the launchers run with (entropy_rl/xla_flags.py), before JAX starts;
-  # the JSON records XLA_FLAGS. ENTROPY_RL_XLA_DEFAULTS=0 measures without.
-  from entropy_rl import xla_flags  # pylint: disable=import-outside-toplevel
-  xla_flags.apply_recommended_flags()
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
@@ -120,6 +121,7 @@ def main(argv=None):
   from flax import nnx  # pylint: disable=import-outside-toplevel
 
   import entropy_rl as er  # pylint: disable=import-outside-toplevel
+  from entropy_rl import builders  # pylint: disable=import-outside-toplevel
   from entropy_rl import models  # pylint: disable=import-outside-toplevel
   from entropy_rl import regularizers as R  # pylint: disable=import-outside-toplevel
   from entropy_rl.training import step as step_lib  # pylint: disable=import-outside-toplevel
@@ -160,11 +162,14 @@ def main(argv=None):
           ("bonus", R.entropy_bonus(1e-3))),
   }
 
+  xla_options = dict(builders.parse_xla_options(args.xla_options))
+
   def build(transform):
     step = step_lib.make_train_step(
         fns, objective, transform, opt, measure_entropy_change=False,
         token_chunk=args.token_chunk, vocab_chunk=args.vocab_chunk)
-    jitted = jax.jit(step, donate_argnums=(0,))
+    jitted = jax.jit(step, donate_argnums=(0,),
+                     compiler_options=xla_options or None)
     state = types.init_train_state(params, opt, transform, 0)
     state = jax.tree.map(jnp.copy, state)
     t = time.perf_counter()
@@ -197,7 +202,8 @@ def main(argv=None):
       "seq_len": p + n, "tokens_per_s": tokens / t, "seconds": t,
       "compile_s": compile_s, "model_tflops_per_s": flops / t / 1e12,
       "peak_tflops": peak, "mfu": flops / t / 1e12 / peak if peak else None,
-      "xla_flags": os.environ.get("XLA_FLAGS", "")})
+      "xla_flags": os.environ.get("XLA_FLAGS", ""),
+      "xla_options": args.xla_options})
 
   if args.profile:
     from benchmarks import profiling  # pylint: disable=import-outside-toplevel

@@ -538,7 +538,28 @@ def build_settings(config: Any) -> Any:
       async_checkpoints=bool(c.checkpoint.async_save),
       log_every=int(c.log.every), tensorboard=bool(c.log.tensorboard),
       progress=bool(c.log.progress),
-      mesh_shape=tuple(int(x) for x in c.mesh.shape))
+      mesh_shape=tuple(int(x) for x in c.mesh.shape),
+      xla_options=parse_xla_options(str(c.train.get("xla_options", ""))))
+
+
+def parse_xla_options(text: str) -> tuple[tuple[str, str], ...]:
+  """``"name=value,name2=value2"`` -> ((name, value), ...); "" -> ().
+
+  A value may be empty (``"xla_cpu_experimental_ynn_fusion_type="``).
+  Whether XLA knows a name is checked when the step compiles.
+  """
+  out = []
+  for item in (x.strip() for x in text.split(",")):
+    if not item:
+      continue
+    name, sep, value = item.partition("=")
+    name = name.strip().lstrip("-")
+    if not sep or not name or not name.replace("_", "").isalnum():
+      raise ValueError(
+          f"bad XLA option {item!r} in {text!r}: expected name=value "
+          "(e.g. xla_cpu_experimental_ynn_fusion_type=)")
+    out.append((name, value.strip()))
+  return tuple(out)
 
 
 def step_kwargs(config: Any) -> dict[str, Any]:

@@ -394,7 +394,8 @@ def shard_batch(batch: Any, mesh: Mesh,
 
 def shard_train_step(step_fn: Callable, *, mesh: Mesh, state_sharding: Any,
                      batch_sharding: Any = None, metrics_sharding: Any = None,
-                     donate: bool = True, extra_in_shardings: tuple = ()
+                     donate: bool = True, extra_in_shardings: tuple = (),
+                     compiler_options: Mapping[str, Any] | None = None
                      ) -> Callable:
   """Wraps ``step_fn(state, batch, *extra) -> (state, metrics)`` in ``jax.jit``.
 
@@ -407,6 +408,11 @@ def shard_train_step(step_fn: Callable, *, mesh: Mesh, state_sharding: Any,
     metrics_sharding: shardings of the metrics (default replicated).
     donate: donate the input state's buffers.
     extra_in_shardings: shardings of further positional arguments.
+    compiler_options: XLA options for this one computation (``jax.jit``'s
+      ``compiler_options``), e.g. ``{"xla_cpu_experimental_ynn_fusion_type":
+      ""}`` for XLA:CPU's own GEMMs in place of YNNPACK (BENCHMARKS.md); an
+      option the installed XLA does not know fails at the first call with
+      "No such compile option".
 
   Returns:
     The jitted step; calls run under ``jax.set_mesh(mesh)`` so a model's
@@ -418,7 +424,8 @@ def shard_train_step(step_fn: Callable, *, mesh: Mesh, state_sharding: Any,
       in_shardings=(state_sharding, batch_sharding) + tuple(extra_in_shardings),
       out_shardings=(state_sharding,
                      rep if metrics_sharding is None else metrics_sharding),
-      donate_argnums=(0,) if donate else ())
+      donate_argnums=(0,) if donate else (),
+      compiler_options=dict(compiler_options) if compiler_options else None)
 
   def call(*args):
     with jax.set_mesh(mesh):

@@ -102,11 +102,6 @@ def main(argv):
   if _WORKDIR.value is None:
     raise app.UsageError("--workdir is required")
   logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes
-  # Before the first JAX computation: XLA reads its flags once.
-  from entropy_rl import xla_flags  # pylint: disable=import-outside-toplevel
-  if xla_flags.apply_recommended_flags():
-    print(f"XLA_FLAGS={os.environ['XLA_FLAGS']} (entropy_rl.xla_flags; "
-          "ENTROPY_RL_XLA_DEFAULTS=0 to keep yours only)", flush=True)
   config = _CONFIG.value
   if config.distributed.initialize:
     from entropy_rl import parallel  # pylint: disable=import-outside-toplevel

@@ -117,6 +117,17 @@ class ConfigTest(absltest.TestCase):
     self.assertIsNone(kw["compute_dtype"])
     self.assertEqual(kw["max_grad_norm"], 1.0)
 
+  def test_xla_options(self):
+    c = base.get_config("tiny")
+    self.assertEqual(builders.build_settings(c).xla_options, ())
+    c.train.xla_options = "xla_cpu_experimental_ynn_fusion_type=, a_b=3"
+    self.assertEqual(builders.build_settings(c).xla_options,
+                     (("xla_cpu_experimental_ynn_fusion_type", ""),
+                      ("a_b", "3")))
+    for bad in ("no_value", "=3", "a b=1"):
+      with self.assertRaisesRegex(ValueError, "bad XLA option"):
+        builders.parse_xla_options(bad)
+
   def test_model_and_task(self):
     c = base.get_config("tiny")
     tok = builders.build_tokenizer(c.tokenizer)

@@ -175,6 +175,41 @@ class ShardedStepTest(parameterized.TestCase):
       self.assertFalse(parallel.is_sharded(attn["q_proj"][...]))
     self.assertEqual(int(new.step), 1)
 
+  def test_compiler_options_reach_xla(self):
+    """XLA:CPU's own GEMMs instead of YNNPACK fusions: the option is in the
+    compiled program (no ynn fusion left) and the update is the same."""
+    mesh = parallel.make_mesh((1, 1, 1))
+    state = types.init_train_state(self.params, self.opt, self.transform, 0)
+    state_sh = parallel.tree_shardings(parallel.state_specs(
+        state, parallel.param_specs(self.params, self.axes, mesh=mesh),
+        self.params), mesh)
+    ro = parallel.shard_batch(self.ro, mesh)
+    texts = {}
+    for name, opts in (("default", None),
+                       ("eigen", {"xla_cpu_experimental_ynn_fusion_type": ""})):
+      step = parallel.shard_train_step(self.step_fn, mesh=mesh,
+                                       state_sharding=state_sh,
+                                       compiler_options=opts)
+      state = parallel.place(
+          types.init_train_state(self.params, self.opt, self.transform, 0),
+          state_sh)
+      texts[name] = step.jitted.lower(state, ro).compile().as_text()
+      with jax.set_mesh(mesh):
+        new, _ = step(state, ro)
+      jax.tree.map(lambda a, b: np.testing.assert_allclose(
+          np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-5),
+                   new.params, self.want_state.params)
+    self.assertIn("ynn_fusion", texts["default"])
+    self.assertNotIn("ynn_fusion", texts["eigen"])
+
+  def test_unknown_compiler_option_is_a_clear_error(self):
+    mesh = parallel.make_mesh((1, 1, 1))
+    step = parallel.shard_train_step(
+        lambda s, b: (s, {}), mesh=mesh, state_sharding=parallel.replicated(
+            mesh), compiler_options={"xla_no_such_option": "1"})
+    with self.assertRaisesRegex(Exception, "xla_no_such_option"):
+      step(jnp.zeros(()), jnp.zeros(()))
+
 
 if __name__ == "__main__":
   absltest.main()

@@ -79,6 +79,8 @@ class Settings:
   tensorboard: bool = True
   progress: bool = True
   mesh_shape: tuple[int, ...] = (-1, 1, 1)
+  # XLA options of the jitted SFT / RL steps ((name, value) pairs).
+  xla_options: tuple[tuple[str, str], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -272,7 +274,8 @@ def run_sft(exp: Experiment, workdir: str) -> Any:
   step = parallel.shard_train_step(
       step_lib.make_sft_step(exp.fns, exp.sft_optimizer,
                              **_sft_kwargs(exp.step_kwargs)),
-      mesh=mesh, state_sharding=state_sh)
+      mesh=mesh, state_sharding=state_sh,
+      compiler_options=dict(s.xla_options))
   bar = metrics_lib.Progress(s.sft_steps, desc="sft",
                              every=max(1, s.sft_steps // 10))
   with StopSignal() as stop:
@@ -442,12 +445,14 @@ def run_rl(exp: Experiment, workdir: str, params: Any = None
   hooked = "hook" in fns
   seeds = s.num_seeds
   if use_jax:
-    step_fn = parallel.shard_train_step(fns["iteration"], mesh=mesh,
-                                        state_sharding=state_sh)
+    step_fn = parallel.shard_train_step(
+        fns["iteration"], mesh=mesh, state_sharding=state_sh,
+        compiler_options=dict(s.xla_options))
   else:
     roll = fns["rollout"]
-    update = parallel.shard_train_step(fns["update"], mesh=mesh,
-                                       state_sharding=state_sh)
+    update = parallel.shard_train_step(
+        fns["update"], mesh=mesh, state_sharding=state_sh,
+        compiler_options=dict(s.xla_options))
   evaluator = Evaluator(exp) if s.eval_every else None
 
   bar = metrics_lib.Progress(s.num_steps, desc="rl",

@@ -88,7 +88,12 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
       stat_scope=0,  # rows per statistics scope (0: whole mini-batch)
       recompute_old_logp=True, fuse_old_pass=True,
       measure_entropy_change=True,  # realised ΔH (one extra forward)
-      token_chunk=1024, vocab_chunk=4096, compute_dtype=""))
+      token_chunk=1024, vocab_chunk=4096, compute_dtype="",
+      # XLA options of the jitted steps, "name=value,name=value"; e.g.
+      # "xla_cpu_experimental_ynn_fusion_type=" (XLA:CPU's own GEMMs: the
+      # 64x96 train step 5-8% faster, the default experiment's small
+      # steps slower; BENCHMARKS.md).
+      xla_options=""))
   c.sft = ml_collections.ConfigDict(dict(
       steps=1500, batch_size=64, seq_len=12, learning_rate=3e-3,
       warmup_steps=20, weight_decay=0.0, schedule="cosine"))
