@@ -251,6 +251,27 @@ class Attention(nnx.Module):
       y = y + getattr(self, f"{name}_bias")[...].astype(x.dtype)
     return y
 
+  def _qkv(self, x):
+    """q [B,S,H·Dh], k and v [B,S,K·Dh]: three products, or one for S = 1.
+
+    A decode step (S = 1) runs one [B, D] @ [D, (H+2K)·Dh] product on the
+    concatenated weights (XLA hoists the concatenation out of the decode
+    loop): at B = 64 on CPU the three small GEMMs each ran on one core, one
+    after the other (BENCHMARKS.md). Training keeps three products (no gain
+    measured there).
+    """
+    if x.shape[1] != 1:
+      return self._proj(x, "q"), self._proj(x, "k"), self._proj(x, "v")
+    names = ("q", "k", "v")
+    w = jnp.concatenate([getattr(self, f"{n}_proj")[...] for n in names], 1)
+    y = _dense(x, w)
+    if self.cfg.qkv_bias:
+      y = y + jnp.concatenate(
+          [getattr(self, f"{n}_bias")[...] for n in names]).astype(x.dtype)
+    hq = self.cfg.num_heads * self.cfg.head_dim
+    hk = self.cfg.num_kv_heads * self.cfg.head_dim
+    return y[..., :hq], y[..., hq:hq + hk], y[..., hq + hk:]
+
   def __call__(self, x, cos, sin, allowed, kv_fn=None):
     """x [B, S, D] -> (out [B, S, D], new cache state or None).
 
@@ -263,9 +284,10 @@ class Attention(nnx.Module):
     cfg = self.cfg
     b, s, _ = x.shape
     kv, dh = cfg.num_kv_heads, cfg.head_dim
-    q = self._proj(x, "q").reshape(b, s, cfg.num_heads, dh)
-    k = self._proj(x, "k").reshape(b, s, kv, dh)
-    v = self._proj(x, "v").reshape(b, s, kv, dh)
+    q, k, v = self._qkv(x)
+    q = q.reshape(b, s, cfg.num_heads, dh)
+    k = k.reshape(b, s, kv, dh)
+    v = v.reshape(b, s, kv, dh)
     if cfg.qk_norm:
       q, k = self.q_norm(q), self.k_norm(k)
     q = _apply_rope(q, cos, sin)
