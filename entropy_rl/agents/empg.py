@@ -118,10 +118,6 @@ def empg(k: float = 1.0, k_f: float = 1.0, zeta: float = 0.1, *,
         jnp.abs(adv), batch.mask))
     return batch._replace(advantages=adv), state
 
-  def update(batch, state, *, rng=None, step=None, **extra):
-    del rng, step, extra
-    return batch, state
-
   return types.EntropyTransform(
-      types.init_empty_state, update, prepare,
+      types.init_empty_state, types.identity_update, prepare,
       types.Needs(frozenset({"old_entropy", "segment_ids"})))

@@ -74,12 +74,9 @@ def toolcall_reward(total_steps: int = 200, *, mode: str = "cosine"
     batch = ops.add_metrics(batch, toolcall_bonus=jnp.mean(bonus))
     return batch._replace(rewards=batch.rewards + bonus), state
 
-  def update(batch, state, *, rng=None, step=None, **extra):
-    del rng, step, extra
-    return batch, state
-
-  return types.EntropyTransform(types.init_empty_state, update, prepare,
-                                types.Needs(frozenset({"rewards"})))
+  return types.EntropyTransform(
+      types.init_empty_state, types.identity_update,
+      prepare, types.Needs(frozenset({"rewards"})))
 
 
 def recalibrate(rewards: Array, group_means: Array, group_means_valid: Array,
@@ -303,8 +300,5 @@ def replay_advantages() -> types.EntropyTransform:
     batch = ops.add_metrics(batch, replay_rows=jnp.sum(aux["is_replay"]))
     return batch._replace(advantages=adv), state
 
-  def update(batch, state, *, rng=None, step=None, **extra):
-    del rng, step, extra
-    return batch, state
-
-  return types.EntropyTransform(types.init_empty_state, update, prepare)
+  return types.EntropyTransform(
+      types.init_empty_state, types.identity_update, prepare)

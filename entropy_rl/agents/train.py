@@ -113,12 +113,8 @@ def episode_advantages(*, normalize_std: bool = True, eps: float = 1e-6
         jnp.abs(adv), batch.mask))
     return batch._replace(advantages=adv), state
 
-  def update(batch, state, *, rng=None, step=None, **extra):
-    del rng, step, extra
-    return batch, state
-
   return types.EntropyTransform(
-      types.init_empty_state, update, prepare,
+      types.init_empty_state, types.identity_update, prepare,
       types.Needs(frozenset({"rewards", "group_ids"})))
 
 

@@ -267,12 +267,8 @@ def _advantage_transform(fn: Callable[[types.PolicyBatch], Array],
                                                          batch.mask))
     return batch._replace(advantages=adv), state
 
-  def update(batch, state, *, rng=None, step=None, **extra):
-    del rng, step, extra
-    return batch, state
-
   return types.EntropyTransform(
-      types.init_empty_state, update, prepare,
+      types.init_empty_state, types.identity_update, prepare,
       types.Needs(frozenset({"rewards", "group_ids"})))
 
 

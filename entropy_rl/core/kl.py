@@ -116,10 +116,6 @@ def kl_in_reward(coef: float = 0.001, estimator: str = "k1"
     batch = ops.add_metrics(batch, kl_reward_penalty=jnp.mean(penalty))
     return batch._replace(rewards=batch.rewards - penalty), state
 
-  def update(batch, state, *, rng=None, step=None, **extra):
-    del rng, step, extra
-    return batch, state
-
   return types.EntropyTransform(
-      types.init_empty_state, update, prepare,
+      types.init_empty_state, types.identity_update, prepare,
       types.Needs(frozenset({"ref_logp", "rewards"})))

@@ -68,9 +68,6 @@ def overlong_reward_shaping(l_max: int, l_cache: int, coef: float = 1.0
                             overlong_frac=jnp.mean(pen < 0))
     return batch._replace(rewards=batch.rewards + pen), state
 
-  def update(batch, state, *, rng=None, step=None, **extra):
-    del rng, step, extra
-    return batch, state
-
-  return types.EntropyTransform(types.init_empty_state, update, prepare,
-                                types.Needs(frozenset({"rewards"})))
+  return types.EntropyTransform(
+      types.init_empty_state, types.identity_update,
+      prepare, types.Needs(frozenset({"rewards"})))

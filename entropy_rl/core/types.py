@@ -179,6 +179,16 @@ def init_empty_state(params: Params | None = None) -> EmptyState:
   return EmptyState()
 
 
+def identity_update(batch: "PolicyBatch", state: State, *, rng=None,
+                    step=None, **extra) -> tuple["PolicyBatch", State]:
+  """The loss-side ``update`` of a transform that acts only in ``prepare``.
+
+  Returns the batch and the state unchanged.
+  """
+  del rng, step, extra
+  return batch, state
+
+
 class LogitsProcessor(NamedTuple):
   """A rollout-side hook applied to decode-time logits.
 

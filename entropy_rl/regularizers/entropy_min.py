@@ -78,13 +78,10 @@ def _reward_transform(variant, entropy_base, zero_for_answers, name):
     batch = ops.add_metrics(batch, self_certainty_reward=jnp.mean(r))
     return batch._replace(rewards=r), state
 
-  def update(batch, state, *, rng=None, step=None, **extra):
-    del rng, step, extra
-    return batch, state
-
   fields = {"group_ids"} | ({"old_entropy"} if variant == "token" else set())
-  return types.EntropyTransform(types.init_empty_state, update, prepare,
-                                types.Needs(frozenset(fields)))
+  return types.EntropyTransform(
+      types.init_empty_state, types.identity_update, prepare,
+      types.Needs(frozenset(fields)))
 
 
 def rent(*, entropy_base: float | None = None, zero_for_answers: bool = False,

@@ -95,11 +95,8 @@ def grpo_lambda(lam: float = 0.2, alpha: float = 0.6, *,
     batch = ops.add_metrics(batch, grpo_lambda_reward=jnp.mean(r))
     return batch._replace(rewards=r), state
 
-  def update(batch, state, *, rng=None, step=None, **extra):
-    del rng, step, extra
-    return batch, state
-
-  rewards = types.EntropyTransform(types.init_empty_state, update, prepare,
-                                   types.Needs(frozenset({"group_ids"})))
+  rewards = types.EntropyTransform(
+      types.init_empty_state, types.identity_update,
+      prepare, types.Needs(frozenset({"group_ids"})))
   return combine.chain(rewards,
                        adv_lib.grpo_advantages(normalize_std=normalize_std))

@@ -174,12 +174,8 @@ def _shaping_transform(fn, name: str) -> types.EntropyTransform:
         adv_abs_mean=ops.masked_mean(jnp.abs(adv), m), **metrics)
     return batch._replace(advantages=jnp.where(m > 0, adv, 0.0)), state
 
-  def update(batch, state, *, rng=None, step=None, **extra):
-    del rng, step, extra
-    return batch, state
-
   return types.EntropyTransform(
-      types.init_empty_state, update, prepare,
+      types.init_empty_state, types.identity_update, prepare,
       types.Needs(frozenset({"rewards", "group_ids", "old_entropy"})))
 
 

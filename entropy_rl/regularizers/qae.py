@@ -63,10 +63,6 @@ def qae(k: float = 0.4, *, normalize_std: bool = True,
         adv_abs_mean=ops.masked_mean(jnp.abs(tok), batch.mask))
     return batch._replace(advantages=tok), state
 
-  def update(batch, state, *, rng=None, step=None, **extra):
-    del rng, step, extra
-    return batch, state
-
   return types.EntropyTransform(
-      types.init_empty_state, update, prepare,
+      types.init_empty_state, types.identity_update, prepare,
       types.Needs(frozenset({"rewards", "group_ids"})))

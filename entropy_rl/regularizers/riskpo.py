@@ -204,9 +204,5 @@ def riskpo(group_size: int, bundle_size: int = 5, *, alpha: float = 0.2,
     return batch._replace(advantages=tok), RiskPOState(
         new_q, state.ready | any_ok)
 
-  def update(batch, state, *, rng=None, step=None, **extra):
-    del rng, step, extra
-    return batch, state
-
-  return types.EntropyTransform(init, update, prepare,
+  return types.EntropyTransform(init, types.identity_update, prepare,
                                 types.Needs(frozenset({"rewards"})))

@@ -273,12 +273,8 @@ def assembled_advantages() -> core_types.EntropyTransform:
     return batch._replace(advantages=adv_lib.to_tokens(
         adv.astype(jnp.float32), batch.mask)), state
 
-  def update(batch, state, *, rng=None, step=None, **extra):
-    del rng, step, extra
-    return batch, state
-
-  return core_types.EntropyTransform(core_types.init_empty_state, update,
-                                     prepare)
+  return core_types.EntropyTransform(
+      core_types.init_empty_state, core_types.identity_update, prepare)
 
 
 # ----------------------------------------------------------------- CURE
