@@ -100,8 +100,11 @@ class ConfigTest(absltest.TestCase):
     c = default.get_config()
     c.lock()
     runs = builders.variants(c)
-    self.assertEqual([n for n, _ in runs], ["grpo", "grpo_steer"])
-    self.assertEqual(runs[1][1].regularizers.order, ("advantages", "steer"))
+    self.assertEqual([n for n, _ in runs],
+                     ["grpo", "grpo_clip_cov", "grpo_kl_cov"])
+    self.assertEqual(runs[1][1].regularizers.order,
+                     ("advantages", "clip_cov"))
+    self.assertEqual(runs[2][1].regularizers.order, ("advantages", "kl_cov"))
     self.assertEqual(c.regularizers.order, ("advantages",))  # unchanged
     self.assertEqual(builders.variants(base.get_config())[0][0], "")
     with self.assertRaisesRegex(ValueError, "config key in a variant"):
