@@ -196,8 +196,11 @@ class ShardedStepTest(parameterized.TestCase):
       texts[name] = step.jitted.lower(state, ro).compile().as_text()
       with jax.set_mesh(mesh):
         new, _ = step(state, ro)
-      jax.tree.map(lambda a, b: np.testing.assert_allclose(
-          np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-5),
+      # Another GEMM library sums in another order; after one AdamW step
+      # at lr 1e-2 the parameters differ by up to ~1.3e-5 (0.1% of lr).
+      tol = 1e-5 if opts is None else 1e-4
+      jax.tree.map(lambda a, b, tol=tol: np.testing.assert_allclose(
+          np.asarray(a), np.asarray(b), atol=tol, rtol=tol),
                    new.params, self.want_state.params)
     self.assertIn("ynn_fusion", texts["default"])
     self.assertNotIn("ynn_fusion", texts["eigen"])
