@@ -12,7 +12,7 @@ prompts x 8 samples, 2 epochs x 4 mini-batches, lr 1e-4, 300 steps). GRPO
 raises the mean reward while the rollout token entropy falls steadily
 (0.57 -> 0.38 nats); the covariance methods slow that collapse at a similar
 reward. The plot also shows how the realised per-step entropy change
-tracks the first-order prediction -cov(logp, A). About 2.5 minutes on 2
+tracks the first-order prediction -cov(logp, A). About 3 minutes on 2
 idle CPU cores. (At lr 3e-4 every run collapses faster and loses held-out
 accuracy, and the covariance methods keep clearly more entropy and pass@4;
 STEER's token weights were the earlier comparison and made no difference
