@@ -299,6 +299,69 @@ class CacheTest(parameterized.TestCase):
       np.testing.assert_allclose(np.where(vm, a, 0), np.where(vm, b, 0),
                                  atol=1e-5, rtol=0)
 
+  @parameterized.parameters("unrolled", "stacked", "scan")
+  def test_shared_prefix_equals_repeated_cache(self, layout):
+    """Decoding R = n·B rows against a B-row prompt cache (``prefix``)
+    gives the logits of the same rows decoding with the prompt repeated
+    into their own cache: a 2-token chunk, then single tokens."""
+    fns, params = models.as_functions(random_model(
+        scan_layers=layout == "scan", num_layers=3))
+    n, p, steps = 3, 5, 4
+    x_p, m_p = left_padded([5, 2], p, seed=4)  # [B=2, P]
+    pos_p = models.positions_from_mask(jnp.asarray(m_p))
+    r = 2 * n
+    new = tokens(r, steps + 1, seed=5)  # [R, 2 + (steps - 1)]
+    base = np.repeat(m_p.sum(1), n)[:, None]  # [R, 1] positions start
+
+    def stackify(c):
+      if layout != "stacked":
+        return c
+      return c._replace(k=jnp.stack(c.k), v=jnp.stack(c.v))
+
+    @jax.jit
+    def decode(params, prefix, cache):
+      out = []
+      for a, b in [(0, 2)] + [(t, t + 1) for t in range(2, steps + 1)]:
+        pos = base + np.arange(a, b)[None]
+        h, cache = fns.hidden(params, new[:, a:b], pos,
+                              np.ones((r, b - a), bool), cache, prefix)
+        out.append(fns.logits(params, h))
+      return jnp.concatenate(out, 1), cache
+
+    _, prefix = jax.jit(fns.hidden)(params, x_p, pos_p, m_p,
+                                    stackify(fns.init_cache(2, p)))
+    shared, gen = decode(params, prefix, stackify(fns.init_cache(r, steps + 1)))
+    # Reference: the prompts repeated n times into each row's own cache.
+    rep = lambda a: np.repeat(np.asarray(a), n, axis=0)  # noqa: E731
+    _, full = jax.jit(fns.hidden)(params, rep(x_p), rep(pos_p), rep(m_p),
+                                  stackify(fns.init_cache(r, p + steps + 1)))
+    ref, _ = decode(params, None, full)
+    np.testing.assert_allclose(shared, ref, atol=1e-5, rtol=0)
+    self.assertEqual(int(gen.index), steps + 1)
+    self.assertTrue(np.asarray(gen.valid).all())
+    # A different prompt in one group changes that group's rows only.
+    x2 = x_p.copy()
+    x2[1, -1] = (x2[1, -1] + 1) % VOCAB
+    _, prefix2 = jax.jit(fns.hidden)(params, x2, pos_p, m_p,
+                                     stackify(fns.init_cache(2, p)))
+    other, _ = decode(params, prefix2, stackify(fns.init_cache(r, steps + 1)))
+    np.testing.assert_array_equal(other[:n], shared[:n])
+    self.assertGreater(float(jnp.abs(other[n:] - shared[n:]).max()), 1e-3)
+
+  def test_shared_prefix_errors(self):
+    fns, params = models.as_functions(random_model())
+    x = tokens(4, 1)
+    ones = np.ones((4, 1), bool)
+    prefix = fns.init_cache(3, 2)
+    with self.assertRaisesRegex(ValueError, "needs a cache"):
+      fns.hidden(params, x, x, ones, None, prefix)
+    with self.assertRaisesRegex(ValueError, "must divide the batch 4"):
+      fns.hidden(params, x, x, ones, fns.init_cache(4, 2), prefix)
+    stacked = fns.init_cache(2, 2)
+    stacked = stacked._replace(k=jnp.stack(stacked.k), v=jnp.stack(stacked.v))
+    with self.assertRaisesRegex(ValueError, "share the cache's layout"):
+      fns.hidden(params, x, x, ones, fns.init_cache(4, 2), stacked)
+
   def test_per_layer_cache_errors(self):
     fns, params = models.as_functions(random_model())
     x = tokens(2, 3)

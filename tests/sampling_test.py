@@ -6,10 +6,13 @@ whose KV-cache decode must equal its full recomputation.
 """
 
 from absl.testing import absltest
+from absl.testing import parameterized
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from entropy_rl import models
 from entropy_rl import sampling
 from entropy_rl.core import token_stats as token_stats_lib
 from entropy_rl.sampling import sampler as sampler_lib
@@ -255,6 +258,86 @@ class AttentionModelTest(absltest.TestCase):
       np.testing.assert_allclose(out.entropy, np.repeat(
           np.array(want)[:, None], 3, 1), rtol=1e-5)
     self.assertLessEqual(sampler_lib._sample_jit._cache_size(), size + 1)
+
+
+def _decoder(scan_layers=False):
+  """A small random GQA decoder (4 heads, 2 kv heads, q/k norm, biases)."""
+  cfg = models.DecoderConfig(
+      vocab_size=40, hidden_size=32, num_layers=2, num_heads=4,
+      num_kv_heads=2, intermediate_size=48, qkv_bias=True, qk_norm=True,
+      tie_word_embeddings=False, scan_layers=scan_layers)
+  return models.as_functions(models.Decoder(cfg, rngs=nnx.Rngs(4)))
+
+
+class SharedPromptTest(parameterized.TestCase):
+  """Decoding against one shared prompt cache vs n repeated copies."""
+
+  prompts = np.array([[0, 0, 5, 3, 9], [1, 2, 3, 4, 6], [0, 0, 0, 0, 9]],
+                     np.int32)
+  masks = prompts > 0
+  kw = dict(max_new_tokens=10, num_samples=3, end_ids=(7,), block_size=4,
+            sampling=sampling.temperature(1.5))
+
+  @parameterized.parameters(False, True)
+  def test_shared_equals_repeated(self, scan_layers):
+    fns, params = _decoder(scan_layers)
+    outs = [sampling.sample(fns, params, self.prompts, self.masks,
+                            jax.random.key(2), share_prompt=share, **self.kw)
+            for share in (False, True)]
+    a, b = outs
+    self.assertGreater(int(a.mask.sum()), 40)  # many tokens, some ended
+    self.assertTrue(bool(a.ended.any()))
+    np.testing.assert_array_equal(a.tokens, b.tokens)
+    np.testing.assert_array_equal(a.mask, b.mask)
+    np.testing.assert_allclose(a.logp, b.logp, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(a.entropy, b.entropy, atol=1e-5, rtol=0)
+    # The default shares the prompt for n > 1: the same outputs as True.
+    auto = sampling.sample(fns, params, self.prompts, self.masks,
+                           jax.random.key(2), **self.kw)
+    np.testing.assert_array_equal(auto.logp, b.logp)
+    # And sample_traced under jit is the same program.
+    traced = jax.jit(lambda p, t, m, k: sampling.sample_traced(
+        fns, p, t, m, k, **self.kw))(params, self.prompts, self.masks,
+                                     jax.random.key(2))
+    np.testing.assert_array_equal(traced.tokens, b.tokens)
+    np.testing.assert_allclose(traced.logp, b.logp, atol=1e-6, rtol=0)
+
+  def test_make_sampler_cache_holds_the_generated_tokens_only(self):
+    fns, params = _decoder()
+    ref = sampling.sample(fns, params, self.prompts, self.masks,
+                          jax.random.key(2), **self.kw)
+    for share, slots in ((True, 9), (False, 14)):
+      s = sampling.make_sampler(fns, share_prompt=share, early_stop=False,
+                                **self.kw)
+      cache = s.init_cache(3, 5)
+      self.assertEqual(cache.valid.shape, (9, slots))  # R rows
+      # The donated cache is reused: the same outputs every call (9 decode
+      # steps in blocks of 4: the last block is shorter, so no step writes
+      # past the cache or looks up a position outside the RoPE tables,
+      # which once left NaN keys in the reused cache).
+      for _ in range(3):
+        out, cache = s.generate(params, self.prompts, self.masks,
+                                jax.random.key(2), cache)
+        self.assertEqual(int(cache.index), slots)
+        self.assertTrue(np.isfinite(np.asarray(out.logp)).all())
+        np.testing.assert_array_equal(out.tokens, ref.tokens)
+        np.testing.assert_allclose(out.logp, ref.logp, atol=1e-5, rtol=0)
+    s = sampling.make_sampler(fns, **self.kw)
+    with self.assertRaisesRegex(ValueError, r"expected \(9, 9\)"):
+      s.generate(params, self.prompts, self.masks, jax.random.key(2),
+                 fns.init_cache(9, 14))
+    # One sample per prompt, or share_prompt=False: the full-length cache.
+    for kw in (dict(num_samples=1), dict(share_prompt=False)):
+      s = sampling.make_sampler(fns, **{**self.kw, **kw})
+      self.assertEqual(s.init_cache(3, 5).valid.shape[1], 14)
+
+  def test_models_without_prefix_support(self):
+    fns, params = fakes.next_token_model(V)
+    s = sampling.make_sampler(fns, max_new_tokens=4, num_samples=2)
+    self.assertEqual(s.init_cache(3, 4).valid.shape, (6, 7))  # not shared
+    with self.assertRaisesRegex(ValueError, "shared prefix"):
+      sampling.sample(fns, params, PROMPTS, MASKS, jax.random.key(0),
+                      max_new_tokens=4, num_samples=2, share_prompt=True)
 
 
 class TracedEntryPointsTest(absltest.TestCase):

@@ -170,8 +170,14 @@ def _apply_rope(x: Array, cos: Array, sin: Array) -> Array:
                          axis=-1).astype(x.dtype)
 
 
-def _attend(q, k, v, allowed, kv_spec: str):
+def _attend(q, k, v, allowed, kv_spec: str, prefix=None):
   """Softmax attention of q over keys k / values v, f32 softmax.
+
+  With ``prefix``, the queries also attend over a shared prefix (slots
+  before the cache's): row r of q uses row r // n of the prefix, n =
+  B / B_p. One softmax spans both parts; each part is a batched product,
+  the prefix's with n·G·S queries per (prompt, kv-head) pair, so a prompt
+  shared by n samples is read once instead of n times.
 
   Args:
     q: [B, S, K, G, Dh] queries (already scaled by Dh^-1/2).
@@ -180,21 +186,42 @@ def _attend(q, k, v, allowed, kv_spec: str):
     allowed: [B, S, T] bool, query i may see key j. Fully masked rows
       (padding queries) give a finite, meaningless output.
     kv_spec: the einsum subscripts of k and v.
+    prefix: None, or (k_p, v_p, valid_p): a layer's shared keys and
+      values [B_p, K, P, Dh] and valid_p [B_p, P] bool (every query may see
+      every valid prefix slot), B = n·B_p.
 
   Returns:
     [B, S, K, G, Dh] in q's dtype.
   """
   f32 = _wide(q.dtype)
+  b, s_len, kh, g, dh = q.shape
   s = jnp.einsum(f"bqkgd,{kv_spec}->bkgqs", q, k.astype(q.dtype),
                  preferred_element_type=f32)
   s = jnp.where(allowed[:, None, None], s, _NEG)
+  if prefix is not None:
+    k_p, v_p, valid_p = prefix
+    bp, p_len = valid_p.shape
+    n = b // bp
+    qp = q.reshape(bp, n, s_len, kh, g, dh)
+    s_p = jnp.einsum("bnqkgd,bksd->bnkgqs", qp, k_p.astype(q.dtype),
+                     preferred_element_type=f32)
+    s_p = jnp.where(valid_p[:, None, None, None, None], s_p, _NEG)
+    s = jnp.concatenate([s_p.reshape(b, kh, g, s_len, p_len), s], axis=-1)
   m = jnp.max(s, axis=-1, keepdims=True)
   # p @ v in the compute dtype (as transformers does after its softmax):
   # XLA:CPU lacks some bf16 x bf16 -> f32 dot layouts.
   p = jnp.exp(s - m)
   denom = jnp.sum(p, axis=-1)
-  out = jnp.einsum(f"bkgqs,{kv_spec}->bqkgd", p.astype(q.dtype),
-                   v.astype(q.dtype)).astype(f32)
+  if prefix is None:
+    out = jnp.einsum(f"bkgqs,{kv_spec}->bqkgd", p.astype(q.dtype),
+                     v.astype(q.dtype)).astype(f32)
+  else:
+    p_p = p[..., :p_len].reshape(bp, n, kh, g, s_len, p_len)
+    out_p = jnp.einsum("bnkgqs,bksd->bnqkgd", p_p.astype(q.dtype),
+                       v_p.astype(q.dtype)).astype(f32)
+    out = jnp.einsum(f"bkgqs,{kv_spec}->bqkgd", p[..., p_len:].astype(q.dtype),
+                     v.astype(q.dtype)).astype(f32)
+    out = out + out_p.reshape(b, s_len, kh, g, dh)
   out = out / jnp.transpose(denom, (0, 3, 1, 2))[..., None]
   return out.astype(q.dtype)
 
@@ -272,14 +299,15 @@ class Attention(nnx.Module):
     hk = self.cfg.num_kv_heads * self.cfg.head_dim
     return y[..., :hq], y[..., hq:hq + hk], y[..., hq + hk:]
 
-  def __call__(self, x, cos, sin, allowed, kv_fn=None):
+  def __call__(self, x, cos, sin, allowed, kv_fn=None, prefix=None):
     """x [B, S, D] -> (out [B, S, D], new cache state or None).
 
     Without ``kv_fn`` the queries attend over the new tokens (``allowed``
     [B, S, S]). With one, ``kv_fn(k, v)`` gets the new keys (after RoPE)
     and values [B, S, K, Dh], writes them into the cache and returns
     (keys, values) [B, K, T, Dh] to attend over (``allowed`` [B, S, T])
-    and the updated cache state, which is returned.
+    and the updated cache state, which is returned. ``prefix``: this
+    layer's shared prefix (see `_attend`), attended before the cache.
     """
     cfg = self.cfg
     b, s, _ = x.shape
@@ -298,7 +326,7 @@ class Attention(nnx.Module):
       o, state = _attend(qg, k, v, allowed, "bskd"), None
     else:
       keys, values, state = kv_fn(k, v)
-      o = _attend(qg, keys, values, allowed, "bksd")
+      o = _attend(qg, keys, values, allowed, "bksd", prefix)
     o = o.reshape(b, s, cfg.num_heads * dh)
     return _dense(o, self.o_proj[...]), state
 
@@ -329,9 +357,9 @@ class Block(nnx.Module):
     self.mlp_norm = RMSNorm(cfg.hidden_size, eps, param_dtype=pd, axis="embed")
     self.mlp = MLP(cfg, rngs=rngs)
 
-  def __call__(self, x, cos, sin, allowed, kv_fn=None):
+  def __call__(self, x, cos, sin, allowed, kv_fn=None, prefix=None):
     """(x, cache state or None); see `Attention.__call__`."""
-    a, state = self.attn(self.attn_norm(x), cos, sin, allowed, kv_fn)
+    a, state = self.attn(self.attn_norm(x), cos, sin, allowed, kv_fn, prefix)
     x = x + a
     return x + self.mlp(self.mlp_norm(x)), state
 
@@ -366,7 +394,7 @@ class Decoder(nnx.Module):
                             cfg.param_dtype, ("embed", "vocab"))
 
   def hidden(self, tokens: Array, positions: Array, mask: Array,
-             cache: KVCache | None = None):
+             cache: KVCache | None = None, prefix: KVCache | None = None):
     """Final-norm hidden states of ``tokens``, optionally through a cache.
 
     Without a cache: causal attention restricted to keys with ``mask``.
@@ -378,6 +406,12 @@ class Decoder(nnx.Module):
     the layout of k and v (per-layer tuples for unrolled layers, stacked
     for ``scan_layers``); the new cache has the layout of ``cache``.
 
+    With a ``prefix`` too (a read-only cache of B_p = B / n rows and P
+    slots, e.g. prompts shared by n samples: row r continues prefix row
+    r // n), every query also sees the prefix's valid slots, which come
+    before the cache's; positions then run up to P + T_max. The prefix's
+    keys are read once per prompt, not once per sample.
+
     Args:
       tokens: [B, S] int32.
       positions: [B, S] int32 RoPE positions (left-padded rows:
@@ -386,6 +420,8 @@ class Decoder(nnx.Module):
         before it, so it never exceeds its slot); one outside gives NaN.
       mask: [B, S] bool, real (non-padding) tokens.
       cache: a `KVCache` or None.
+      prefix: None, or a `KVCache` (any valid slots, same k/v layout as
+        ``cache``) shared by groups of n consecutive rows; needs a cache.
 
     Returns:
       (hidden [B, S, D] in the compute dtype, new cache or None).
@@ -401,9 +437,19 @@ class Decoder(nnx.Module):
     x = jnp.take(self.embedding[...], tokens, axis=0).astype(cfg.dtype)
     # Positions count a row's real tokens, so they lie below the number of
     # slots: S here, the cache length with a cache.
-    cos, sin = _rope_angles(
-        positions, cfg.head_dim, cfg.rope_theta,
-        s if cache is None else cache.valid.shape[1])
+    if prefix is not None:
+      if cache is None:
+        raise ValueError("a shared prefix needs a cache")
+      bp = prefix.valid.shape[0]
+      if b % bp or (isinstance(prefix.k, (tuple, list))
+                    != isinstance(cache.k, (tuple, list))):
+        raise ValueError(
+            f"the prefix (batch {bp}, k of type {type(prefix.k).__name__}) "
+            f"must divide the batch {b} and share the cache's layout "
+            f"({type(cache.k).__name__})")
+    n_slots = s if cache is None else (
+        cache.valid.shape[1] + (0 if prefix is None else prefix.valid.shape[1]))
+    cos, sin = _rope_angles(positions, cfg.head_dim, cfg.rope_theta, n_slots)
 
     if cache is None:
       allowed = jnp.tril(jnp.ones((s, s), bool))[None] & mask[:, None, :]
@@ -439,30 +485,39 @@ class Decoder(nnx.Module):
     q_slot = i + jnp.arange(s, dtype=jnp.int32)
     allowed = valid[:, None, :] & (slot[None, None, :] <= q_slot[None, :, None])
 
+    def layer_prefix(li):
+      """Layer li's (k_p, v_p, valid_p), or None without a prefix."""
+      if prefix is None:
+        return None
+      return prefix.k[li], prefix.v[li], prefix.valid
+
     if cfg.scan_layers:
       graphdef, state = nnx.split(self.layers)
+      pre_kv = None if prefix is None else (prefix.k, prefix.v)
 
       def body(carry, xs):
         x, ka, va = carry
-        st, li = xs
+        st, li, pkv = xs
 
         def kv_fn(k, v):
           ka2, va2 = _write(ka, k, i, li), _write(va, v, i, li)
           return (jax.lax.dynamic_index_in_dim(ka2, li, keepdims=False),
                   jax.lax.dynamic_index_in_dim(va2, li, keepdims=False),
                   (ka2, va2))
-        x, (ka, va) = nnx.merge(graphdef, st)(x, cos, sin, allowed, kv_fn)
+        pre = None if pkv is None else (pkv[0], pkv[1], prefix.valid)
+        x, (ka, va) = nnx.merge(graphdef, st)(x, cos, sin, allowed, kv_fn,
+                                               pre)
         return (x, ka, va), None
       (x, k_new, v_new), _ = jax.lax.scan(
           body, (x, cache.k, cache.v),
-          (state, jnp.arange(cfg.num_layers, dtype=jnp.int32)))
+          (state, jnp.arange(cfg.num_layers, dtype=jnp.int32), pre_kv))
     elif per_layer:
       ks, vs = [], []
       for li, layer in enumerate(self.layers):
         def kv_fn(k, v, li=li):
           kc, vc = _write(cache.k[li], k, i), _write(cache.v[li], v, i)
           return kc, vc, (kc, vc)
-        x, (kc, vc) = layer(x, cos, sin, allowed, kv_fn)
+        x, (kc, vc) = layer(x, cos, sin, allowed, kv_fn, layer_prefix(li))
         ks.append(kc)
         vs.append(vc)
       k_new, v_new = type(cache.k)(ks), type(cache.v)(vs)
@@ -472,7 +527,8 @@ class Decoder(nnx.Module):
         def kv_fn(k, v, li=li, ka=k_new, va=v_new):
           ka2, va2 = _write(ka, k, i, li), _write(va, v, i, li)
           return ka2[li], va2[li], (ka2, va2)
-        x, (k_new, v_new) = layer(x, cos, sin, allowed, kv_fn)
+        x, (k_new, v_new) = layer(x, cos, sin, allowed, kv_fn,
+                                  layer_prefix(li))
     x = self.final_norm(x)
     return x, KVCache(k=k_new, v=v_new, valid=valid, index=i + s)
 
@@ -507,12 +563,14 @@ class LMFns(NamedTuple):
   logits: Callable[[Any, Array], Array]
   init_cache: Callable[..., KVCache]
   config: DecoderConfig
+  # ``hidden`` takes ``prefix=``, a cache shared by groups of rows.
+  shared_prefix: bool = False
 
 
 def as_functions(model: Decoder) -> tuple[LMFns, nnx.State]:
   """Splits ``model`` once into pure functions and its parameters.
 
-  ``fns.hidden(params, tokens, positions, mask, cache=None)``,
+  ``fns.hidden(params, tokens, positions, mask, cache=None, prefix=None)``,
   ``fns.head(params)``, ``fns.logits(params, hidden)`` merge the graph
   inside, so they work under plain `jax.jit` / `jax.grad`;
   ``fns.init_cache(batch, max_len, dtype=None)``; ``fns.config``.
@@ -522,8 +580,9 @@ def as_functions(model: Decoder) -> tuple[LMFns, nnx.State]:
   """
   graphdef, params = nnx.split(model)
 
-  def hidden(params, tokens, positions, mask, cache=None):
-    return nnx.merge(graphdef, params).hidden(tokens, positions, mask, cache)
+  def hidden(params, tokens, positions, mask, cache=None, prefix=None):
+    return nnx.merge(graphdef, params).hidden(tokens, positions, mask, cache,
+                                              prefix)
 
   def head(params):
     return nnx.merge(graphdef, params).head()
@@ -534,7 +593,7 @@ def as_functions(model: Decoder) -> tuple[LMFns, nnx.State]:
   cfg = model.config
   return LMFns(hidden=hidden, head=head, logits=logits,
                init_cache=functools.partial(init_cache, cfg),
-               config=cfg), params
+               config=cfg, shared_prefix=True), params
 
 
 def logical_axes(model_or_state: nnx.Module | nnx.State) -> nnx.State:

@@ -7,9 +7,14 @@
    ``fns.hidden`` once with a P-slot cache; positions are
    ``cumsum(mask) − 1`` so padding shifts nothing. Only the last position's
    logits are computed.
-2. **Fan-out**: the prefilled cache (not the prompt) is repeated
-   ``num_samples`` times into the decode cache of R = B·n rows (row
-   ``b·n + j`` is sample j of prompt b) with one ``dynamic_update_slice``.
+2. **Fan-out**: row ``b·n + j`` of the R = B·n decode rows is sample j of
+   prompt b. With ``share_prompt`` (the default for n > 1 on models that
+   support it, see :func:`sample`) the prefilled prompt cache is *shared*:
+   each decode step attends over it as a prefix of B rows, read once per
+   prompt instead of once per sample, and the decode cache holds only the
+   generated tokens. Otherwise the prefilled cache (not the prompt) is
+   repeated n times into the R-row decode cache with one
+   ``dynamic_update_slice``.
 3. **Decode**: a ``lax.while_loop`` over blocks of ``block_size`` steps, each
    block a ``lax.scan`` of single-token steps through ``fns.hidden``; the
    loop stops when every row has emitted an end token (or after
@@ -39,7 +44,9 @@ The model interface (``entropy_rl.models.as_functions``): ``fns.hidden(params,
 tokens [B,S], positions [B,S], mask [B,S], cache) -> (hidden [B,S,D],
 cache)`` writing slots [index, index+S); ``fns.logits(params, hidden)`` f32;
 ``fns.head(params) -> W [D, V]``; ``fns.init_cache(batch, max_len,
-dtype=None)``; ``fns.config``.
+dtype=None)``; ``fns.config``. Models whose ``fns.shared_prefix`` is true
+also take ``fns.hidden(..., cache, prefix=prompt_cache)`` (a read-only
+cache shared by groups of n consecutive rows; `entropy_rl.models.Decoder`).
 """
 
 from __future__ import annotations
@@ -216,11 +223,34 @@ def _fan_out(small, cache, n: int):
                         index=jnp.asarray(p, cache.index.dtype))
 
 
+def _share_prompt(fns, share_prompt: bool | None, num_samples: int) -> bool:
+  """Whether the decode attends over a shared prompt cache (static)."""
+  supported = bool(getattr(fns, "shared_prefix", False))
+  if share_prompt is None:
+    return supported and num_samples > 1
+  if share_prompt and not supported:
+    raise ValueError("share_prompt=True needs model functions that accept a "
+                     "shared prefix (fns.shared_prefix, e.g. "
+                     "entropy_rl.models.as_functions); this model's do not")
+  return bool(share_prompt)
+
+
+def _decode_slots(prompt_len: int, max_len: int, share: bool) -> int:
+  """Slots of the R-row decode cache: all of max_len, or (sharing the
+  prompt cache) those after the prompt, at least one."""
+  return max(max_len - prompt_len, 1) if share else max_len
+
+
 def _sample_impl(params, prompt_tokens, prompt_mask, rng, cache,
                  processor_params, sampling_params, *, fns, max_new_tokens,
                  sampling, processors, end_ids, num_samples, block_size,
-                 pad_id, early_stop):
-  """The whole rollout; see the module docstring. Returns (out, cache)."""
+                 pad_id, early_stop, share_prompt=False):
+  """The whole rollout; see the module docstring. Returns (out, cache).
+
+  With ``share_prompt``, ``cache`` holds the R rows' generated tokens only
+  (`_decode_slots`) and the prefilled B-row prompt cache is passed to every
+  decode step as a shared prefix.
+  """
   b, p = prompt_tokens.shape
   n, big_n = num_samples, max_new_tokens
   r = b * n
@@ -236,7 +266,13 @@ def _sample_impl(params, prompt_tokens, prompt_mask, rng, cache,
       fns.init_cache(b, p, dtype=jax.tree.leaves(cache.k)[0].dtype))
   h, small = fns.hidden(params, tokens, _positions(mask), mask, small)
   logits0 = fns.logits(params, h[:, -1])  # [B, V] f32
-  cache = _fan_out(small, cache, n)
+  if share_prompt:
+    prefix = small
+    cache = cache._replace(valid=jnp.zeros_like(cache.valid),
+                           index=jnp.zeros_like(cache.index))
+  else:
+    prefix = None
+    cache = _fan_out(small, cache, n)
   logits0 = _repeat_rows(logits0, n, 0)  # [R, V]
   base_pos = _repeat_rows(jnp.sum(mask, -1, dtype=jnp.int32), n, 0)  # [R]
 
@@ -259,13 +295,14 @@ def _sample_impl(params, prompt_tokens, prompt_mask, rng, cache,
   t0_tok, t0_logp, t0_ent, t0_live, done = emit(
       logits0, jnp.asarray(0, jnp.int32), jnp.zeros((r,), bool))
 
-  n_steps = big_n - 1  # decode steps after the prefill's token
-  n_blocks = -(-n_steps // block_size)
-  width = 1 + n_blocks * block_size
-  out_tok = jnp.full((width, r), pad_id, jnp.int32)
-  out_logp = jnp.zeros((width, r), jnp.float32)
-  out_ent = jnp.zeros((width, r), jnp.float32)
-  out_live = jnp.zeros((width, r), bool)
+  # Decode steps after the prefill's token: full blocks, then a shorter
+  # tail block, so no step runs past N (a step beyond it would write past
+  # the cache's last slot at a position outside the RoPE tables).
+  n_full, tail = divmod(big_n - 1, block_size)
+  out_tok = jnp.full((big_n, r), pad_id, jnp.int32)
+  out_logp = jnp.zeros((big_n, r), jnp.float32)
+  out_ent = jnp.zeros((big_n, r), jnp.float32)
+  out_live = jnp.zeros((big_n, r), bool)
   out_tok = out_tok.at[0].set(t0_tok)
   out_logp = out_logp.at[0].set(t0_logp)
   out_ent = out_ent.at[0].set(t0_ent)
@@ -275,30 +312,39 @@ def _sample_impl(params, prompt_tokens, prompt_mask, rng, cache,
   def step(carry, _):
     t, cache, last, done = carry
     pos = (base_pos + t - 1)[:, None]
-    h, cache = fns.hidden(params, last[:, None], pos, ones, cache)
+    if prefix is None:
+      h, cache = fns.hidden(params, last[:, None], pos, ones, cache)
+    else:
+      h, cache = fns.hidden(params, last[:, None], pos, ones, cache,
+                            prefix=prefix)
     z = fns.logits(params, h[:, 0])  # [R, V]
     tok, logp, ent, live, done = emit(z, t, done)
     return (t + 1, cache, tok, done), (tok, logp, ent, live)
 
-  def block(state):
+  def block(state, length):
     t, cache, last, done, bufs = state
     (t2, cache, last, done), ys = lax.scan(
-        step, (t, cache, last, done), None, length=block_size)
+        step, (t, cache, last, done), None, length=length)
     bufs = tuple(lax.dynamic_update_slice(buf, y, (t, 0))
                  for buf, y in zip(bufs, ys))
     return t2, cache, last, done, bufs
 
-  def cond(state):
+  def cond(state, stop):
     t, _, _, done, _ = state
-    go = t < big_n
+    go = t < stop
     return (go & ~jnp.all(done)) if early_stop else go
 
   state = (jnp.asarray(1, jnp.int32), cache, t0_tok, done,
            (out_tok, out_logp, out_ent, out_live))
-  if n_blocks:
-    state = lax.while_loop(cond, block, state)
+  if n_full:
+    state = lax.while_loop(
+        functools.partial(cond, stop=1 + n_full * block_size),
+        functools.partial(block, length=block_size), state)
+  if tail:  # at most once; a while_loop updates the cache in place
+    state = lax.while_loop(functools.partial(cond, stop=big_n),
+                           functools.partial(block, length=tail), state)
   t_end, cache, _, _, bufs = state
-  tok, logp, ent, live = (x[:big_n].T for x in bufs)
+  tok, logp, ent, live = (x.T for x in bufs)
   ended = jnp.any(live & jnp.any(tok[..., None] == end, -1), -1)
   out = SampleOutput(
       tokens=tok, logp=logp, entropy=ent, mask=live,
@@ -311,7 +357,8 @@ def _sample_impl(params, prompt_tokens, prompt_mask, rng, cache,
 
 
 _STATIC = ("fns", "max_new_tokens", "sampling", "processors", "end_ids",
-           "num_samples", "block_size", "pad_id", "early_stop")
+           "num_samples", "block_size", "pad_id", "early_stop",
+           "share_prompt")
 _sample_jit = jax.jit(_sample_impl, static_argnames=_STATIC,
                       donate_argnames=("cache",))
 
@@ -329,7 +376,8 @@ def sample(fns, params, prompt_tokens: Array, prompt_mask: Array, rng: Array,
            sampling_params: Sequence[Any] | None = None,
            cache_dtype: Any = None, max_len: int | None = None,
            pad_id: int = 0, early_stop: bool = True,
-           vocab_size: int | None = None) -> SampleOutput:
+           vocab_size: int | None = None,
+           share_prompt: bool | None = None) -> SampleOutput:
   """Samples ``max_new_tokens`` tokens for each left-padded prompt.
 
   Compiled once per set of static arguments (the model functions, shapes,
@@ -363,6 +411,11 @@ def sample(fns, params, prompt_tokens: Array, prompt_mask: Array, rng: Array,
       are identical either way).
     vocab_size: the tokenizer's vocabulary size, if known (checked against
       the model's).
+    share_prompt: decode against one shared cache of the B prompts (True)
+      instead of n copies of it (False). None (default): shared when
+      ``num_samples > 1`` and the model supports it (``fns.shared_prefix``).
+      The two agree up to float rounding (tested); sharing reads each
+      prompt's keys and values once per step instead of n times.
 
   Returns:
     A :class:`SampleOutput` with [R, N] tokens, logp, entropy and mask.
@@ -383,14 +436,16 @@ def sample(fns, params, prompt_tokens: Array, prompt_mask: Array, rng: Array,
                                          processors)
   sampling_params = _check_params_tuple("sampling_params", sampling_params,
                                         sampling.processors)
-  cache = fns.init_cache(b * num_samples, max_len, dtype=cache_dtype)
+  share = _share_prompt(fns, share_prompt, num_samples)
+  cache = fns.init_cache(b * num_samples, _decode_slots(p, max_len, share),
+                         dtype=cache_dtype)
   out, _ = _sample_jit(
       params, jnp.asarray(prompt_tokens), jnp.asarray(prompt_mask), rng,
       cache, processor_params, sampling_params, fns=fns,
       max_new_tokens=int(max_new_tokens), sampling=sampling,
       processors=processors, end_ids=end_ids, num_samples=int(num_samples),
       block_size=int(block_size), pad_id=int(pad_id),
-      early_stop=bool(early_stop))
+      early_stop=bool(early_stop), share_prompt=share)
   return out
 
 
@@ -403,7 +458,8 @@ def sample_traced(fns, params, prompt_tokens: Array, prompt_mask: Array,
                   processor_params: Sequence[Any] | None = None,
                   sampling_params: Sequence[Any] | None = None,
                   cache_dtype: Any = None, max_len: int | None = None,
-                  pad_id: int = 0, early_stop: bool = True) -> SampleOutput:
+                  pad_id: int = 0, early_stop: bool = True,
+                  share_prompt: bool | None = None) -> SampleOutput:
   """:func:`sample` as a traceable function: call it inside ``jit``/``scan``.
 
   The same program as :func:`sample` (prefill, fan-out, KV-cache decode)
@@ -421,8 +477,8 @@ def sample_traced(fns, params, prompt_tokens: Array, prompt_mask: Array,
   Args:
     fns, params, prompt_tokens, prompt_mask, rng, max_new_tokens, sampling,
       end_ids, num_samples, processors, cache_dtype, max_len, pad_id,
-      early_stop: as in :func:`sample` (static: everything but the params,
-      the prompts, the key and the processor parameters).
+      early_stop, share_prompt: as in :func:`sample` (static: everything but
+      the params, the prompts, the key and the processor parameters).
     block_size: decode steps per early-stop check (default: all of them in
       one block, the cheapest choice under an outer ``scan``).
     processor_params, sampling_params: as in :func:`sample`; default
@@ -441,17 +497,19 @@ def sample_traced(fns, params, prompt_tokens: Array, prompt_mask: Array,
     max_len = p + int(max_new_tokens) - 1
   if block_size is None:
     block_size = max(int(max_new_tokens) - 1, 1)
+  share = _share_prompt(fns, share_prompt, int(num_samples))
   # The barrier keeps XLA from specialising the decode on an all-zero cache,
   # so the compiled arithmetic (and the floats) equal :func:`sample`'s.
   cache = lax.optimization_barrier(
-      fns.init_cache(b * int(num_samples), max_len, dtype=cache_dtype))
+      fns.init_cache(b * int(num_samples), _decode_slots(p, max_len, share),
+                     dtype=cache_dtype))
   out, _ = _sample_impl(
       params, prompt_tokens.astype(jnp.int32), prompt_mask.astype(bool), rng,
       cache, pp, sp, fns=fns, max_new_tokens=int(max_new_tokens),
       sampling=sampling, processors=processors,
       end_ids=tuple(int(e) for e in end_ids), num_samples=int(num_samples),
       block_size=int(block_size), pad_id=int(pad_id),
-      early_stop=bool(early_stop))
+      early_stop=bool(early_stop), share_prompt=share)
   return out
 
 
@@ -604,7 +662,8 @@ def make_sampler(fns, *, max_new_tokens: int,
                  block_size: int = 16,
                  processors: Sequence[LogitsProcessor] = (),
                  cache_dtype: Any = None, max_len: int | None = None,
-                 pad_id: int = 0, early_stop: bool = True) -> Sampler:
+                 pad_id: int = 0, early_stop: bool = True,
+                 share_prompt: bool | None = None) -> Sampler:
   """A :class:`Sampler` whose ``generate`` is jitted with a donated cache.
 
   For training loops: ``cache = s.init_cache(B, P)`` once, then
@@ -617,10 +676,11 @@ def make_sampler(fns, *, max_new_tokens: int,
   end_ids = tuple(int(e) for e in end_ids)
   processors = tuple(processors)
   methods_lib.check_method(sampling)
+  share = _share_prompt(fns, share_prompt, num_samples)
   static = dict(fns=fns, max_new_tokens=max_new_tokens, sampling=sampling,
                 processors=processors, end_ids=end_ids,
                 num_samples=num_samples, block_size=block_size, pad_id=pad_id,
-                early_stop=early_stop)
+                early_stop=early_stop, share_prompt=share)
   jitted = jax.jit(functools.partial(_sample_impl, **static),
                    donate_argnames=("cache",))
 
@@ -628,8 +688,10 @@ def make_sampler(fns, *, max_new_tokens: int,
     return max_len if max_len is not None else p + max_new_tokens - 1
 
   def init_cache(batch: int, prompt_len: int):
-    return fns.init_cache(batch * num_samples, cache_len(prompt_len),
-                          dtype=cache_dtype)
+    return fns.init_cache(
+        batch * num_samples,
+        _decode_slots(prompt_len, cache_len(prompt_len), share),
+        dtype=cache_dtype)
 
   def generate(params, prompt_tokens, prompt_mask, rng, cache,
                processor_params=None, sampling_params=None):
@@ -639,10 +701,10 @@ def make_sampler(fns, *, max_new_tokens: int,
         num_samples=num_samples, block_size=block_size,
         processors=processors, pad_id=pad_id, max_len=cache_len(
             prompt_tokens.shape[1]), vocab_size=None)
-    if cache.valid.shape != (b * num_samples, ml):
+    want = (b * num_samples, _decode_slots(p, ml, share))
+    if tuple(cache.valid.shape) != want:
       raise ValueError(f"cache has valid shape {tuple(cache.valid.shape)}, "
-                       f"expected {(b * num_samples, ml)}: make it with "
-                       f"init_cache({b}, {p})")
+                       f"expected {want}: make it with init_cache({b}, {p})")
     return jitted(params, jnp.asarray(prompt_tokens),
                   jnp.asarray(prompt_mask), rng, cache,
                   _check_params_tuple("processor_params", processor_params,
