@@ -45,7 +45,19 @@ def parse_args(argv=None):
                "intermediate"):
     ap.add_argument("--" + name, type=int, default=0,
                     help="override the preset's value")
-  ap.add_argument("--batch", type=int, default=64)
+  ap.add_argument("--batch", type=int, default=64,
+                  help="prompts B (rows: B x --num-samples)")
+  ap.add_argument("--num-samples", type=int, default=1,
+                  help="samples per prompt n (GRPO's group size); the peer "
+                  "generates for B·n rows, as its num_return_sequences "
+                  "does")
+  ap.add_argument("--share-prompt", choices=["auto", "on", "off"],
+                  default="auto", help="decode against one shared prompt "
+                  "cache (sampling.sample(share_prompt=)); auto: for n > 1")
+  ap.add_argument("--buckets", type=int, default=0,
+                  help="decode stretches over a growing cache "
+                  "(sampling.sample(num_buckets=)); 0: the platform default "
+                  "(4 on CPU, 1 on accelerators)")
   ap.add_argument("--prompt-len", type=int, default=32)
   ap.add_argument("--new-tokens", type=int, default=64)
   ap.add_argument("--warmup", type=int, default=1)
@@ -120,6 +132,9 @@ def bench_ours(args):
       fns, max_new_tokens=n,
       sampling=sampling.SamplingMethod((), args.draw), end_ids=(),
       block_size=args.block_size, early_stop=False,
+      num_samples=args.num_samples,
+      share_prompt={"auto": None, "on": True, "off": False}[args.share_prompt],
+      num_buckets=args.buckets or None,
       cache_dtype=jnp.dtype(args.cache_dtype) if args.cache_dtype else None)
   cache = sampler.init_cache(b, p)
   key = jax.random.key(0)
@@ -139,7 +154,8 @@ def bench_ours(args):
     if i >= args.warmup:
       times.append(time.perf_counter() - t0)
       cpu.append(time.process_time() - c0)
-  assert out.tokens.shape == (b, n), out.tokens.shape
+  rows = b * args.num_samples
+  assert out.tokens.shape == (rows, n), out.tokens.shape
   profile = None
   if args.profile:
     from benchmarks import profiling  # pylint: disable=g-import-not-at-top
@@ -150,10 +166,12 @@ def bench_ours(args):
   assert bool(out.mask.all()), "every row must run all steps"
   t = sorted(times)[len(times) // 2]
   return {
-      "what": "sampler", "impl": "entropy_rl", "tokens_per_s": b * n / t,
+      "what": "sampler", "impl": "entropy_rl", "tokens_per_s": rows * n / t,
       "seconds": t, "seconds_all": times,
       "cpu_seconds": sorted(cpu)[len(cpu) // 2], "compile_s": compile_s,
       "peak_memory_bytes": peak_memory_bytes(device), "batch": b,
+      "num_samples": args.num_samples, "share_prompt": args.share_prompt,
+      "num_buckets": sampling.sampler._num_buckets(args.buckets or None),
       "prompt_len": p, "new_tokens": n, "block_size": args.block_size,
       "draw": args.draw, "dtype": dtype,
       "cache_dtype": args.cache_dtype or dtype, "params": n_params,
@@ -168,7 +186,8 @@ def run_peer(args):
   """Runs hf_peer.py with the same dimensions; returns its JSON records."""
   d = dims(args)
   cmd = [sys.executable, args.peer, "--preset", args.preset,
-         "--batch", str(args.batch), "--prompt-len", str(args.prompt_len),
+         "--batch", str(args.batch * args.num_samples),
+         "--prompt-len", str(args.prompt_len),
          "--new-tokens", str(args.new_tokens), "--warmup", str(args.warmup),
          "--repeats", str(args.repeats)]
   for flag, key in (("--vocab", "vocab_size"), ("--hidden", "hidden_size"),

@@ -633,9 +633,26 @@ def build_experiment(config: Any, *, reuse: Any = None) -> Any:
       eval_sampling=build_sampling(c.sampling,
                                    temperature=float(c.eval.temperature)),
       step_kwargs=step_kwargs(c),
-      sampler_kwargs=dict(block_size=int(c.sampling.block_size)),
+      sampler_kwargs=build_sampler_kwargs(c.sampling),
       settings=build_settings(c), config=c, **hooks_kw)
   return exp
+
+
+def build_sampler_kwargs(spec: Any) -> dict:
+  """Keyword arguments of ``sampling.sample`` from ``config.sampling``:
+  ``block_size``, ``num_buckets`` (0: the platform's default) and
+  ``share_prompt`` ("auto" | "on" | "off")."""
+  share = {"auto": None, "on": True, "off": False}
+  mode = spec.get("share_prompt", "auto")
+  if mode not in share:
+    raise ValueError(f"sampling.share_prompt must be one of {sorted(share)}, "
+                     f"got {mode!r}")
+  buckets = int(spec.get("num_buckets", 0) or 0)
+  if buckets < 0:
+    raise ValueError(f"sampling.num_buckets must be >= 0 (0: auto), got "
+                     f"{buckets}")
+  return dict(block_size=int(spec.block_size), num_buckets=buckets or None,
+              share_prompt=share[mode])
 
 
 # ------------------------------------------------------------- variants

@@ -93,6 +93,20 @@ class OptimizerTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, "sampling method"):
       builders.build_sampling(cd(method="nucleus"))
 
+  def test_sampler_kwargs(self):
+    spec = base.get_config("tiny").sampling
+    self.assertEqual(builders.build_sampler_kwargs(spec),
+                     dict(block_size=8, num_buckets=None, share_prompt=None))
+    spec.update(num_buckets=2, share_prompt="off")
+    self.assertEqual(builders.build_sampler_kwargs(spec),
+                     dict(block_size=8, num_buckets=2, share_prompt=False))
+    spec.share_prompt = "yes"
+    with self.assertRaisesRegex(ValueError, "share_prompt must be one of"):
+      builders.build_sampler_kwargs(spec)
+    spec.update(share_prompt="on", num_buckets=-1)
+    with self.assertRaisesRegex(ValueError, "num_buckets must be >= 0"):
+      builders.build_sampler_kwargs(spec)
+
 
 class ConfigTest(absltest.TestCase):
 

@@ -43,7 +43,7 @@ def expected_rollout(prompt, mask, n_new, end=END, pad=0):
   return np.array(toks), np.array(live)
 
 
-class DeterministicTest(absltest.TestCase):
+class DeterministicTest(parameterized.TestCase):
 
   @classmethod
   def setUpClass(cls):
@@ -77,15 +77,17 @@ class DeterministicTest(absltest.TestCase):
     np.testing.assert_array_equal(out.prompt_tokens, PROMPTS)
     np.testing.assert_array_equal(out.group_ids, [0, 1, 2])
 
-  def test_early_stop_equals_all_blocks(self):
+  @parameterized.parameters(1, 3)
+  def test_early_stop_equals_all_blocks(self, num_buckets):
     n_new = 40
     ends = []
     for r in range(3):
       _, live = expected_rollout(PROMPTS[r], MASKS[r], n_new)
       ends.append(live.sum())
     self.assertLess(max(ends) + 8, n_new)  # every row ends well before N
-    early = self.run_greedy(n_new, block_size=4)
-    full = self.run_greedy(n_new, block_size=4, early_stop=False)
+    early = self.run_greedy(n_new, block_size=4, num_buckets=num_buckets)
+    full = self.run_greedy(n_new, block_size=4, early_stop=False,
+                           num_buckets=num_buckets)
     for a, b in zip(early, full):
       if a.ndim:
         np.testing.assert_array_equal(a, b)
@@ -99,6 +101,27 @@ class DeterministicTest(absltest.TestCase):
     b = self.run_greedy(11, block_size=16)
     np.testing.assert_array_equal(a.tokens, b.tokens)
     np.testing.assert_array_equal(a.mask, b.mask)
+
+  @parameterized.parameters((10, 2, 4), (10, 4, 2), (13, 3, 9), (3, 5, 2))
+  def test_buckets_give_the_exact_tokens(self, n_new, block, buckets):
+    """Decoding in stretches over a growing cache (``num_buckets``) keeps
+    every token; the fake's next token counts the valid slots it sees."""
+    out = self.run_greedy(n_new, block_size=block, num_buckets=buckets,
+                          early_stop=False)
+    for r in range(3):
+      toks, live = expected_rollout(PROMPTS[r], MASKS[r], n_new)
+      np.testing.assert_array_equal(out.tokens[r], toks)
+      np.testing.assert_array_equal(out.mask[r], live)
+
+  def test_segments(self):
+    seg = sampler_lib._segments  # (stop, full blocks, tail) per bucket
+    self.assertEqual(seg(9, 4, 2), [(9, 2, 0), (10, 0, 1)])
+    self.assertEqual(seg(63, 16, 4), [(17, 1, 0), (33, 1, 0), (49, 1, 0),
+                                      (64, 0, 15)])
+    self.assertEqual(seg(63, 16, 1), [(64, 3, 15)])
+    self.assertEqual(seg(5, 2, 10), [(3, 1, 0), (5, 1, 0), (6, 0, 1)])
+    self.assertEqual(seg(8, 4, 1), [(9, 2, 0)])
+    self.assertEqual(seg(0, 4, 3), [])
 
   def test_one_new_token(self):
     out = self.run_greedy(1)
@@ -153,6 +176,8 @@ class DeterministicTest(absltest.TestCase):
       call(prompts=PROMPTS.astype(np.float32))
     with self.assertRaisesRegex(ValueError, "num_samples"):
       call(num_samples=0)
+    with self.assertRaisesRegex(ValueError, "num_buckets"):
+      call(num_buckets=0)
     with self.assertRaisesRegex(ValueError, "block_size"):
       call(block_size=0)
     with self.assertRaisesRegex(ValueError, "draw"):
@@ -301,6 +326,25 @@ class SharedPromptTest(parameterized.TestCase):
                                      jax.random.key(2))
     np.testing.assert_array_equal(traced.tokens, b.tokens)
     np.testing.assert_allclose(traced.logp, b.logp, atol=1e-6, rtol=0)
+
+  @parameterized.product(scan_layers=(False, True), share=(False, True))
+  def test_buckets_equal_one_stretch(self, scan_layers, share):
+    fns, params = _decoder(scan_layers)
+    kw = dict(self.kw, max_new_tokens=14, block_size=3, share_prompt=share)
+    ref = sampling.sample(fns, params, self.prompts, self.masks,
+                          jax.random.key(5), num_buckets=1, **kw)
+    self.assertEqual(sampler_lib._num_buckets(None), 4)  # CPU default
+    s = sampling.make_sampler(fns, num_buckets=3, **kw)
+    cache = s.init_cache(3, 5)
+    shape = cache.valid.shape
+    for _ in range(2):  # the full-size cache comes back for the next call
+      out, cache = s.generate(params, self.prompts, self.masks,
+                              jax.random.key(5), cache)
+      self.assertEqual(cache.valid.shape, shape)
+      np.testing.assert_array_equal(out.tokens, ref.tokens)
+      np.testing.assert_array_equal(out.mask, ref.mask)
+      np.testing.assert_allclose(out.logp, ref.logp, atol=1e-6, rtol=0)
+      np.testing.assert_allclose(out.entropy, ref.entropy, atol=1e-6, rtol=0)
 
   def test_make_sampler_cache_holds_the_generated_tokens_only(self):
     fns, params = _decoder()

@@ -20,7 +20,11 @@
    loop stops when every row has emitted an end token (or after
    ``max_new_tokens``). Each step processes the logits (the method's
    processors), draws a token and computes, in the same fused pass, the
-   log-probability and entropy of the distribution it drew from.
+   log-probability and entropy of the distribution it drew from. The last
+   block is cut to the steps left, so no step runs past N. With
+   ``num_buckets`` > 1 (the CPU default) the blocks run in that many
+   stretches, each over a cache cut to the slots it can reach, grown by a
+   copy between stretches: early steps do not read the empty slots.
 
 :func:`sample_traced` is the same program as a traceable function (no
 host-side checks; call it inside ``jit`` / ``scan``), and
@@ -223,6 +227,21 @@ def _fan_out(small, cache, n: int):
                         index=jnp.asarray(p, cache.index.dtype))
 
 
+_CPU_BUCKETS = 4
+
+
+def _num_buckets(num_buckets: int | None) -> int:
+  """The decode's stretches (static): ``num_buckets``, or by default 4 on
+  CPU (1.08x at N = 64, 1.44x at N = 256; BENCHMARKS.md) and 1 elsewhere
+  (not measured there, and a stretch's cache copy doubles the cache's peak
+  memory)."""
+  if num_buckets is None:
+    return _CPU_BUCKETS if jax.default_backend() == "cpu" else 1
+  if not isinstance(num_buckets, (int, np.integer)) or num_buckets < 1:
+    raise ValueError(f"num_buckets must be an int >= 1, got {num_buckets!r}")
+  return int(num_buckets)
+
+
 def _share_prompt(fns, share_prompt: bool | None, num_samples: int) -> bool:
   """Whether the decode attends over a shared prompt cache (static)."""
   supported = bool(getattr(fns, "shared_prefix", False))
@@ -235,6 +254,47 @@ def _share_prompt(fns, share_prompt: bool | None, num_samples: int) -> bool:
   return bool(share_prompt)
 
 
+def _resize_cache(cache, length: int):
+  """The cache with ``length`` slots: its first slots, or zero/invalid
+  slots appended (k and v: the slot axis is the second from the end)."""
+  t = cache.valid.shape[1]
+  if length == t:
+    return cache
+
+  def fit(x, axis):
+    if length < t:
+      return lax.slice_in_dim(x, 0, length, axis=axis % x.ndim)
+    pad = [(0, 0)] * x.ndim
+    pad[axis % x.ndim] = (0, length - t)
+    return jnp.pad(x, pad)
+  return cache._replace(k=jax.tree.map(lambda x: fit(x, -2), cache.k),
+                        v=jax.tree.map(lambda x: fit(x, -2), cache.v),
+                        valid=fit(cache.valid, 1))
+
+
+def _segments(num_steps: int, block_size: int, num_buckets: int):
+  """Decode steps 1..num_steps as blocks, grouped into buckets.
+
+  Returns a list of (stop, full_blocks, tail): bucket j runs
+  ``full_blocks`` blocks of ``block_size`` steps and then ``tail`` (<
+  block_size) steps, ending before step ``stop``; only the last bucket has
+  a tail.
+  """
+  n_full, tail = divmod(num_steps, block_size)
+  blocks = [block_size] * n_full + ([tail] if tail else [])
+  if not blocks:
+    return []
+  groups = np.array_split(np.arange(len(blocks)), min(num_buckets,
+                                                      len(blocks)))
+  out, stop = [], 1
+  for g in groups:
+    lengths = [blocks[i] for i in g]
+    stop += sum(lengths)
+    out.append((stop, sum(1 for x in lengths if x == block_size),
+                sum(x for x in lengths if x != block_size)))
+  return out
+
+
 def _decode_slots(prompt_len: int, max_len: int, share: bool) -> int:
   """Slots of the R-row decode cache: all of max_len, or (sharing the
   prompt cache) those after the prompt, at least one."""
@@ -244,12 +304,14 @@ def _decode_slots(prompt_len: int, max_len: int, share: bool) -> int:
 def _sample_impl(params, prompt_tokens, prompt_mask, rng, cache,
                  processor_params, sampling_params, *, fns, max_new_tokens,
                  sampling, processors, end_ids, num_samples, block_size,
-                 pad_id, early_stop, share_prompt=False):
+                 pad_id, early_stop, share_prompt=False, num_buckets=1):
   """The whole rollout; see the module docstring. Returns (out, cache).
 
   With ``share_prompt``, ``cache`` holds the R rows' generated tokens only
   (`_decode_slots`) and the prefilled B-row prompt cache is passed to every
-  decode step as a shared prefix.
+  decode step as a shared prefix. With ``num_buckets`` > 1 the decode runs
+  in that many stretches, each over a cache cut to the slots it can reach
+  (grown between stretches), so early steps do not read empty slots.
   """
   b, p = prompt_tokens.shape
   n, big_n = num_samples, max_new_tokens
@@ -298,7 +360,6 @@ def _sample_impl(params, prompt_tokens, prompt_mask, rng, cache,
   # Decode steps after the prefill's token: full blocks, then a shorter
   # tail block, so no step runs past N (a step beyond it would write past
   # the cache's last slot at a position outside the RoPE tables).
-  n_full, tail = divmod(big_n - 1, block_size)
   out_tok = jnp.full((big_n, r), pad_id, jnp.int32)
   out_logp = jnp.zeros((big_n, r), jnp.float32)
   out_ent = jnp.zeros((big_n, r), jnp.float32)
@@ -334,15 +395,24 @@ def _sample_impl(params, prompt_tokens, prompt_mask, rng, cache,
     go = t < stop
     return (go & ~jnp.all(done)) if early_stop else go
 
+  segments = _segments(big_n - 1, block_size, num_buckets)
+  full_len = cache.valid.shape[1]
+  base = 0 if share_prompt else p  # the slot step t writes: base + t - 1
   state = (jnp.asarray(1, jnp.int32), cache, t0_tok, done,
            (out_tok, out_logp, out_ent, out_live))
-  if n_full:
-    state = lax.while_loop(
-        functools.partial(cond, stop=1 + n_full * block_size),
-        functools.partial(block, length=block_size), state)
-  if tail:  # at most once; a while_loop updates the cache in place
-    state = lax.while_loop(functools.partial(cond, stop=big_n),
-                           functools.partial(block, length=tail), state)
+  start = 1
+  for j, (stop, n_full, tail) in enumerate(segments):
+    if len(segments) > 1:  # the slots this stretch can reach
+      length = full_len if j == len(segments) - 1 else base + stop - 1
+      state = state[:1] + (_resize_cache(state[1], length),) + state[2:]
+    if n_full:
+      state = lax.while_loop(
+          functools.partial(cond, stop=start + n_full * block_size),
+          functools.partial(block, length=block_size), state)
+    if tail:  # at most once; a while_loop updates the cache in place
+      state = lax.while_loop(functools.partial(cond, stop=stop),
+                             functools.partial(block, length=tail), state)
+    start = stop
   t_end, cache, _, _, bufs = state
   tok, logp, ent, live = (x.T for x in bufs)
   ended = jnp.any(live & jnp.any(tok[..., None] == end, -1), -1)
@@ -358,7 +428,7 @@ def _sample_impl(params, prompt_tokens, prompt_mask, rng, cache,
 
 _STATIC = ("fns", "max_new_tokens", "sampling", "processors", "end_ids",
            "num_samples", "block_size", "pad_id", "early_stop",
-           "share_prompt")
+           "share_prompt", "num_buckets")
 _sample_jit = jax.jit(_sample_impl, static_argnames=_STATIC,
                       donate_argnames=("cache",))
 
@@ -377,7 +447,8 @@ def sample(fns, params, prompt_tokens: Array, prompt_mask: Array, rng: Array,
            cache_dtype: Any = None, max_len: int | None = None,
            pad_id: int = 0, early_stop: bool = True,
            vocab_size: int | None = None,
-           share_prompt: bool | None = None) -> SampleOutput:
+           share_prompt: bool | None = None,
+           num_buckets: int | None = None) -> SampleOutput:
   """Samples ``max_new_tokens`` tokens for each left-padded prompt.
 
   Compiled once per set of static arguments (the model functions, shapes,
@@ -416,6 +487,12 @@ def sample(fns, params, prompt_tokens: Array, prompt_mask: Array, rng: Array,
       ``num_samples > 1`` and the model supports it (``fns.shared_prefix``).
       The two agree up to float rounding (tested); sharing reads each
       prompt's keys and values once per step instead of n times.
+    num_buckets: run the decode in this many stretches of whole blocks,
+      each attending over a cache cut to the slots it can reach (grown,
+      with a copy, between stretches). Early steps then skip the empty
+      slots (on average about half of them for long generations) for one
+      compiled stretch each; the same outputs (tested). None (default): 4
+      on CPU, 1 on accelerators (see `_num_buckets`).
 
   Returns:
     A :class:`SampleOutput` with [R, N] tokens, logp, entropy and mask.
@@ -437,6 +514,7 @@ def sample(fns, params, prompt_tokens: Array, prompt_mask: Array, rng: Array,
   sampling_params = _check_params_tuple("sampling_params", sampling_params,
                                         sampling.processors)
   share = _share_prompt(fns, share_prompt, num_samples)
+  num_buckets = _num_buckets(num_buckets)
   cache = fns.init_cache(b * num_samples, _decode_slots(p, max_len, share),
                          dtype=cache_dtype)
   out, _ = _sample_jit(
@@ -445,7 +523,8 @@ def sample(fns, params, prompt_tokens: Array, prompt_mask: Array, rng: Array,
       max_new_tokens=int(max_new_tokens), sampling=sampling,
       processors=processors, end_ids=end_ids, num_samples=int(num_samples),
       block_size=int(block_size), pad_id=int(pad_id),
-      early_stop=bool(early_stop), share_prompt=share)
+      early_stop=bool(early_stop), share_prompt=share,
+      num_buckets=num_buckets)
   return out
 
 
@@ -459,7 +538,8 @@ def sample_traced(fns, params, prompt_tokens: Array, prompt_mask: Array,
                   sampling_params: Sequence[Any] | None = None,
                   cache_dtype: Any = None, max_len: int | None = None,
                   pad_id: int = 0, early_stop: bool = True,
-                  share_prompt: bool | None = None) -> SampleOutput:
+                  share_prompt: bool | None = None,
+                  num_buckets: int | None = None) -> SampleOutput:
   """:func:`sample` as a traceable function: call it inside ``jit``/``scan``.
 
   The same program as :func:`sample` (prefill, fan-out, KV-cache decode)
@@ -477,8 +557,9 @@ def sample_traced(fns, params, prompt_tokens: Array, prompt_mask: Array,
   Args:
     fns, params, prompt_tokens, prompt_mask, rng, max_new_tokens, sampling,
       end_ids, num_samples, processors, cache_dtype, max_len, pad_id,
-      early_stop, share_prompt: as in :func:`sample` (static: everything but
-      the params, the prompts, the key and the processor parameters).
+      early_stop, share_prompt, num_buckets: as in :func:`sample` (static:
+      everything but the params, the prompts, the key and the processor
+      parameters).
     block_size: decode steps per early-stop check (default: all of them in
       one block, the cheapest choice under an outer ``scan``).
     processor_params, sampling_params: as in :func:`sample`; default
@@ -509,7 +590,8 @@ def sample_traced(fns, params, prompt_tokens: Array, prompt_mask: Array,
       sampling=sampling, processors=processors,
       end_ids=tuple(int(e) for e in end_ids), num_samples=int(num_samples),
       block_size=int(block_size), pad_id=int(pad_id),
-      early_stop=bool(early_stop), share_prompt=share)
+      early_stop=bool(early_stop), share_prompt=share,
+      num_buckets=_num_buckets(num_buckets))
   return out
 
 
@@ -663,7 +745,8 @@ def make_sampler(fns, *, max_new_tokens: int,
                  processors: Sequence[LogitsProcessor] = (),
                  cache_dtype: Any = None, max_len: int | None = None,
                  pad_id: int = 0, early_stop: bool = True,
-                 share_prompt: bool | None = None) -> Sampler:
+                 share_prompt: bool | None = None,
+                 num_buckets: int | None = None) -> Sampler:
   """A :class:`Sampler` whose ``generate`` is jitted with a donated cache.
 
   For training loops: ``cache = s.init_cache(B, P)`` once, then
@@ -677,10 +760,12 @@ def make_sampler(fns, *, max_new_tokens: int,
   processors = tuple(processors)
   methods_lib.check_method(sampling)
   share = _share_prompt(fns, share_prompt, num_samples)
+  num_buckets = _num_buckets(num_buckets)
   static = dict(fns=fns, max_new_tokens=max_new_tokens, sampling=sampling,
                 processors=processors, end_ids=end_ids,
                 num_samples=num_samples, block_size=block_size, pad_id=pad_id,
-                early_stop=early_stop, share_prompt=share)
+                early_stop=early_stop, share_prompt=share,
+                num_buckets=num_buckets)
   jitted = jax.jit(functools.partial(_sample_impl, **static),
                    donate_argnames=("cache",))
 

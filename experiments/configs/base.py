@@ -59,6 +59,10 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
       method="temperature",  # temperature | greedy | top_k | top_p | min_p
       temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, top_h_alpha=0.4,
       top_h_n=100, max_new_tokens=5, block_size=8,
+      # Decode stretches over a growing cache: 0 = auto (4 on CPU, 1 on
+      # accelerators); 1 = one stretch over the whole cache.
+      num_buckets=0,
+      share_prompt="auto",  # auto (n > 1) | on | off: one prompt cache
       hapo_tau=0.0))  # > 0: HAPO's adaptive temperature (needs a hapo member)
   # Rollout-side trainer hooks (entropy_rl.training.hooks), all off here.
   c.rollout = ml_collections.ConfigDict(dict(
