@@ -2,6 +2,7 @@
 # The GPU benchmark suite of entropy_rl (issue "performance on accelerators").
 #
 #   bash benchmarks/device_suite.sh [RESULTS_DIR]     # or RESULTS_DIR=... / $OUT
+#   SUITE=options bash benchmarks/device_suite.sh [RESULTS_DIR]  # see below
 #
 # One prepared run, under 8 minutes on an H100: (a) the sampler, (b) the
 # policy-gradient train step, (c) the chunked token statistics, each for the
@@ -49,6 +50,20 @@ run() {  # [VAR=... ] run SECONDS NAME CMD... (env assignments apply to CMD)
   timeout "$t" "$@" 2>&1 | tee -a "$RESULTS_DIR/log.txt" \
     | grep '^{' | tee -a "$RESULTS_DIR/results.jsonl"
 }
+if [ "${SUITE:-main}" = options ]; then
+  # SUITE=options (about 4 minutes): the sampler options measured on CPU
+  # only so far -- decode stretches over a growing cache (--buckets, 1 by
+  # default on accelerators) and one shared prompt cache for GRPO groups
+  # (--share-prompt, on by default for n > 1) -- against their baselines.
+  S="$PY benchmarks/sampler.py $Q --prompt-len 128 --new-tokens 256 --repeats 3"
+  run 100 sampler_b256_buckets4 $S --batch 256 --no-peer --buckets 4
+  run 60 sampler_b256_buckets1 $S --batch 256 --no-peer --buckets 1
+  G="$PY benchmarks/sampler.py $Q --batch 32 --num-samples 8 --prompt-len 384 --new-tokens 256 --repeats 3"
+  run 120 sampler_grpo_shared $G --peer "$PEER"
+  run 60 sampler_grpo_repeated $G --share-prompt off --no-peer
+  echo "results: $RESULTS_DIR/results.jsonl"
+  exit 0
+fi
 # (a)+(d) sampler at B = 256 and 64 with the peer, the first with a kernel
 # profile (trace in /tmp, summary as JSON); (b)+(d) train step at B = 16
 # (with the 3-transform chain overhead and a profile) and 32; (c) token stats.
