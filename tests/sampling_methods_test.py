@@ -342,6 +342,23 @@ class DrawTest(parameterized.TestCase):
     np.testing.assert_allclose(ent[0], -np.sum(probs * np.log(probs)),
                                rtol=1e-5)
 
+  def test_precomputed_uniforms_equal_the_keys(self):
+    """``cdf_uniforms`` over a block of keys (typed or raw uint32) gives the
+    uniforms ``draw_and_stats`` draws from each step's keys."""
+    from entropy_rl.sampling import methods  # pylint: disable=g-import-not-at-top
+    z = jax.random.normal(jax.random.key(1), (6, 67)) * 2.0
+    for base in (jax.random.key(3), jax.random.PRNGKey(3)):
+      keys = jax.vmap(lambda t, b=base: jax.random.split(
+          jax.random.fold_in(b, t), 6))(jnp.arange(4))  # [L=4, R=6]
+      us = methods.cdf_uniforms(keys)
+      self.assertEqual(us.shape, (4, 6))
+      for t in range(4):
+        want = sampling.draw_and_stats(z, keys[t], "cdf")
+        got = sampling.draw_and_stats(z, None, "cdf", us[t])
+        for a, b in zip(got, want):
+          np.testing.assert_array_equal(a, b)
+      self.assertGreater(len(np.unique(np.asarray(us))), 20)
+
   def test_top_k_one_equals_greedy(self):
     f, p = fakes.tiny_attention_model()
     rs = np.random.RandomState(1)

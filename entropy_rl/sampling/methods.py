@@ -592,7 +592,18 @@ def _vocab_chunks(v: int) -> tuple[int, int]:
   return root, s
 
 
-def draw_and_stats(z: Array, keys: Array | None, draw: str
+def cdf_uniforms(keys: Array) -> Array:
+  """The uniforms [..., R] the ``cdf`` draw uses for keys [..., R] (typed
+  keys, or raw uint32 key data [..., R, 2])."""
+  f = lambda k: jax.random.uniform(k, (), _F32)  # noqa: E731
+  typed = jnp.issubdtype(keys.dtype, jax.dtypes.prng_key)
+  for _ in range(keys.ndim if typed else keys.ndim - 1):
+    f = jax.vmap(f)
+  return f(keys)
+
+
+def draw_and_stats(z: Array, keys: Array | None, draw: str,
+                   uniforms: Array | None = None
                    ) -> tuple[Array, Array, Array]:
   """Draws one token per row of softmax(z) and returns its statistics.
 
@@ -603,8 +614,11 @@ def draw_and_stats(z: Array, keys: Array | None, draw: str
 
   Args:
     z: [R, V] float32 processed logits (−inf = removed; ≥ 1 finite per row).
-    keys: [R] PRNG keys (ignored for ``argmax``).
+    keys: [R] PRNG keys (ignored for ``argmax``, and for ``cdf`` when
+      ``uniforms`` are given).
     draw: ``"cdf"``, ``"gumbel"`` or ``"argmax"``.
+    uniforms: optional [R] float32 in [0, 1) for ``cdf``, precomputed as
+      :func:`cdf_uniforms` (``keys``), e.g. for a block of steps at once.
 
   Returns:
     (tokens [R] int32, logp [R], entropy [R]) of softmax(z), in nats.
@@ -630,7 +644,7 @@ def draw_and_stats(z: Array, keys: Array | None, draw: str
     tok = jax.vmap(lambda k, x: jax.random.categorical(k, x))(keys, z)
     tok = tok.astype(jnp.int32)
   elif draw == "cdf":
-    u = jax.vmap(lambda k: jax.random.uniform(k, (), _F32))(keys)  # [R]
+    u = cdf_uniforms(keys) if uniforms is None else uniforms  # [R]
     target = u * total
     ci = jnp.minimum(jnp.sum(cs <= target[:, None], -1), c - 1)  # [R]
     prev = jnp.where(ci > 0, jnp.take_along_axis(
