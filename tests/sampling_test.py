@@ -8,6 +8,9 @@ whose KV-cache decode must equal its full recomputation.
 from absl.testing import absltest
 from absl.testing import parameterized
 from flax import nnx
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -112,6 +115,30 @@ class DeterministicTest(parameterized.TestCase):
       toks, live = expected_rollout(PROMPTS[r], MASKS[r], n_new)
       np.testing.assert_array_equal(out.tokens[r], toks)
       np.testing.assert_array_equal(out.mask[r], live)
+
+  @settings(deadline=None, max_examples=12)
+  @given(n_new=st.integers(1, 23), block=st.integers(1, 9),
+         buckets=st.integers(1, 6), early=st.booleans(),
+         pad=st.integers(0, 3), n=st.integers(1, 3))
+  def test_property_any_blocks_buckets_padding(self, n_new, block, buckets,
+                                               early, pad, n):
+    """Any block size, bucket count, early stop, extra left padding and
+    group size: every row's tokens and mask are the hand-computed rollout,
+    and the step count never exceeds N."""
+    prompts = np.pad(PROMPTS, ((0, 0), (pad, 0)))
+    masks = np.pad(MASKS, ((0, 0), (pad, 0)))
+    out = sampling.sample(self.fns, self.params, prompts, masks,
+                          jax.random.key(0), max_new_tokens=n_new,
+                          sampling=sampling.greedy(), end_ids=(END,),
+                          block_size=block, num_buckets=buckets,
+                          early_stop=early, num_samples=n)
+    self.assertEqual(out.tokens.shape, (3 * n, n_new))
+    self.assertLessEqual(int(out.num_steps), n_new)
+    for r in range(3 * n):
+      toks, live = expected_rollout(PROMPTS[r // n], MASKS[r // n], n_new)
+      np.testing.assert_array_equal(out.tokens[r], toks)
+      np.testing.assert_array_equal(out.mask[r], live)
+      self.assertEqual(int(out.lengths[r]), int(live.sum()))
 
   def test_segments(self):
     seg = sampler_lib._segments  # (stop, full blocks, tail) per bucket
