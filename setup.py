@@ -22,8 +22,14 @@ INSTALL_REQUIRES = [
     "matplotlib>=3.8",
 ]
 
+# libtpu (through jax's own "tpu" extra, which pins the libtpu release built
+# for the installed jax) lets a CPU-only machine compile programs for named
+# TPU slices: experiments/preflight.py and tests/aot_test.py.
+_TPU = ["jax[tpu]"]
+
 EXTRAS = {
-    "test": [
+    "tpu": _TPU,
+    "test": _TPU + [
         "pytest>=8.0",
         "pytest-xdist>=3.5",
         "pytest-timeout>=2.3",

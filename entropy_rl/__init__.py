@@ -2,7 +2,8 @@
 
 The public API. Import from here (or the public subpackages
 ``entropy_rl.regularizers``, ``entropy_rl.models``, ``entropy_rl.sampling``,
-``entropy_rl.data``, ``entropy_rl.parallel``, ``entropy_rl.training``), not
+``entropy_rl.data``, ``entropy_rl.parallel``, ``entropy_rl.aot``,
+``entropy_rl.training``), not
 from private module paths.
 """
 

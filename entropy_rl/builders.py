@@ -458,7 +458,9 @@ def build_tokenizer(cfg: Any, model_cfg: Any = None) -> Any:
 
 
 _PRESETS = {"tiny": "tiny", "qwen2.5-0.5b": "qwen2_5_0_5b",
-            "0.5b": "qwen2_5_0_5b", "smollm2-135m": "smollm2_135m"}
+            "0.5b": "qwen2_5_0_5b", "qwen2.5-1.5b": "qwen2_5_1_5b",
+            "1.5b": "qwen2_5_1_5b", "qwen2.5-7b": "qwen2_5_7b",
+            "7b": "qwen2_5_7b", "smollm2-135m": "smollm2_135m"}
 _DIMS = ("hidden_size", "num_layers", "num_heads", "num_kv_heads",
          "intermediate_size", "head_dim")
 _MODELS = ("decoder", "gguf", "pretrained")
@@ -478,7 +480,10 @@ def build_model(cfg: Any, *, vocab_size: int | None = None, seed: int = 0):
   kind = spec.get("kind", "decoder")
   dtype = _DTYPES[spec.get("dtype", "float32")]
   pdtype = _DTYPES[spec.get("param_dtype", "")] or dtype
-  extra = {"scan_layers": bool(spec.get("scan_layers", False))}
+  extra = {"scan_layers": bool(spec.get("scan_layers", False)),
+           "attention": str(spec.get("attention", "auto")),
+           "attention_chunk": int(spec.get("attention_chunk", 512)),
+           "remat": str(spec.get("remat", "none"))}
   if kind == "decoder":
     preset = spec.get("preset", "tiny")
     if preset not in _PRESETS:

@@ -58,6 +58,23 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("seq", None),
 )
 
+# Logical axis -> mesh axes of *activations* (``constrain``). Activations are
+# split on the batch axes whatever the parameters' layout: under FSDP
+# (weights split on ``embed`` over ``fsdp``) XLA then gathers each layer's
+# weights instead of splitting the residual stream on D and replicating the
+# batch. Heads and the MLP width follow the weights' ``tensor`` split
+# (Megatron-style tensor parallelism); the residual width is never split.
+ACTIVATION_RULES: tuple[tuple[str, Any], ...] = (
+    ("batch", BATCH_AXES),
+    ("heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("mlp", "tensor"),
+    ("vocab", "tensor"),
+    ("seq", None),
+    ("embed", None),
+    ("head_dim", None),
+)
+
 # Path-regex rules used when a parameter has no logical axes: the first
 # regex that ``re.search``es the "/"-joined path gives the spec.
 DEFAULT_PATH_RULES: tuple[tuple[str, P], ...] = (
@@ -331,6 +348,83 @@ def tree_shardings(specs: Any, mesh: Mesh) -> Any:
                       is_leaf=lambda x: isinstance(x, P))
 
 
+# ------------------------------------------------------------- activations
+
+
+def _context_mesh():
+  """The mesh of the enclosing ``jax.set_mesh`` (an ``AbstractMesh``; empty
+  outside one)."""
+  return jax.sharding.get_abstract_mesh()
+
+
+def target_platform() -> str:
+  """The platform programs are being built for: that of the enclosing
+  ``jax.set_mesh`` (e.g. "tpu" when compiling for a TPU topology from a CPU
+  host), else ``jax.default_backend()``. Read at trace time by the
+  backend-dependent choices (attention kernel, sampler layout)."""
+  mesh = _context_mesh()
+  if not mesh.empty:
+    platform = getattr(mesh.abstract_device, "platform", None)
+    if platform:
+      return str(platform)
+  return jax.default_backend()
+
+
+def in_mesh() -> bool:
+  """True inside ``jax.set_mesh`` of a mesh of several devices (the
+  sharded programs)."""
+  mesh = _context_mesh()
+  return not mesh.empty and mesh.size > 1
+
+
+def constrain(x: jax.Array, logical_axes: Sequence[str | None],
+              rules: Sequence[tuple[str, Any]] = ACTIVATION_RULES, *,
+              gather: bool = False) -> jax.Array:
+  """Pins an activation's sharding by logical axis names (MaxText's
+  logical constraints): ``with_sharding_constraint`` to the spec that
+  :func:`logical_to_spec` gives on the enclosing mesh.
+
+  A no-op outside ``jax.set_mesh`` (single-device code, tests, a step that
+  was not sharded) and for mesh axes that are not ``Auto`` (an Explicit
+  mesh types its arrays itself). Dimensions that do not divide by their
+  mesh axes stay unconstrained on those axes.
+
+  Args:
+    x: the activation.
+    logical_axes: one logical name (or None) per dimension of ``x``, e.g.
+      ``("batch", "seq", "embed")``.
+    rules: logical name -> mesh axes (default :data:`ACTIVATION_RULES`).
+    gather: also pin the dimensions the rules leave unsplit as replicated
+      (a parameter gathered before use, e.g. the embedding table before
+      its lookup); by default a spec with no split leaves ``x`` free.
+
+  Returns:
+    ``x``, constrained.
+  """
+  mesh = _context_mesh()
+  if mesh.empty:
+    return x
+  if len(logical_axes) != x.ndim:
+    raise ValueError(f"constrain: {len(logical_axes)} logical axes "
+                     f"{tuple(logical_axes)} for an array of shape {x.shape}")
+  auto = {a for a, t in zip(mesh.axis_names, mesh.axis_types)
+          if t == AxisType.Auto}
+  rules = tuple((name, _keep_axes(axes, auto)) for name, axes in rules)
+  spec = logical_to_spec(logical_axes, rules, shape=x.shape, mesh=mesh)
+  if not gather and all(s is None for s in spec):
+    return x  # nothing to split: leave XLA free (never force replication)
+  return jax.lax.with_sharding_constraint(x, spec)
+
+
+def _keep_axes(axes, names: set[str]):
+  """The mesh axes of a rule that exist (Auto) in the mesh, or None."""
+  if axes is None:
+    return None
+  tup = (axes,) if isinstance(axes, str) else tuple(axes)
+  tup = tuple(a for a in tup if a in names)
+  return None if not tup else tup if len(tup) > 1 else tup[0]
+
+
 # ------------------------------------------------------------------ batches
 
 
@@ -510,10 +604,12 @@ def is_sharded(x: jax.Array) -> bool:
 
 
 __all__ = [
-    "BATCH_AXES", "DEFAULT_PATH_RULES", "DEFAULT_RULES", "MESH_AXES",
-    "batch_shardings", "batch_spec", "describe", "init_sharded",
-    "initialize_distributed", "is_sharded", "local_batch_size",
+    "ACTIVATION_RULES", "BATCH_AXES", "DEFAULT_PATH_RULES", "DEFAULT_RULES",
+    "MESH_AXES",
+    "batch_shardings", "batch_spec", "constrain", "describe", "init_sharded",
+    "in_mesh", "initialize_distributed", "is_sharded", "local_batch_size",
     "logical_to_spec", "make_mesh", "param_specs", "path_to_spec", "place",
     "process_shard", "replicated", "resolve_mesh_shape", "shard_batch",
-    "shard_train_step", "state_specs", "tree_shardings",
+    "shard_train_step", "state_specs", "target_platform",
+    "tree_shardings",
 ]

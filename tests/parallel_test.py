@@ -150,7 +150,12 @@ class ShardedStepTest(parameterized.TestCase):
 
     chex_close = lambda a, b: np.testing.assert_allclose(  # noqa: E731
         np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-5)
-    jax.tree.map(chex_close, new.params, self.want_state.params)
+    # Adam divides by |g|: a near-zero gradient summed in another order
+    # (the vocabulary shards' psum under "tensor") moves one step by up to
+    # lr·δg/|g| (seen: 1.6e-5 on 1 of 1,024 entries).
+    params_close = lambda a, b: np.testing.assert_allclose(  # noqa: E731
+        np.asarray(a), np.asarray(b), atol=5e-5, rtol=1e-5)
+    jax.tree.map(params_close, new.params, self.want_state.params)
     jax.tree.map(chex_close, new.opt_state, self.want_state.opt_state)
     for k in ("loss", "pg_loss", "entropy", "grad_norm"):
       chex_close(metrics[k], self.want_metrics[k])

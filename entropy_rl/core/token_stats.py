@@ -25,6 +25,15 @@ the constructors of this module build the ones the method catalogue uses:
   (associative approximation with an exactness flag): SIREN's top-p entropy.
 * :func:`minp_logp`: Lp-Reg's min-p proxy log-prob of the target.
 
+Sharded batches: inside ``jax.set_mesh`` whose mesh has the row axes of
+:class:`StatsSharding` (``data``, ``fsdp``), the pass runs under
+``jax.shard_map``: each device computes the statistics of its own rows
+with the whole (gathered) LM head, so no [tc, vc] logit block ever crosses
+devices; with a ``tensor`` axis the LM head stays split over the
+vocabulary and each device reduces its vocabulary slice, the per-token
+online-softmax states ([tc] floats) being combined across it. The same
+numbers as one device (tested on 8 fake devices).
+
 References:
   Online softmax: Milakov & Gimelshein 2018, https://arxiv.org/abs/1805.02867.
   Gradient checkpointing: Chen et al. 2016, https://arxiv.org/abs/1604.06174.
@@ -522,13 +531,15 @@ def _logits(h: Array, w: Array, temperature: Any, compute_dtype: Any) -> Array:
 
 def _vocab_scan(h: Array, w: Array, targets: Array,
                 monoids: Mapping[str, MonoidReduction], temperature: Any,
-                vocab_chunk: int, compute_dtype: Any) -> tuple[Any, Any]:
+                vocab_chunk: int, compute_dtype: Any,
+                vocab_offset: Array | int = 0) -> tuple[Any, Any]:
   """Online reduction over vocabulary chunks of one token chunk.
 
   ⌊V / vc⌋ full chunks run in a ``lax.scan``; a remainder of V mod vc columns
   runs once more after it with its own static width, so no column is padded
   and no copy of W is made. Each step is checkpointed: the backward pass
-  recomputes its [n, vc] logits block.
+  recomputes its [n, vc] logits block. ``vocab_offset`` is the global id
+  of W's first column (a vocabulary shard).
   """
   v = w.shape[1]
   n_full, rem = divmod(v, vocab_chunk)
@@ -536,7 +547,8 @@ def _vocab_scan(h: Array, w: Array, targets: Array,
   def block(carry, start, width):
     w_c = lax.dynamic_slice_in_dim(w, start, width, axis=1)  # [D, width]
     z = _logits(h, w_c, temperature, compute_dtype)  # [n, width] f32
-    return _combine_all(carry, _chunk_all(z, start, targets, monoids), monoids)
+    return _combine_all(
+        carry, _chunk_all(z, start + vocab_offset, targets, monoids), monoids)
 
   @functools.partial(jax.checkpoint, prevent_cse=False)
   def step(carry, j):
@@ -544,6 +556,7 @@ def _vocab_scan(h: Array, w: Array, targets: Array,
 
   n = h.shape[0]
   carry = (CORE.init(n), {k: r.init(n) for k, r in monoids.items()})
+  carry = _varying_like(carry, h, w)
   carry, _ = lax.scan(step, carry, jnp.arange(n_full, dtype=jnp.int32))
   if rem:
     tail = jax.checkpoint(
@@ -551,6 +564,34 @@ def _vocab_scan(h: Array, w: Array, targets: Array,
         prevent_cse=False)
     carry = tail(carry)
   return carry
+
+
+def _varying_like(tree: Any, *refs: Array) -> Any:
+  """``tree`` marked as varying over the mesh axes ``refs`` vary over.
+
+  Inside ``jax.shard_map`` a loop's constant initial state must have the
+  type of the state the body returns (which varies with the device's rows
+  and vocabulary slice); a no-op elsewhere.
+  """
+  axes = set()
+  for r in refs:
+    axes |= _varying_axes(r)
+  if not axes:
+    return tree
+
+  def cast(x):
+    missing = tuple(sorted(axes - _varying_axes(x)))
+    return lax.pcast(x, missing, to="varying") if missing else x
+  return jax.tree.map(cast, tree)
+
+
+def _varying_axes(x: Array) -> set[str]:
+  """The manual mesh axes ``x`` varies over (empty outside shard_map)."""
+  t = jax.typeof(x)
+  manual = getattr(t, "manual_axis_type", None)
+  if manual is not None:
+    return set(manual.varying)
+  return set(getattr(t, "vma", ()))
 
 
 def _token_chunking(n: int, token_chunk: int) -> tuple[int, int]:
@@ -582,6 +623,60 @@ def _map_tokens(fn, xs: tuple[Array, ...], n: int, token_chunk: int
           for k, v in out.items()}
 
 
+class StatsSharding(NamedTuple):
+  """Mesh axes of the sharded statistics pass (see the module docstring).
+
+  Attributes:
+    rows: mesh axes the token rows are split over (the batch axes).
+    vocab: mesh axis the LM head's vocabulary is split over, or None.
+  """
+  rows: tuple[str, ...] = ("data", "fsdp")
+  vocab: str | None = "tensor"
+
+
+def _shard_plan(sharding: StatsSharding | None, n: int, v: int,
+                has_rows: bool):
+  """(row axes, vocab axis) of the enclosing mesh that split N and V, or
+  None when nothing is split (no mesh, or size-1 / non-dividing axes)."""
+  if sharding is None:
+    return None
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty:
+    return None
+  sizes = dict(zip(mesh.axis_names, mesh.axis_sizes))
+  rows = tuple(a for a in sharding.rows if sizes.get(a, 1) > 1)
+  if rows and n % math.prod(sizes[a] for a in rows):
+    rows = ()
+  vocab = sharding.vocab
+  # Row reductions see whole rows: the vocabulary is gathered for them.
+  if (vocab is None or sizes.get(vocab, 1) == 1 or v % sizes[vocab] or
+      has_rows or vocab in rows):
+    vocab = None
+  if not rows and vocab is None:
+    return None
+  return rows, vocab
+
+
+def _gather_invariant(x: Array, axis: str, size: int) -> Array:
+  """[size, ...]: every shard's ``x`` on every shard, as one ``psum`` of
+  the shards' slots (varying -> invariant: its transpose hands each shard
+  the cotangent of its own slot; ``all_gather``'s result stays varying)."""
+  slots = jnp.zeros((size,) + x.shape, x.dtype)
+  return lax.psum(slots.at[lax.axis_index(axis)].set(x), axis)
+
+
+def _combine_across(carry: Any, axis: str, size: int,
+                    monoids: Mapping[str, MonoidReduction]) -> Any:
+  """Folds the monoid states of the ``size`` vocabulary shards, in shard
+  order (so ties keep lower vocabulary ids first, as on one device)."""
+  gathered = jax.tree.map(lambda x: _gather_invariant(x, axis, size), carry)
+  acc = jax.tree.map(lambda x: x[0], gathered)
+  for i in range(1, size):
+    acc = _combine_all(acc, jax.tree.map(lambda x, i=i: x[i], gathered),
+                       monoids)
+  return acc
+
+
 def _check_temperature(temperature: Any) -> None:
   if isinstance(temperature, (int, float)) and not temperature > 0:
     raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -590,7 +685,8 @@ def _check_temperature(temperature: Any) -> None:
 def token_stats(hidden: Array, lm_head: Array, targets: Array, *,
                 reductions: Mapping[str, VocabReduction] = {},
                 temperature: float | Array = 1.0, token_chunk: int = 1024,
-                vocab_chunk: int = 4096, compute_dtype: Any = None
+                vocab_chunk: int = 4096, compute_dtype: Any = None,
+                sharding: StatsSharding | None = StatsSharding()
                 ) -> dict[str, Array]:
   """Per-token log-prob, entropy and declared reductions, chunked.
 
@@ -630,6 +726,9 @@ def token_stats(hidden: Array, lm_head: Array, targets: Array, *,
     token_chunk: maximum tokens per chunk (tc).
     vocab_chunk: vocabulary columns per chunk (vc), monoid mode.
     compute_dtype: dtype of the matrix products (default: promoted input).
+    sharding: the mesh axes of the sharded pass (used inside a
+      ``jax.set_mesh`` whose mesh has them; see the module docstring), or
+      None for the single-device program whatever the mesh.
 
   Returns:
     Dict of float32 [N] arrays (a reduction may add trailing dims):
@@ -655,6 +754,40 @@ def token_stats(hidden: Array, lm_head: Array, targets: Array, *,
   _check_temperature(temperature)
   monoids, rows = _split_reductions(reductions)
   cdt = compute_dtype or jnp.result_type(hidden.dtype, lm_head.dtype)
+  targets = targets.astype(jnp.int32)
+  plan = _shard_plan(sharding, n, lm_head.shape[1], bool(rows))
+  if plan is None:
+    return _local_stats(hidden, lm_head, targets, temperature, monoids, rows,
+                        token_chunk, vocab_chunk, cdt)
+  row_axes, vocab_axis = plan
+  row_spec = jax.P(row_axes or None)
+  temp = jnp.asarray(temperature, jnp.float32)
+
+  def local(h, w, y, temp):
+    if vocab_axis is None:
+      return _local_stats(h, w, y, temp, monoids, rows, token_chunk,
+                          vocab_chunk, cdt)
+    size = lax.axis_size(vocab_axis)
+    offset = lax.axis_index(vocab_axis) * w.shape[1]
+    return _local_stats(h, w, y, temp, monoids, rows, token_chunk,
+                        vocab_chunk, cdt, vocab_offset=offset,
+                        combine=lambda c: _combine_across(c, vocab_axis, size,
+                                                          monoids))
+
+  return jax.shard_map(
+      local, in_specs=(jax.P(row_axes or None, None), jax.P(None, vocab_axis),
+                       row_spec, jax.P()),
+      out_specs=row_spec)(hidden, lm_head, targets, temp)
+
+
+def _local_stats(hidden: Array, lm_head: Array, targets: Array,
+                 temperature: Any, monoids: Mapping[str, MonoidReduction],
+                 rows: Mapping[str, RowReduction], token_chunk: int,
+                 vocab_chunk: int, cdt: Any, vocab_offset: Array | int = 0,
+                 combine=None) -> dict[str, Array]:
+  """The pass on one device's rows and vocabulary columns; ``combine``
+  folds a token chunk's monoid states across vocabulary shards."""
+  n = hidden.shape[0]
   vc = min(vocab_chunk, lm_head.shape[1])
 
   if rows:
@@ -671,11 +804,12 @@ def token_stats(hidden: Array, lm_head: Array, targets: Array, *,
       h, y = xs
       # float32 h: its cotangent sums over vocabulary chunks in float32.
       carry = _vocab_scan(h.astype(jnp.float32), lm_head, y, monoids,
-                          temperature, vc, cdt)
+                          temperature, vc, cdt, vocab_offset)
+      if combine is not None:
+        carry = combine(carry)
       return _finalize_all(carry, monoids)
 
-  return _map_tokens(chunk_fn, (hidden, targets.astype(jnp.int32)), n,
-                     token_chunk)
+  return _map_tokens(chunk_fn, (hidden, targets), n, token_chunk)
 
 
 def token_stats_from_logits(logits: Array, targets: Array, *,
@@ -748,7 +882,8 @@ def batched_token_stats(hidden: Array, lm_head: Array, targets: Array,
 def stats_for_needs(hidden: Array, lm_head: Array, targets: Array,
                     needs: Needs, *, old: bool = False,
                     temperature: float | Array = 1.0, token_chunk: int = 1024,
-                    vocab_chunk: int = 4096, compute_dtype: Any = None
+                    vocab_chunk: int = 4096, compute_dtype: Any = None,
+                    sharding: StatsSharding | None = StatsSharding()
                     ) -> dict[str, Array]:
   """The one statistics pass a transform's :class:`Needs` asks for.
 
@@ -765,7 +900,7 @@ def stats_for_needs(hidden: Array, lm_head: Array, targets: Array,
     targets: [N] or [B, T] int.
     needs: the transform's static declaration.
     old: the old-policy pass (``needs.old_vocab``, no gradient).
-    temperature, token_chunk, vocab_chunk, compute_dtype: as in
+    temperature, token_chunk, vocab_chunk, compute_dtype, sharding: as in
       :func:`token_stats`.
 
   Returns:
@@ -776,7 +911,7 @@ def stats_for_needs(hidden: Array, lm_head: Array, targets: Array,
     hidden, lm_head = sg(hidden), sg(lm_head)
   kwargs = dict(reductions=reductions, temperature=temperature,
                 token_chunk=token_chunk, vocab_chunk=vocab_chunk,
-                compute_dtype=compute_dtype)
+                compute_dtype=compute_dtype, sharding=sharding)
   if hidden.ndim == 3:
     return batched_token_stats(hidden, lm_head, targets, **kwargs)
   return token_stats(hidden, lm_head, targets, **kwargs)

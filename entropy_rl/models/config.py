@@ -8,6 +8,8 @@ from typing import Any
 import jax.numpy as jnp
 
 _FAMILIES = ("llama", "qwen2", "qwen3")
+REMAT_POLICIES = ("none", "block", "dots")
+ATTENTION_CHOICES = ("auto", "xla", "chunked", "splash", "cudnn")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +43,20 @@ class DecoderConfig:
       the default unrolls them in Python (faster on CPU).
     family: the Hugging Face ``model_type`` written by ``save_pretrained``;
       ``None`` derives it (qk_norm -> qwen3, qkv_bias -> qwen2, else llama).
+    attention: the attention implementation of full-sequence passes
+      (training, prefill): ``"auto"`` picks by the platform the program is
+      built for (Pallas splash attention on TPU, cuDNN on GPU, on CPU the
+      materialised reference up to 512 tokens and the chunked online
+      softmax beyond), or one of ``entropy_rl.models.attention``'s
+      ``IMPLEMENTATIONS`` (``"xla"``, ``"chunked"``, ``"splash"``,
+      ``"cudnn"``).
+    attention_chunk: query/key block of the ``"chunked"`` path.
+    remat: rematerialisation of each block in full-sequence passes with
+      gradients: ``"none"`` (save every activation), ``"block"`` (save
+      only each block's input; the backward pass recomputes the block),
+      ``"dots"`` (save the matrix products' outputs, recompute the rest).
+      Memory of the saved activations per layer: O(B·S·(D + F)) for none,
+      O(B·S·D) for block.
   """
   vocab_size: int
   hidden_size: int
@@ -59,6 +75,9 @@ class DecoderConfig:
   param_dtype: Any = jnp.float32
   scan_layers: bool = False
   family: str | None = None
+  attention: str = "auto"
+  attention_chunk: int = 512
+  remat: str = "none"
 
   def __post_init__(self):
     for name in ("vocab_size", "hidden_size", "num_layers", "num_heads",
@@ -79,6 +98,15 @@ class DecoderConfig:
       raise ValueError(f"head_dim must be even for RoPE, got {self.head_dim}")
     object.__setattr__(self, "dtype", jnp.dtype(self.dtype))
     object.__setattr__(self, "param_dtype", jnp.dtype(self.param_dtype))
+    if self.remat not in REMAT_POLICIES:
+      raise ValueError(
+          f"remat must be one of {REMAT_POLICIES}, got {self.remat!r}")
+    if self.attention not in ATTENTION_CHOICES:
+      raise ValueError(f"attention must be one of {ATTENTION_CHOICES}, got "
+                       f"{self.attention!r}")
+    if self.attention_chunk < 1:
+      raise ValueError(f"attention_chunk must be >= 1, got "
+                       f"{self.attention_chunk}")
     if self.family is not None and self.family not in _FAMILIES:
       raise ValueError(
           f"family must be one of {_FAMILIES}, got {self.family!r}")
@@ -110,6 +138,24 @@ class DecoderConfig:
     return cls(**{**dict(
         vocab_size=151_936, hidden_size=896, num_layers=24, num_heads=14,
         num_kv_heads=2, intermediate_size=4864, tie_word_embeddings=True,
+        qkv_bias=True, rope_theta=1_000_000.0, rms_norm_eps=1e-6,
+        max_position_embeddings=32_768), **overrides})
+
+  @classmethod
+  def qwen2_5_1_5b(cls, **overrides) -> DecoderConfig:
+    """Qwen2.5-1.5B dimensions (1.54B parameters)."""
+    return cls(**{**dict(
+        vocab_size=151_936, hidden_size=1536, num_layers=28, num_heads=12,
+        num_kv_heads=2, intermediate_size=8960, tie_word_embeddings=True,
+        qkv_bias=True, rope_theta=1_000_000.0, rms_norm_eps=1e-6,
+        max_position_embeddings=32_768), **overrides})
+
+  @classmethod
+  def qwen2_5_7b(cls, **overrides) -> DecoderConfig:
+    """Qwen2.5-7B dimensions (7.6B parameters, untied LM head)."""
+    return cls(**{**dict(
+        vocab_size=152_064, hidden_size=3584, num_layers=28, num_heads=28,
+        num_kv_heads=4, intermediate_size=18_944, tie_word_embeddings=False,
         qkv_bias=True, rope_theta=1_000_000.0, rms_norm_eps=1e-6,
         max_position_embeddings=32_768), **overrides})
 

@@ -19,6 +19,20 @@ Cached decode is write-first: each layer writes its new keys/values into
 the cache at ``index`` and then attends over the whole cache under a
 [B, S, T] mask. Unrolled layers keep one cache buffer per layer (a
 stacked [L, ...] buffer costs a copy of layer i's slice at every step).
+
+Full-sequence passes (training, and a prefill that fills its cache) run
+the attention implementation of ``config.attention``
+(`entropy_rl.models.attention`: Pallas splash attention on TPU, cuDNN on
+GPU, an XLA path on CPU), chosen for the platform the program is built
+for (`entropy_rl.parallel.target_platform`), with ``config.remat``
+rematerialisation of each block.
+
+Sharding: activations carry logical-axis constraints
+(`entropy_rl.parallel.constrain`: the batch on ``data`` x ``fsdp``, heads
+and the MLP width on ``tensor``), no-ops outside ``jax.set_mesh``. With
+the parameters split on ``embed`` over ``fsdp``, XLA then gathers each
+layer's weights (FSDP) instead of splitting the residual stream and
+replicating the batch.
 """
 
 from __future__ import annotations
@@ -31,6 +45,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from entropy_rl import parallel
+from entropy_rl.models import attention as attention_lib
 from entropy_rl.models.config import DecoderConfig
 
 Array = jax.Array
@@ -226,6 +242,18 @@ def _attend(q, k, v, allowed, kv_spec: str, prefix=None):
   return out.astype(q.dtype)
 
 
+_REMAT_POLICIES = {
+    "block": None,  # save only the block's inputs
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+# Logical axes of the activations (`parallel.constrain`).
+_RESIDUAL = ("batch", "seq", "embed")
+_Q_HEADS = ("batch", "seq", "heads", "head_dim")
+_KV_HEADS = ("batch", "seq", "kv_heads", "head_dim")
+_MLP = ("batch", "seq", "mlp")
+
+
 def _dense(x: Array, w: Array) -> Array:
   """``x [..., D] @ w [D, F]`` as one 2-D matmul over the flattened tokens.
 
@@ -299,33 +327,42 @@ class Attention(nnx.Module):
     hk = self.cfg.num_kv_heads * self.cfg.head_dim
     return y[..., :hq], y[..., hq:hq + hk], y[..., hq + hk:]
 
-  def __call__(self, x, cos, sin, allowed, kv_fn=None, prefix=None):
+  def __call__(self, x, cos, sin, allowed, kv_fn=None, prefix=None,
+               causal=None):
     """x [B, S, D] -> (out [B, S, D], new cache state or None).
 
-    Without ``kv_fn`` the queries attend over the new tokens (``allowed``
-    [B, S, S]). With one, ``kv_fn(k, v)`` gets the new keys (after RoPE)
-    and values [B, S, K, Dh], writes them into the cache and returns
-    (keys, values) [B, K, T, Dh] to attend over (``allowed`` [B, S, T])
-    and the updated cache state, which is returned. ``prefix``: this
-    layer's shared prefix (see `_attend`), attended before the cache.
+    Without ``kv_fn`` the queries attend causally over the new tokens whose
+    ``causal`` [B, S] mask is set (``config.attention``'s implementation).
+    With one, ``kv_fn(k, v)`` gets the new keys (after RoPE) and values
+    [B, S, K, Dh], writes them into the cache and returns (keys, values)
+    [B, K, T, Dh] to attend over (``allowed`` [B, S, T]) and the updated
+    cache state, which is returned; with ``causal`` too (a prefill that
+    fills the whole cache) the queries attend over the new tokens as
+    without a cache. ``prefix``: this layer's shared prefix (see
+    `_attend`), attended before the cache.
     """
     cfg = self.cfg
     b, s, _ = x.shape
     kv, dh = cfg.num_kv_heads, cfg.head_dim
     q, k, v = self._qkv(x)
-    q = q.reshape(b, s, cfg.num_heads, dh)
-    k = k.reshape(b, s, kv, dh)
-    v = v.reshape(b, s, kv, dh)
+    q = parallel.constrain(q.reshape(b, s, cfg.num_heads, dh), _Q_HEADS)
+    k = parallel.constrain(k.reshape(b, s, kv, dh), _KV_HEADS)
+    v = parallel.constrain(v.reshape(b, s, kv, dh), _KV_HEADS)
     if cfg.qk_norm:
       q, k = self.q_norm(q), self.k_norm(k)
     q = _apply_rope(q, cos, sin)
     k = _apply_rope(k, cos, sin)
     qg = (q * jnp.asarray(dh ** -0.5, q.dtype)).reshape(
         b, s, kv, cfg.num_heads // kv, dh)
-    if kv_fn is None:
-      o, state = _attend(qg, k, v, allowed, "bskd"), None
-    else:
+    state = None
+    if kv_fn is not None:
       keys, values, state = kv_fn(k, v)
+    if causal is not None:
+      impl = attention_lib.resolve(cfg.attention, parallel.target_platform(),
+                                   s, dtype=qg.dtype)
+      o = attention_lib.attention(qg, k, v, causal, implementation=impl,
+                                  chunk_size=cfg.attention_chunk)
+    else:
       o = _attend(qg, keys, values, allowed, "bksd", prefix)
     o = o.reshape(b, s, cfg.num_heads * dh)
     return _dense(o, self.o_proj[...]), state
@@ -341,8 +378,8 @@ class MLP(nnx.Module):
     self.down_proj = _param(rngs, (f, d), pd, ("mlp", "embed"))
 
   def __call__(self, x):
-    g = _dense(x, self.gate_proj[...])
-    u = _dense(x, self.up_proj[...])
+    g = parallel.constrain(_dense(x, self.gate_proj[...]), _MLP)
+    u = parallel.constrain(_dense(x, self.up_proj[...]), _MLP)
     return _dense(jax.nn.silu(g) * u, self.down_proj[...])
 
 
@@ -357,11 +394,25 @@ class Block(nnx.Module):
     self.mlp_norm = RMSNorm(cfg.hidden_size, eps, param_dtype=pd, axis="embed")
     self.mlp = MLP(cfg, rngs=rngs)
 
-  def __call__(self, x, cos, sin, allowed, kv_fn=None, prefix=None):
+  def __call__(self, x, cos, sin, allowed, kv_fn=None, prefix=None,
+               causal=None):
     """(x, cache state or None); see `Attention.__call__`."""
-    a, state = self.attn(self.attn_norm(x), cos, sin, allowed, kv_fn, prefix)
-    x = x + a
-    return x + self.mlp(self.mlp_norm(x)), state
+    a, state = self.attn(self.attn_norm(x), cos, sin, allowed, kv_fn, prefix,
+                         causal)
+    x = parallel.constrain(x + a, _RESIDUAL)
+    return parallel.constrain(x + self.mlp(self.mlp_norm(x)), _RESIDUAL), state
+
+
+def _run_block(block: Block, x, cos, sin, mask, remat: str):
+  """One block of a full-sequence pass, rematerialised per ``remat``."""
+  if remat == "none":
+    return block(x, cos, sin, None, causal=mask)[0]
+  graphdef, state = nnx.split(block)
+
+  def f(state, x, cos, sin, mask):
+    return nnx.merge(graphdef, state)(x, cos, sin, None, causal=mask)[0]
+  return jax.checkpoint(f, policy=_REMAT_POLICIES[remat],
+                        prevent_cse=False)(state, x, cos, sin, mask)
 
 
 class Decoder(nnx.Module):
@@ -434,7 +485,16 @@ class Decoder(nnx.Module):
           f"{tokens.shape}, {positions.shape}, {mask.shape}")
     b, s = tokens.shape
     mask = mask.astype(bool)
-    x = jnp.take(self.embedding[...], tokens, axis=0).astype(cfg.dtype)
+    table = self.embedding[...]  # [V, D]
+    if parallel.in_mesh():
+      # Gathered over fsdp in the compute dtype (split on the vocabulary
+      # only under tensor parallelism), so the lookup of batch-split
+      # tokens stays local: otherwise XLA looks every token up in each
+      # device's D-slice of the table and reshuffles the result.
+      table = parallel.constrain(table.astype(cfg.dtype), ("vocab", None),
+                                 gather=True)
+    x = jnp.take(table, tokens, axis=0).astype(cfg.dtype)
+    x = parallel.constrain(x, _RESIDUAL)
     # Positions count a row's real tokens, so they lie below the number of
     # slots: S here, the cache length with a cache.
     if prefix is not None:
@@ -452,17 +512,17 @@ class Decoder(nnx.Module):
     cos, sin = _rope_angles(positions, cfg.head_dim, cfg.rope_theta, n_slots)
 
     if cache is None:
-      allowed = jnp.tril(jnp.ones((s, s), bool))[None] & mask[:, None, :]
       if cfg.scan_layers:
         graphdef, state = nnx.split(self.layers)
 
         def body(x, st):
-          return nnx.merge(graphdef, st)(x, cos, sin, allowed)[0], None
+          block = nnx.merge(graphdef, st)
+          return _run_block(block, x, cos, sin, mask, cfg.remat), None
         x, _ = jax.lax.scan(body, x, state)
       else:
         for layer in self.layers:
-          x, _ = layer(x, cos, sin, allowed)
-      return self.final_norm(x), None
+          x = _run_block(layer, x, cos, sin, mask, cfg.remat)
+      return parallel.constrain(self.final_norm(x), _RESIDUAL), None
 
     t_max = cache.valid.shape[1]
     if cache.valid.shape[0] != b or s > t_max:
@@ -484,6 +544,11 @@ class Decoder(nnx.Module):
     slot = jnp.arange(t_max, dtype=jnp.int32)
     q_slot = i + jnp.arange(s, dtype=jnp.int32)
     allowed = valid[:, None, :] & (slot[None, None, :] <= q_slot[None, :, None])
+    # A call that fills the whole cache (S = T_max: the write cannot start
+    # anywhere but slot 0, so every old slot is overwritten) is a prefill:
+    # its queries see exactly the new tokens, through the full-sequence
+    # attention (a kernel, linear memory) instead of [B, S, T] scores.
+    causal = mask if (s == t_max and prefix is None) else None
 
     def layer_prefix(li):
       """Layer li's (k_p, v_p, valid_p), or None without a prefix."""
@@ -506,7 +571,7 @@ class Decoder(nnx.Module):
                   (ka2, va2))
         pre = None if pkv is None else (pkv[0], pkv[1], prefix.valid)
         x, (ka, va) = nnx.merge(graphdef, st)(x, cos, sin, allowed, kv_fn,
-                                               pre)
+                                               pre, causal)
         return (x, ka, va), None
       (x, k_new, v_new), _ = jax.lax.scan(
           body, (x, cache.k, cache.v),
@@ -517,7 +582,8 @@ class Decoder(nnx.Module):
         def kv_fn(k, v, li=li):
           kc, vc = _write(cache.k[li], k, i), _write(cache.v[li], v, i)
           return kc, vc, (kc, vc)
-        x, (kc, vc) = layer(x, cos, sin, allowed, kv_fn, layer_prefix(li))
+        x, (kc, vc) = layer(x, cos, sin, allowed, kv_fn, layer_prefix(li),
+                            causal)
         ks.append(kc)
         vs.append(vc)
       k_new, v_new = type(cache.k)(ks), type(cache.v)(vs)
@@ -528,7 +594,7 @@ class Decoder(nnx.Module):
           ka2, va2 = _write(ka, k, i, li), _write(va, v, i, li)
           return ka2[li], va2[li], (ka2, va2)
         x, (k_new, v_new) = layer(x, cos, sin, allowed, kv_fn,
-                                  layer_prefix(li))
+                                  layer_prefix(li), causal)
     x = self.final_norm(x)
     return x, KVCache(k=k_new, v=v_new, valid=valid, index=i + s)
 

@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from entropy_rl import parallel
 from entropy_rl.core import types
 from entropy_rl.regularizers.hapo import entropy_score_stats
 
@@ -582,8 +583,21 @@ def apply_processors(z: Array, processors: Sequence[LogitsProcessor],
 # The draw and the statistics of the distribution sampled from.
 
 
-def _vocab_chunks(v: int) -> tuple[int, int]:
-  """(C, S) with C·S ≥ V, C ≈ S ≈ √V, preferring an exact divisor of V."""
+_LANES = 128  # TPU vector lanes (and a GPU-friendly width)
+
+
+def _vocab_chunks(v: int, lanes: int = 1) -> tuple[int, int]:
+  """(C, S) with C·S ≥ V, C ≈ S ≈ √V.
+
+  With ``lanes`` = 1 an exact divisor of V is preferred (no padding: the
+  CPU layout). With ``lanes`` > 1 the chunk width S is a multiple of it,
+  V padded up to C·S: on a TPU the minor dimension of the [R, C, S] view
+  is then lane-aligned (V = 151,936 = 128 · 1,187 gave S = 1,187 and a
+  relayout copy in every decode step).
+  """
+  if lanes > 1 and v > lanes:
+    s = max(lanes, round(math.sqrt(v) / lanes) * lanes)
+    return -(-v // s), s
   root = max(1, int(math.isqrt(v)))
   for c in range(root, max(1, root // 4) - 1, -1):
     if v % c == 0:
@@ -624,7 +638,8 @@ def draw_and_stats(z: Array, keys: Array | None, draw: str,
     (tokens [R] int32, logp [R], entropy [R]) of softmax(z), in nats.
   """
   r, v = z.shape
-  c, s = _vocab_chunks(v)
+  c, s = _vocab_chunks(v, 1 if parallel.target_platform() == "cpu"
+                       else _LANES)
   m = jnp.max(z, -1)  # [R]
   d = z - m[:, None]  # ≤ 0 or −inf
   if c * s != v:

@@ -63,6 +63,7 @@ import jax.numpy as jnp
 from jax import lax
 import numpy as np
 
+from entropy_rl import parallel
 from entropy_rl.core import types
 from entropy_rl.sampling import methods as methods_lib
 
@@ -234,9 +235,11 @@ def _num_buckets(num_buckets: int | None) -> int:
   """The decode's stretches (static): ``num_buckets``, or by default 4 on
   CPU (1.08x at N = 64, 1.44x at N = 256; BENCHMARKS.md) and 1 elsewhere
   (not measured there, and a stretch's cache copy doubles the cache's peak
-  memory)."""
+  memory). The platform is the one the program is built for
+  (`entropy_rl.parallel.target_platform`: a TPU mesh when compiling for a
+  TPU from a CPU host)."""
   if num_buckets is None:
-    return _CPU_BUCKETS if jax.default_backend() == "cpu" else 1
+    return _CPU_BUCKETS if parallel.target_platform() == "cpu" else 1
   if not isinstance(num_buckets, (int, np.integer)) or num_buckets < 1:
     raise ValueError(f"num_buckets must be an int >= 1, got {num_buckets!r}")
   return int(num_buckets)

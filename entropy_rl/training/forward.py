@@ -85,16 +85,25 @@ def reductions_of(stats: dict[str, Array], names) -> dict[str, Array] | None:
 
 def map_rows(fn: Callable[[Any], Any], tree: Any, chunks: int) -> Any:
   """``fn`` over ``chunks`` equal row blocks of ``tree`` (``lax.map``), the
-  results concatenated: bounds the memory of a full-batch forward pass."""
+  results put back in row order: bounds the memory of a full-batch forward
+  pass. ``fn`` must treat rows independently.
+
+  Block c holds rows c, c + chunks, c + 2·chunks, ... (a strided split):
+  a batch whose rows are sharded over devices keeps every block sharded
+  the same way (a contiguous split would put the mapped axis on the
+  devices, and each block on one device).
+  """
   if chunks <= 1:
     return fn(tree)
   rows = jax.tree.leaves(tree)[0].shape[0]
   if rows % chunks:
     raise ValueError(f"{rows} rows do not split into {chunks} chunks")
   split = jax.tree.map(
-      lambda x: x.reshape((chunks, rows // chunks) + x.shape[1:]), tree)
+      lambda x: jnp.swapaxes(
+          x.reshape((rows // chunks, chunks) + x.shape[1:]), 0, 1), tree)
   out = jax.lax.map(fn, split)
-  return jax.tree.map(lambda x: x.reshape((rows,) + x.shape[2:]), out)
+  return jax.tree.map(
+      lambda x: jnp.swapaxes(x, 0, 1).reshape((rows,) + x.shape[2:]), out)
 
 
 def masked_mean(x: Array, mask: Array) -> Array:

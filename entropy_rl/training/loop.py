@@ -458,10 +458,14 @@ def run_rl(exp: Experiment, workdir: str, params: Any = None
   bar = metrics_lib.Progress(s.num_steps, desc="rl",
                              every=max(1, s.num_steps // 20))
   t_start, status, vals = time.time(), "done", {}
+  # Rollouts and evaluation run under the mesh too (the sharded steps set
+  # it themselves): the model's activation constraints and the sharded
+  # statistics pass then apply to the sampler's programs as well.
   if evaluator is not None and start == 0:
-    last_eval = _evaluate(evaluator, state, 0, seeds)
+    with jax.set_mesh(mesh):
+      last_eval = _evaluate(evaluator, state, 0, seeds)
     writer.write(0, last_eval, phase="eval")
-  with StopSignal() as stop:
+  with StopSignal() as stop, jax.set_mesh(mesh):
     for i in range(start, s.num_steps):
       t0 = time.time()
       batch = _next_batch(it, _rounds(exp))

@@ -38,6 +38,10 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
       kind="decoder", preset="tiny", path="",
       dtype="float32", param_dtype="",  # "" = dtype
       scan_layers=False, vocab_from_tokenizer=True,
+      # Attention of training / prefill passes: auto (splash on TPU, cuDNN
+      # on GPU, XLA on CPU) | xla | chunked | splash | cudnn.
+      attention="auto", attention_chunk=512,
+      remat="none",  # none | block | dots: recompute blocks in backward
       # 0 = the preset's value.
       hidden_size=0, num_layers=0, num_heads=0, num_kv_heads=0,
       intermediate_size=0, head_dim=0))
