@@ -13,8 +13,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEPS = ["jax", "flax", "optax", "orbax-checkpoint", "grain", "sentencepiece",
         "chex", "ml-collections", "absl-py", "numpy", "safetensors", "gguf",
         "tokenizers", "tensorboardx", "matplotlib"]
-TEST_DEPS = ["pytest", "hypothesis", "libtpu", "torch", "transformers", "nbclient",
-             "nbformat", "ipykernel", "reasoning-gym", "math-verify", "gymnax"]
+TEST_DEPS = ["pytest", "hypothesis", "libtpu", "torch", "transformers",
+             "nbclient", "nbformat", "ipykernel", "reasoning-gym", "math-verify", "gymnax"]
 TEST_SUPPORT = ("tests/__init__.py", "tests/conftest.py", "tests/test_utils.py")
 
 

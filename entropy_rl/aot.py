@@ -531,6 +531,7 @@ class _Instr:
   attrs: str          # attributes, metadata and backend_config removed
   backend: str        # backend_config text ("" when none)
   is_root: bool
+  op_name: str = ""   # metadata op_name (the JAX operation), if any
 
 
 @dataclasses.dataclass
@@ -618,10 +619,11 @@ def _parse_instr(line: str) -> _Instr | None:
   if k >= 0:
     backend = attrs[k:]
     attrs = attrs[:k]
+  op = re.search(r'metadata=\{[^}]*?op_name="([^"]*)"', attrs)
   attrs = re.sub(r"metadata=\{[^}]*\}", "", attrs)
   return _Instr(name=m.group(2), type_text=type_text, opcode=opcode,
                 operands=operands, attrs=attrs, backend=backend,
-                is_root=bool(m.group(1)))
+                is_root=bool(m.group(1)), op_name=op.group(1) if op else "")
 
 
 def _balance(line: str, state: tuple[int, bool, bool]
@@ -977,6 +979,25 @@ class Kernel:
   seconds: float
 
 
+@dataclasses.dataclass(frozen=True)
+class HotSpot:
+  """One scheduled instruction's share of the estimated compute cycles.
+
+  Attributes:
+    name: the instruction ("fusion.12", "convolution.3").
+    opcode: its opcode.
+    op_name: the JAX operation it came from (``metadata={op_name=...}``).
+    cycles: ``estimated_cycles`` of one execution times its runs per step.
+    runs: executions per step (its computation's loop multiplicity).
+  """
+
+  name: str
+  opcode: str
+  op_name: str
+  cycles: int
+  runs: int
+
+
 def _fmt_bytes(n: float) -> str:
   for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
     if abs(n) >= size:
@@ -1007,7 +1028,12 @@ class Report:
     compute_cycles: summed ``estimated_cycles``, loops multiplied.
     compute_seconds: ``compute_cycles / chip.clock_hz``.
     kernels: Pallas/Mosaic kernels, which carry no cycles.
-    kernel_seconds: their HBM-traffic lower bound (see ``Kernel``).
+    kernel_flops: the FLOPs the caller says those kernels execute per
+      chip (e.g. splash attention's, which the caller can count), or 0.
+    kernel_seconds: ``max(HBM-traffic bound (see Kernel), kernel_flops /
+      peak)``: a lower bound (the kernels at the MXU's peak).
+    hot_spots: the scheduled instructions with the most estimated cycles
+      per step (loop runs included), most first.
     collective_seconds: sum of the collectives' seconds (not overlapped).
     estimated_seconds: compute + kernel + collective seconds.
     cost_flops: ``cost_analysis()["flops"]`` (per chip, loop bodies once).
@@ -1025,7 +1051,9 @@ class Report:
   compute_cycles: int
   compute_seconds: float
   kernels: tuple[Kernel, ...]
+  kernel_flops: float
   kernel_seconds: float
+  hot_spots: tuple[HotSpot, ...]
   collective_seconds: float
   estimated_seconds: float
   cost_flops: float | None
@@ -1101,8 +1129,11 @@ class Report:
                    f"({loop.source}), body runs {loop.runs}x per step")
     kernels = ""
     if self.kernels:
+      bound = "FLOPs at peak" if self.kernel_flops and (
+          self.kernel_seconds > sum(k.seconds for k in self.kernels)) else (
+              "HBM traffic")
       kernels = (f" + {len(self.kernels)} Pallas kernels >= "
-                 f"{_fmt_seconds(self.kernel_seconds)} (HBM traffic)")
+                 f"{_fmt_seconds(self.kernel_seconds)} ({bound})")
     lines.append(
         f"  estimate: compute {_fmt_seconds(self.compute_seconds)} "
         f"({self.compute_cycles} cycles at {c.clock_hz / 1e9:.2f} GHz)"
@@ -1214,7 +1245,8 @@ def _cost_flops(compiled: Any) -> float | None:
 
 
 def analyze(compiled: jax.stages.Compiled, *, chip: Chip, num_chips: int,
-            loop_trip_counts: Mapping[str, int] | None = None) -> Report:
+            loop_trip_counts: Mapping[str, int] | None = None,
+            kernel_flops: float = 0.0, num_hot_spots: int = 12) -> Report:
   """Memory, collectives, FLOPs and an estimated step time of a program.
 
   Args:
@@ -1225,6 +1257,9 @@ def analyze(compiled: jax.stages.Compiled, *, chip: Chip, num_chips: int,
     loop_trip_counts: trip counts by while-instruction name ("while.32"; see
       ``Report.loops``) for loops whose count is data-dependent or was not
       found; they replace the inferred ones.
+    kernel_flops: FLOPs per chip and step inside Pallas kernels (which XLA
+      does not cost); their time is at least this over the chip's peak.
+    num_hot_spots: how many of the costliest instructions to list.
 
   Returns:
     A ``Report``; see the module docstring for the method.
@@ -1419,8 +1454,22 @@ def analyze(compiled: jax.stages.Compiled, *, chip: Chip, num_chips: int,
         "estimated_cycles; kernel_seconds counts only their HBM traffic, a "
         "lower bound, and cost_analysis flops may omit their FLOPs")
 
+  spots = []
+  for comp in comps.values():
+    count = comp_runs.get(comp.name, 0)
+    if not count:
+      continue
+    for instr in comp.instrs:
+      own = _cycles(instr)
+      if own:
+        spots.append(HotSpot(name=instr.name, opcode=instr.opcode,
+                             op_name=instr.op_name,
+                             cycles=own * count, runs=count))
+  spots.sort(key=lambda h: -h.cycles)
+
   compute_seconds = compute_cycles / chip.clock_hz
-  kernel_seconds = sum(k.seconds for k in kernels)
+  kernel_seconds = max(sum(k.seconds for k in kernels),
+                       float(kernel_flops) / chip.peak_bf16_flops)
   collective_seconds = sum(c.seconds for c in collectives)
   if compute_cycles == 0:
     warnings.append("no estimated_cycles in the program (not compiled for "
@@ -1430,7 +1479,8 @@ def analyze(compiled: jax.stages.Compiled, *, chip: Chip, num_chips: int,
       collectives=tuple(collectives), collective_totals=totals,
       loops=tuple(loops), compute_cycles=int(compute_cycles),
       compute_seconds=compute_seconds, kernels=tuple(kernels),
-      kernel_seconds=kernel_seconds, collective_seconds=collective_seconds,
+      kernel_flops=float(kernel_flops), kernel_seconds=kernel_seconds,
+      hot_spots=tuple(spots[:num_hot_spots]), collective_seconds=collective_seconds,
       estimated_seconds=compute_seconds + kernel_seconds + collective_seconds,
       cost_flops=_cost_flops(compiled),
       cost_flops_loops_counted_once=any(l.trip_count > 1 for l in loops),

@@ -466,13 +466,19 @@ _DIMS = ("hidden_size", "num_layers", "num_heads", "num_kv_heads",
 _MODELS = ("decoder", "gguf", "pretrained")
 
 
-def build_model(cfg: Any, *, vocab_size: int | None = None, seed: int = 0):
+def build_model(cfg: Any, *, vocab_size: int | None = None, seed: int = 0,
+                abstract: bool = False):
   """``config.model`` -> ``(fns, params, logical_axes)``.
 
   Kinds: ``decoder`` (random init of a preset, dims overridable; the
   vocabulary follows the tokenizer when ``vocab_from_tokenizer``), ``gguf``
   (a GGUF file; empty ``path``: SmolLM2-135M-Instruct), ``pretrained``
   (a Hugging Face safetensors directory, e.g. Qwen2.5-0.5B).
+
+  With ``abstract`` the parameters are ``jax.ShapeDtypeStruct``s: nothing
+  is initialised or read but the checkpoint's config (config.json, GGUF
+  metadata); a checkpoint kind without a ``path`` takes the dimensions of
+  ``preset`` (e.g. ``"0.5b"``).
   """
   from flax import nnx  # pylint: disable=import-outside-toplevel
   from entropy_rl import models  # pylint: disable=import-outside-toplevel
@@ -484,15 +490,35 @@ def build_model(cfg: Any, *, vocab_size: int | None = None, seed: int = 0):
            "attention": str(spec.get("attention", "auto")),
            "attention_chunk": int(spec.get("attention_chunk", 512)),
            "remat": str(spec.get("remat", "none"))}
-  if kind == "decoder":
+  def preset_config(vocab_from_tokenizer: bool):
     preset = spec.get("preset", "tiny")
     if preset not in _PRESETS:
       raise _unknown("model preset", preset, _PRESETS)
     dims = {k: int(spec[k]) for k in _DIMS if spec.get(k)}
-    if vocab_size and spec.get("vocab_from_tokenizer", True):
+    if vocab_size and vocab_from_tokenizer:
       dims["vocab_size"] = int(vocab_size)
-    mcfg = getattr(models.DecoderConfig, _PRESETS[preset])(
+    return getattr(models.DecoderConfig, _PRESETS[preset])(
         dtype=dtype, param_dtype=pdtype, **dims, **extra)
+
+  if abstract:
+    from entropy_rl.models import gguf  # pylint: disable=import-outside-toplevel
+    if kind not in _MODELS:
+      raise _unknown("model kind", kind, _MODELS)
+    if kind == "decoder":
+      mcfg = preset_config(spec.get("vocab_from_tokenizer", True))
+    elif kind == "gguf" and (spec.get("path") or spec.get("preset") not in
+                             _PRESETS):
+      mcfg = gguf.gguf_config(spec.get("path", "") or
+                              gguf.smollm2_gguf_path(), dtype=dtype,
+                              param_dtype=pdtype, **extra)
+    elif kind == "pretrained" and spec.get("path"):
+      mcfg = models.pretrained_config(spec["path"], dtype=dtype,
+                                      param_dtype=pdtype, **extra)
+    else:
+      mcfg = preset_config(False)
+    model = models.abstract_decoder(mcfg)
+  elif kind == "decoder":
+    mcfg = preset_config(spec.get("vocab_from_tokenizer", True))
     model = models.Decoder(mcfg, rngs=nnx.Rngs(seed))
   elif kind == "gguf":
     from entropy_rl.models import gguf  # pylint: disable=import-outside-toplevel
@@ -586,7 +612,8 @@ def _same(a: Any, b: Any) -> bool:
   return _as_dict(a) == _as_dict(b)
 
 
-def build_experiment(config: Any, *, reuse: Any = None) -> Any:
+def build_experiment(config: Any, *, reuse: Any = None,
+                     abstract: bool = False) -> Any:
   """The whole :class:`~entropy_rl.training.loop.Experiment` of a config.
 
   Args:
@@ -594,11 +621,22 @@ def build_experiment(config: Any, *, reuse: Any = None) -> Any:
     reuse: an Experiment built from a config with the same ``model``,
       ``tokenizer``, ``task`` and ``seed``: its model, tokenizer and task
       are reused instead of rebuilt (side-by-side variants).
+    abstract: build for ahead-of-time compilation only: abstract
+      parameters (``build_model(abstract=True)``), no task (None), and the
+      tokenizer only where it needs no file the config lacks (else None:
+      the programs then use the model's vocabulary). Such an Experiment
+      cannot run; ``entropy_rl.training.preflight`` compiles it.
   """
   from entropy_rl.training import loop  # pylint: disable=import-outside-toplevel
   c = config
   old = None if reuse is None else reuse.config
-  if old is not None and c.seed == old.seed and all(
+  if abstract:
+    tokenizer = _abstract_tokenizer(c)
+    task = None
+    fns, params, axes = build_model(
+        c.model, vocab_size=None if tokenizer is None
+        else tokenizer.vocab_size, seed=int(c.seed), abstract=True)
+  elif old is not None and c.seed == old.seed and all(
       _same(c[k], old[k]) for k in ("model", "tokenizer", "task")):
     tokenizer, task = reuse.tokenizer, reuse.task
     fns, params, axes = reuse.fns, reuse.params, reuse.logical_axes
@@ -641,6 +679,18 @@ def build_experiment(config: Any, *, reuse: Any = None) -> Any:
       sampler_kwargs=build_sampler_kwargs(c.sampling),
       settings=build_settings(c), config=c, **hooks_kw)
   return exp
+
+
+def _abstract_tokenizer(config: Any) -> Any:
+  """The config's tokenizer when it is cheap and needs no missing file
+  (the built-in character tokenizer, or one whose file is given), else
+  None."""
+  kind = _as_dict(config.tokenizer).get("kind", "task")
+  path = (_as_dict(config.tokenizer).get("path", "") or
+          _as_dict(config.model).get("path", ""))
+  if kind in ("task", "char") or path:
+    return build_tokenizer(config.tokenizer, config.model)
+  return None
 
 
 def build_sampler_kwargs(spec: Any) -> dict:

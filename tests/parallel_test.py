@@ -219,5 +219,93 @@ class ShardedStepTest(parameterized.TestCase):
       step(jnp.zeros(()), jnp.zeros(()))
 
 
+def _has_libtpu() -> bool:
+  try:
+    import libtpu  # pylint: disable=g-import-not-at-top,unused-import
+  except ImportError:
+    return False
+  return True
+
+
+class CollectivesTest(parameterized.TestCase):
+  """What the partitioned train step moves between devices (8 fake CPU
+  devices): weights and their gradients, never activations or logit blocks
+  (ROADMAP: FSDP that shards activations, row-sharded statistics)."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.fns, cls.params, cls.axes = _model()
+    cls.transform = er.named_chain(
+        ("advantages", regularizers.grpo_advantages()))
+    cls.opt = optax.sgd(1e-2)
+    # Token chunks of 5 (no parameter has a dimension 5): a [tc, vc] logit
+    # block is recognisable.
+    cls.step_fn = staticmethod(step_lib.make_train_step(
+        cls.fns, er.grpo(), cls.transform, cls.opt,
+        measure_entropy_change=False, token_chunk=5, vocab_chunk=16))
+    cls.ro = _rollout()  # S = 4 + 5 = 9 tokens per row
+
+  def _collectives(self, mesh):
+    from entropy_rl import aot  # pylint: disable=g-import-not-at-top
+    specs = parallel.param_specs(self.params, self.axes, mesh=mesh)
+    state = types.init_train_state(self.params, self.opt, self.transform, 0)
+    state_sh = parallel.tree_shardings(
+        parallel.state_specs(state, specs, self.params), mesh)
+    step = parallel.shard_train_step(self.step_fn, mesh=mesh,
+                                     state_sharding=state_sh, donate=False)
+    with jax.set_mesh(mesh):
+      compiled = step.jitted.lower(
+          parallel.place(state, state_sh),
+          parallel.shard_batch(self.ro, mesh)).compile()
+    return aot.analyze(compiled, chip=aot.CHIPS["v5e"],
+                       num_chips=mesh.size).collectives
+
+  @parameterized.named_parameters(("data", (8, 1, 1)), ("fsdp", (1, 8, 1)),
+                                  ("data_fsdp", (2, 4, 1)))
+  def test_only_weights_cross_devices(self, shape):
+    from entropy_rl.training import preflight  # pylint: disable=g-import-not-at-top
+    collectives = self._collectives(parallel.make_mesh(shape))
+    bad = preflight.suspicious_collectives(collectives, self.params, 8,
+                                           min_bytes=0)
+    self.assertEqual([(c.kind, c.result_type) for c in bad], [])
+    kinds = {c.kind for c in collectives if len(c.shape) >= 2}
+    if shape[1] > 1:  # FSDP gathers the layers' weights
+      self.assertIn("all-gather", kinds)
+
+  def test_tensor_parallel_keeps_logit_blocks_local(self):
+    """Under tensor parallelism activations are all-reduced (Megatron) but
+    no [tokens, vocab-chunk] logit block crosses devices."""
+    collectives = self._collectives(parallel.make_mesh((2, 2, 2)))
+    # A logit block is [tc = 5, >= 8 vocabulary columns]; the vocabulary
+    # shards exchange only [2, 5] online-softmax states.
+    blocks = [c for c in collectives for shape in [tuple(c.shape)]
+              if len(shape) >= 2 and shape[-2] == 5 and shape[-1] >= 8]
+    self.assertEqual(blocks, [])
+    self.assertTrue(any(tuple(c.shape)[-2:] == (2, 5) for c in collectives))
+
+  def test_constrain_is_a_noop_outside_a_mesh(self):
+    x = jnp.ones((8, 3))
+    self.assertIs(parallel.constrain(x, ("batch", None)), x)
+    self.assertFalse(parallel.in_mesh())
+    mesh = parallel.make_mesh((8, 1, 1))
+    with jax.set_mesh(mesh):
+      self.assertTrue(parallel.in_mesh())
+      y = jax.jit(lambda x: parallel.constrain(x * 2, ("batch", None)))(x)
+    self.assertEqual(y.sharding.spec, P("data"))
+    with self.assertRaisesRegex(ValueError, "logical axes"):
+      with jax.set_mesh(mesh):
+        parallel.constrain(x, ("batch",))
+
+  def test_target_platform_follows_the_mesh(self):
+    self.assertEqual(parallel.target_platform(), "cpu")
+    if not _has_libtpu():
+      self.skipTest("libtpu is not installed")
+    from entropy_rl import aot  # pylint: disable=g-import-not-at-top
+    topo = aot.topology("v5e:2x2")
+    with jax.set_mesh(aot.mesh_for(topo, {"data": 4})):
+      self.assertEqual(parallel.target_platform(), "tpu")
+
+
 if __name__ == "__main__":
   absltest.main()

