@@ -75,6 +75,14 @@ ACTIVATION_RULES: tuple[tuple[str, Any], ...] = (
     ("head_dim", None),
 )
 
+# Parameters as a decode step wants them: split over ``tensor`` only. Under
+# FSDP a sampler would otherwise gather every layer's weights at every
+# decode step (XLA does not hoist collectives out of loops); gathering them
+# once per rollout costs one all-gather of the parameters.
+DECODE_RULES: tuple[tuple[str, Any], ...] = tuple(
+    (name, None if name in ("embed", "batch") else axes)
+    for name, axes in DEFAULT_RULES)
+
 # Path-regex rules used when a parameter has no logical axes: the first
 # regex that ``re.search``es the "/"-joined path gives the spec.
 DEFAULT_PATH_RULES: tuple[tuple[str, P], ...] = (
@@ -425,6 +433,35 @@ def _keep_axes(axes, names: set[str]):
   return None if not tup else tup if len(tup) > 1 else tup[0]
 
 
+def gather_params(params: Any, logical_axes: Any,
+                  rules: Sequence[tuple[str, Any]] = DECODE_RULES) -> Any:
+  """Constrains every parameter to ``rules``' spec of its logical axes
+  (default :data:`DECODE_RULES`: gathered over the batch axes, still split
+  over ``tensor``), for a program that reuses them many times (a
+  sampler's decode loop). A no-op outside ``jax.set_mesh`` or without
+  logical axes.
+
+  Args:
+    params: the parameters.
+    logical_axes: a pytree like ``params`` of logical-axis tuples
+      (``entropy_rl.models.logical_axes``), or None.
+    rules: logical axis -> mesh axes.
+
+  Returns:
+    The constrained parameters.
+  """
+  if logical_axes is None or not in_mesh():
+    return params
+  flat_axes = jax.tree.leaves(logical_axes, is_leaf=_is_axes)
+  flat, treedef = jax.tree.flatten(params)
+  if len(flat_axes) != len(flat):
+    raise ValueError(f"logical_axes has {len(flat_axes)} leaves but params "
+                     f"has {len(flat)}")
+  out = [constrain(x, a, rules, gather=True) if len(a) == np.ndim(x) else x
+         for x, a in zip(flat, flat_axes)]
+  return jax.tree.unflatten(treedef, out)
+
+
 # ------------------------------------------------------------------ batches
 
 
@@ -604,9 +641,9 @@ def is_sharded(x: jax.Array) -> bool:
 
 
 __all__ = [
-    "ACTIVATION_RULES", "BATCH_AXES", "DEFAULT_PATH_RULES", "DEFAULT_RULES",
-    "MESH_AXES",
-    "batch_shardings", "batch_spec", "constrain", "describe", "init_sharded",
+    "ACTIVATION_RULES", "BATCH_AXES", "DECODE_RULES", "DEFAULT_PATH_RULES",
+    "DEFAULT_RULES", "MESH_AXES",
+    "batch_shardings", "batch_spec", "constrain", "describe", "gather_params", "init_sharded",
     "in_mesh", "initialize_distributed", "is_sharded", "local_batch_size",
     "logical_to_spec", "make_mesh", "param_specs", "path_to_spec", "place",
     "process_shard", "replicated", "resolve_mesh_shape", "shard_batch",

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from entropy_rl import parallel
 from entropy_rl.training import types
 
 Array = jax.Array
@@ -45,8 +46,8 @@ class Prompts(NamedTuple):
 
 def make_rollout_fn(fns: Any, sample_fn: Callable[..., Any], *,
                     num_samples: int = 1,
-                    processor_params_fn: Callable[[Any], tuple] | None = None
-                    ) -> Callable[..., Rollout]:
+                    processor_params_fn: Callable[[Any], tuple] | None = None,
+                    param_axes: Any = None) -> Callable[..., Rollout]:
   """``rollout_fn(params, prompts, rng, transform_state=None) -> Rollout``
   (rewards unset).
 
@@ -61,6 +62,11 @@ def make_rollout_fn(fns: Any, sample_fn: Callable[..., Any], *,
     processor_params_fn: ``fn(transform_state) -> processor_params``: the
       parameters of the sampler's extra ``processors`` read from the
       transform state (HAPO's adaptive temperature); None: defaults.
+    param_axes: the parameters' logical axes: on a sharded mesh the
+      rollout first casts the parameters to the model's compute dtype
+      (exact: the model casts every weight before use) and gathers them
+      over the batch axes once (`entropy_rl.parallel.gather_params`), so
+      an FSDP-sharded policy is not gathered again at every decode step.
   """
 
   def rollout_fn(params, prompts: Prompts, rng,
@@ -68,6 +74,9 @@ def make_rollout_fn(fns: Any, sample_fn: Callable[..., Any], *,
     kw = {}
     if processor_params_fn is not None and transform_state is not None:
       kw["processor_params"] = processor_params_fn(transform_state)
+    if param_axes is not None and parallel.in_mesh():
+      params = parallel.gather_params(_in_compute_dtype(fns, params),
+                                      param_axes)
     out = sample_fn(fns, params, prompts.tokens, prompts.mask, rng,
                     num_samples=num_samples, **kw)
     return Rollout(
@@ -80,6 +89,17 @@ def make_rollout_fn(fns: Any, sample_fn: Callable[..., Any], *,
         rewards=None, group_ids=out.group_ids.astype(jnp.int32), aux=None)
 
   return rollout_fn
+
+
+def _in_compute_dtype(fns: Any, params: Any) -> Any:
+  """Floating parameters cast to the model's compute dtype (if it has
+  one)."""
+  dtype = getattr(getattr(fns, "config", None), "dtype", None)
+  if dtype is None:
+    return params
+  return jax.tree.map(
+      lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating)
+      else x, params)
 
 
 def repeat_answers(answer: Any, num_samples: int) -> Any:

@@ -336,8 +336,11 @@ class Evaluator:
     greedy = _sample_fn(exp, _GREEDY)
     # Not wrapped in an outer jit: the sampler's own jit is cached by its
     # static arguments, so runs sharing a model share its compilation.
-    self._sample = it_lib.make_rollout_fn(exp.fns, sample, num_samples=n)
-    self._greedy = it_lib.make_rollout_fn(exp.fns, greedy, num_samples=1)
+    axes = exp.logical_axes
+    self._sample = it_lib.make_rollout_fn(exp.fns, sample, num_samples=n,
+                                          param_axes=axes)
+    self._greedy = it_lib.make_rollout_fn(exp.fns, greedy, num_samples=1,
+                                          param_axes=axes)
 
   def _rewards(self, ro, n: int) -> np.ndarray:
     if self.use_jax:
@@ -532,7 +535,8 @@ def _step_functions(exp: Experiment) -> dict[str, Any]:
                                         **exp.step_kwargs)
   rollout_fn = it_lib.make_rollout_fn(
       exp.fns, _sample_fn(exp, exp.sampling, exp.rollout_processors),
-      num_samples=s.num_samples, processor_params_fn=exp.processor_params_fn)
+      num_samples=s.num_samples, processor_params_fn=exp.processor_params_fn,
+      param_axes=exp.logical_axes)
   vm = (lambda f, axes: jax.vmap(f, in_axes=axes)) if s.num_seeds > 1 else (
       lambda f, axes: f)
   out = {"update": vm(train_step, (0, 0))}
@@ -646,7 +650,8 @@ def _rollout_hook(exp: Experiment, rollout_fn: Any
     reg_fn = it_lib.make_rollout_fn(
         exp.fns, _sample_fn(exp, exp.sampling,
                             procs + (regularizers.temperature_processor(),)),
-        num_samples=s.num_samples, processor_params_fn=params_fn)
+        num_samples=s.num_samples, processor_params_fn=params_fn,
+        param_axes=exp.logical_axes)
     return hooks_lib.aepo_hook(rollout_fn, reg_fn, a,
                                num_prompts=s.prompts_per_step)
   if exp.cure_rollout is not None:

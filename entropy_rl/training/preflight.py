@@ -264,7 +264,8 @@ def rollout_program(exp: Any, mesh, *, prompts: int | None = None
       end_ids=end_ids, pad_id=pad_id,
       processors=tuple(exp.rollout_processors), early_stop=False, **kw)
   roll = it_lib.make_rollout_fn(exp.fns, sample_fn, num_samples=g,
-                                processor_params_fn=exp.processor_params_fn)
+                                processor_params_fn=exp.processor_params_fn,
+                                param_axes=exp.logical_axes)
 
   def rollout(params, prompts, rng, transform_state):
     return roll(params, prompts, rng, transform_state)
@@ -382,13 +383,14 @@ def run_program(program: Program, topology: aot.TopologyInfo, mesh,
 
 
 def largest_fitting(build: Callable[[int], Program], topology, mesh, *,
-                    start: int, unit: int,
+                    start: int, unit: int, resolution: float = 1 / 16,
                     compiler_options: Mapping[str, Any] | None = None
                     ) -> int:
-  """The largest multiple of ``unit`` below ``start`` whose program fits
-  (bisection over compiles; 0 when not even ``unit`` fits)."""
+  """A multiple of ``unit`` below ``start`` whose program fits, within
+  ``resolution`` (relative) of the largest one (bisection over compiles;
+  0 when not even ``unit`` fits)."""
   lo, hi = 0, max(start // unit, 1)  # fits(lo·unit) (0 trivially); not hi
-  while hi - lo > 1:
+  while hi - lo > max(1, int(hi * resolution)):
     mid = (lo + hi) // 2
     if run_program(build(mid * unit), topology, mesh,
                    compiler_options=compiler_options).fits:
@@ -421,7 +423,7 @@ def preflight(exp: Any, topology: aot.TopologyInfo, mesh, *,
   if unknown:
     raise ValueError(f"unknown programs {unknown}; valid: {PROGRAMS}")
   s = exp.settings
-  shards = math.prod(mesh.shape[a] for a in parallel.BATCH_AXES)
+  shards = math.prod(mesh.shape.get(a, 1) for a in parallel.BATCH_AXES)
   out = {}
   with jax.set_mesh(mesh):
     for name in programs:

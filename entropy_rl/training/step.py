@@ -66,17 +66,22 @@ def apply_gradients(optimizer: optax.GradientTransformation, params: Any,
   """
   gnorm = optax.tree.norm(grads)
   ok = jnp.isfinite(loss) & jnp.isfinite(gnorm)
-  scale = jnp.where(ok, 1.0, 0.0)
+  scale = jnp.ones((), jnp.float32)
   if max_grad_norm is not None and max_grad_norm > 0:
-    scale = scale * jnp.where(gnorm > max_grad_norm,
-                              max_grad_norm / jnp.where(ok, gnorm, 1.0), 1.0)
-  grads = jax.tree.map(
-      lambda g: jnp.where(ok, g * scale.astype(g.dtype), jnp.zeros_like(g)),
-      grads)
-  updates, new_opt = optimizer.update(grads, opt_state, params)
-  new_params = optax.apply_updates(params, updates)
-  return (_select(ok, new_params, params), _select(ok, new_opt, opt_state),
-          ok, gnorm)
+    scale = jnp.where(gnorm > max_grad_norm,
+                      max_grad_norm / jnp.where(ok, gnorm, 1.0), 1.0)
+
+  def update(_):
+    clipped = jax.tree.map(lambda g: g * scale.astype(g.dtype), grads)
+    updates, new_opt = optimizer.update(clipped, opt_state, params)
+    return optax.apply_updates(params, updates), new_opt
+
+  # A branch rather than selects over every parameter and moment: the
+  # skipped step costs nothing, the taken one no extra pass over the state
+  # (3% of a compiled 0.5B TPU step went to those selects).
+  new_params, new_opt = jax.lax.cond(ok, update,
+                                     lambda _: (params, opt_state), None)
+  return new_params, new_opt, ok, gnorm
 
 
 def _take_rows(tree: Any, idx: Array, rows: int) -> Any:
