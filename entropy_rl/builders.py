@@ -489,7 +489,8 @@ def build_model(cfg: Any, *, vocab_size: int | None = None, seed: int = 0,
   extra = {"scan_layers": bool(spec.get("scan_layers", False)),
            "attention": str(spec.get("attention", "auto")),
            "attention_chunk": int(spec.get("attention_chunk", 512)),
-           "remat": str(spec.get("remat", "none"))}
+           "remat": str(spec.get("remat", "none")),
+           "decode_attention": str(spec.get("decode_attention", "auto"))}
   def preset_config(vocab_from_tokenizer: bool):
     preset = spec.get("preset", "tiny")
     if preset not in _PRESETS:

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from entropy_rl.models import attention as attn_lib
+from entropy_rl.models import decoder as decoder_lib
 
 K_HEADS, GROUPS, HEAD_DIM = 2, 3, 16
 # LLVM -O0 halves XLA:CPU compile time of these tiny programs.
@@ -247,6 +248,148 @@ class AttentionTest(parameterized.TestCase):
       attn_lib.attention(q, k, v, mask[:, 1:], implementation="xla")
     with self.assertRaisesRegex(ValueError, "bfloat16 or float16"):
       attn_lib.attention(q, k, v, mask, implementation="cudnn")
+
+
+def _decode_inputs(b, bp, t, p, *, dtype, seed=0):
+  """One decode step's q [B, 1, K, G, Dh] (scaled), a cache k, v [B, K, T,
+  Dh] and a prefix k_p, v_p [B_p, K, P, Dh], with *poisoned* slots past
+  each row's live ones: keys aligned with the queries and values of 1e3,
+  so a kernel that read one would be off by far more than rounding."""
+  rng = np.random.default_rng(seed)
+  q = rng.normal(size=(b, 1, K_HEADS, GROUPS, HEAD_DIM)) * HEAD_DIM**-0.5
+  k = rng.normal(size=(b, K_HEADS, t, HEAD_DIM))
+  v = rng.normal(size=(b, K_HEADS, t, HEAD_DIM))
+  kp = rng.normal(size=(bp, K_HEADS, p, HEAD_DIM))
+  vp = rng.normal(size=(bp, K_HEADS, p, HEAD_DIM))
+  lengths = rng.integers(1, t + 1, size=b)
+  lengths[0], lengths[-1] = 1, t
+  lp = rng.integers(0, p + 1, size=bp)
+  lp[0] = p
+  dead = np.arange(t)[None] >= lengths[:, None]  # [B, T]
+  dead_p = np.arange(p)[None] >= lp[:, None]  # [B_p, P]
+  bait = 30.0 * np.sign(q[:, 0].sum(2))[:, :, None, :]  # [B, K, 1, Dh]
+  k = np.where(dead[:, None, :, None], bait, k)
+  v = np.where(dead[:, None, :, None], 1e3, v)
+  kp = np.where(dead_p[:, None, :, None], 30.0, kp)
+  vp = np.where(dead_p[:, None, :, None], 1e3, vp)
+  cast = lambda x: jnp.asarray(x, dtype)  # noqa: E731
+  return (cast(q), cast(k), cast(v), cast(kp), cast(vp),
+          jnp.asarray(lengths, jnp.int32), jnp.asarray(lp, jnp.int32))
+
+
+def _decode_reference(q, k, v, kp, vp, lengths, lp):
+  """float64 softmax attention over the live slots of prefix and cache."""
+  q, k, v, kp, vp = (np.asarray(x, np.float64) for x in (q, k, v, kp, vp))
+  b, bp = q.shape[0], kp.shape[0]
+  out = np.zeros(q.shape[:1] + q.shape[2:])
+  for r in range(b):
+    pr = r // (b // bp)
+    for h in range(K_HEADS):
+      keys = np.concatenate([kp[pr, h, :lp[pr]], k[r, h, :lengths[r]]])
+      vals = np.concatenate([vp[pr, h, :lp[pr]], v[r, h, :lengths[r]]])
+      sc = q[r, 0, h] @ keys.T
+      pw = np.exp(sc - sc.max(-1, keepdims=True))
+      out[r, h] = (pw / pw.sum(-1, keepdims=True)) @ vals
+  return out[:, None]
+
+
+class PagedDecodeTest(parameterized.TestCase):
+  """The Pallas paged-attention decode path (TPU interpret mode on CPU)
+  against float64 and the decoder's einsums, over live slots only."""
+
+  @parameterized.product(dtype=(jnp.bfloat16, jnp.float32),
+                         prefix=("none", "dense", "paged"), n=(1, 2))
+  def test_matches_reference(self, dtype, prefix, n):
+    bp, t, p = 3, 64, 32
+    q, k, v, kp, vp, lengths, lp = _decode_inputs(n * bp, bp, t, p,
+                                                  dtype=dtype, seed=n)
+    if prefix == "none":
+      lp = jnp.zeros_like(lp)
+      pre = None
+    else:
+      pre = (kp, vp, lp if prefix == "paged" else
+             jnp.arange(p)[None] < lp[:, None])
+    got = attn_lib.paged_decode_attention(q, k, v, lengths, pre,
+                                          interpret=True)
+    self.assertEqual(got.shape, q.shape)
+    self.assertEqual(got.dtype, q.dtype)
+    want = _decode_reference(q, k, v, kp, vp, lengths, lp)
+    # The kernel's products run at the TPU's default matmul precision
+    # (bfloat16 operands; the interpreter emulates it), as the einsums'
+    # p @ v in a bfloat16 model: errors of bfloat16 rounding. A poisoned
+    # slot read would be off by ~1e3.
+    np.testing.assert_allclose(np.asarray(got, np.float64), want, atol=3e-2)
+    allowed = (jnp.arange(t)[None] < lengths[:, None])[:, None]
+    einsum = decoder_lib._attend(
+        q, k, v, allowed, "bksd",
+        None if pre is None else (kp, vp, jnp.arange(p)[None] < lp[:, None]))
+    np.testing.assert_allclose(np.asarray(got, np.float32),
+                               np.asarray(einsum, np.float32), atol=3e-2)
+
+  def test_kernel_statistics(self):
+    q, k, v, _, _, lengths, _ = _decode_inputs(4, 4, 32, 16,
+                                               dtype=jnp.bfloat16)
+    o, m, l = attn_lib._paged_part(q[:, 0], k, v, lengths, interpret=True)
+    qq, kk = np.asarray(q, np.float64)[:, 0], np.asarray(k, np.float64)
+    for r in range(4):
+      for h in range(K_HEADS):
+        sc = qq[r, h] @ kk[r, h, :lengths[r]].T  # [G, L]
+        np.testing.assert_allclose(np.asarray(m)[r, h, :, 0], sc.max(-1),
+                                   rtol=2e-2, atol=2e-2)
+        np.testing.assert_allclose(
+            np.asarray(l)[r, h, :, 0],
+            np.exp(sc - sc.max(-1, keepdims=True)).sum(-1), rtol=5e-2)
+    # m and l repeat along Dh (the layout of o).
+    np.testing.assert_array_equal(np.asarray(m), np.asarray(m)[..., :1]
+                                  * np.ones(HEAD_DIM))
+    self.assertTrue(np.isfinite(np.asarray(o)).all())
+
+  def test_bad_arguments(self):
+    q, k, v, kp, vp, lengths, lp = _decode_inputs(2, 2, 64, 16,
+                                                  dtype=jnp.float32)
+    with self.assertRaisesRegex(ValueError, "one query per row"):
+      attn_lib.paged_decode_attention(jnp.concatenate([q, q], 1), k, v,
+                                      lengths, interpret=True)
+    with self.assertRaisesRegex(ValueError, "multiple of 16"):
+      attn_lib.paged_decode_attention(q, k[:, :, :60], v[:, :, :60],
+                                      lengths, interpret=True)
+    with self.assertRaisesRegex(ValueError, "must be one of"):
+      attn_lib.resolve_decode("flash", "tpu")
+
+  def test_resolve_decode(self):
+    self.assertEqual(attn_lib.resolve_decode("auto", "tpu"), "paged")
+    self.assertEqual(attn_lib.resolve_decode("auto", "cpu"), "xla")
+    self.assertEqual(attn_lib.resolve_decode("auto", "gpu"), "xla")
+    self.assertEqual(attn_lib.resolve_decode("paged", "cpu"), "paged")
+    self.assertEqual(attn_lib.page_size(256), 64)
+    self.assertEqual(attn_lib.page_size(96), 32)
+    self.assertEqual(attn_lib.page_size(48), 16)
+    self.assertIsNone(attn_lib.page_size(255))
+
+  def test_paged_decode_compiles_for_tpu(self):
+    if importlib.util.find_spec("libtpu") is None:
+      self.skipTest("libtpu is not installed")
+    os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+    topo = topologies.get_topology_desc(platform="tpu",
+                                        topology_name="v5e:2x2")
+    mesh = jax.sharding.Mesh(np.array(topo.devices[:1]).reshape(1), ("data",))
+    rep = jax.sharding.NamedSharding(mesh, jax.P())
+    b, t, p, g, dh = 16, 128, 64, 7, 64  # Qwen2.5-0.5B's G and Dh
+    shapes = [((b, 1, K_HEADS, g, dh), jnp.bfloat16),
+              ((b, K_HEADS, t, dh), jnp.bfloat16),
+              ((b, K_HEADS, t, dh), jnp.bfloat16),
+              ((b, K_HEADS, p, dh), jnp.bfloat16),
+              ((b, K_HEADS, p, dh), jnp.bfloat16),
+              ((b,), jnp.int32), ((b,), jnp.int32)]
+    args = [jax.ShapeDtypeStruct(s, d, sharding=rep) for s, d in shapes]
+
+    def step(q, k, v, kp, vp, lengths, lp):
+      return attn_lib.paged_decode_attention(q, k, v, lengths, (kp, vp, lp))
+    with jax.set_mesh(mesh):
+      hlo = jax.jit(step).lower(*args).compile().as_text()
+    # One kernel over the cache, one over the prefix.
+    self.assertEqual(hlo.count("custom_call_target=\"tpu_custom_call\""), 2)
 
 
 if __name__ == "__main__":

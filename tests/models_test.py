@@ -397,6 +397,76 @@ class CacheTest(parameterized.TestCase):
     self.assertEqual(kv_dtypes(cache), {jnp.dtype(jnp.bfloat16)})
     self.assertTrue(np.isfinite(np.asarray(hc, np.float32)).all())
 
+  @parameterized.parameters(("unrolled", "dense"), ("stacked", "paged"),
+                            ("scan", "dense"))
+  def test_paged_decode_equals_einsums(self, layout, prefix):
+    """Decode steps through the paged kernel (Pallas TPU interpret mode)
+    give the logits of the einsum path: a bfloat16 model, n = 2 samples
+    per left-padded prompt, a prefix attended densely or paged (its slots
+    reversed so the real tokens come first, ``lengths`` declared)."""
+    cfg = small_config(dtype=jnp.bfloat16, scan_layers=layout == "scan")
+    model = models.Decoder(cfg, rngs=nnx.Rngs(0))
+    state = nnx.state(model)
+    outs = []
+    for impl in ("xla", "paged"):
+      m = models.Decoder(cfg.replace(decode_attention=impl),
+                         rngs=nnx.Rngs(0))
+      nnx.update(m, state)
+      fns, params = models.as_functions(m)
+      n, p, steps, slots = 2, 16, 3, 32
+      x_p, m_p = left_padded([5, 16], p, seed=4)
+      pos_p = models.positions_from_mask(jnp.asarray(m_p))
+
+      def stackify(c):
+        if layout != "stacked":
+          return c
+        return c._replace(k=jnp.stack(c.k), v=jnp.stack(c.v))
+      _, pre = jax.jit(fns.hidden)(params, x_p, pos_p, m_p,
+                                   stackify(fns.init_cache(2, p)))
+      if prefix == "paged":
+        flip = lambda a: jnp.flip(a, -2)  # noqa: E731
+        pre = pre._replace(k=jax.tree.map(flip, pre.k),
+                           v=jax.tree.map(flip, pre.v),
+                           valid=jnp.flip(pre.valid, 1),
+                           lengths=jnp.asarray(m_p.sum(1), jnp.int32))
+      cache = stackify(fns.init_cache(2 * n, slots))
+      cache = cache._replace(lengths=jnp.zeros((2 * n,), jnp.int32))
+      new = tokens(2 * n, steps, seed=5)
+      base = np.repeat(m_p.sum(1), n)[:, None]
+      logits = []
+      for t in range(steps):
+        h, cache = jax.jit(fns.hidden)(params, new[:, t:t + 1], base + t,
+                                       np.ones((2 * n, 1), bool), cache, pre)
+        logits.append(fns.logits(params, h))
+      np.testing.assert_array_equal(cache.lengths, steps)
+      outs.append(np.asarray(jnp.concatenate(logits, 1)))
+    np.testing.assert_allclose(outs[1], outs[0], atol=0.05, rtol=0)
+    self.assertGreater(np.abs(outs[0]).max(), 0.1)
+
+  def test_logits_t_and_compute_dtype_parameters(self):
+    """``fns.logits_t`` is the transposed logits; float32 parameters cast
+    once to a bfloat16 model's compute dtype give the same numbers (the
+    model casts every weight before use), as the sampler relies on."""
+    cfg = small_config(dtype=jnp.bfloat16, tie_word_embeddings=True)
+    fns, params = models.as_functions(models.Decoder(cfg, rngs=nnx.Rngs(0)))
+    self.assertEqual({x.dtype for x in jax.tree.leaves(params)},
+                     {jnp.dtype(jnp.float32)})
+    cast = jax.tree.map(lambda x: x.astype(jnp.bfloat16), params)
+    x, mask = left_padded([8, 5], 8)
+    pos = models.positions_from_mask(jnp.asarray(mask))
+    for cache in (None, fns.init_cache(2, 8)):
+      h32, c32 = jax.jit(fns.hidden)(params, x, pos, mask, cache)
+      h16, c16 = jax.jit(fns.hidden)(cast, x, pos, mask, cache)
+      np.testing.assert_array_equal(h32, h16)
+      if cache is not None:
+        np.testing.assert_array_equal(jnp.stack(c32.k), jnp.stack(c16.k))
+    np.testing.assert_array_equal(jax.jit(fns.logits)(params, h32[:, -1]),
+                                  jax.jit(fns.logits)(cast, h32[:, -1]))
+    zt = jax.jit(fns.logits_t)(params, h32[:, -1])
+    self.assertEqual(zt.shape, (VOCAB, 2))
+    np.testing.assert_allclose(zt, fns.logits(params, h32[:, -1]).T,
+                               rtol=1e-6, atol=1e-6)
+
   def test_head_and_grad(self):
     fns, params = models.as_functions(random_model(tie_word_embeddings=True))
     w = fns.head(params)

@@ -15,6 +15,7 @@ import numpy as np
 from scipy import stats
 
 from entropy_rl import sampling
+from entropy_rl.sampling import methods
 from tests import sampling_fakes as fakes
 
 try:
@@ -345,7 +346,6 @@ class DrawTest(parameterized.TestCase):
   def test_precomputed_uniforms_equal_the_keys(self):
     """``cdf_uniforms`` over a block of keys (typed or raw uint32) gives the
     uniforms ``draw_and_stats`` draws from each step's keys."""
-    from entropy_rl.sampling import methods  # pylint: disable=g-import-not-at-top
     z = jax.random.normal(jax.random.key(1), (6, 67)) * 2.0
     for base in (jax.random.key(3), jax.random.PRNGKey(3)):
       keys = jax.vmap(lambda t, b=base: jax.random.split(
@@ -379,6 +379,90 @@ class DrawTest(parameterized.TestCase):
     np.testing.assert_allclose(
         g.logp, jnp.take_along_axis(lp, g.tokens[..., None], -1)[..., 0],
         atol=1e-4)
+
+
+class VocabMajorDrawTest(parameterized.TestCase):
+  """The TPU draw on transposed logits [V, R] against the CPU draw on the
+  same logits: the same statistics up to float32 rounding, the same
+  inverse-CDF rule, exact frequencies."""
+
+  def test_chunks(self):
+    vm = methods.vocab_major_chunk
+    self.assertEqual(vm(151_936), 128)  # Qwen2.5: (C, S) = (1187, 128)
+    self.assertEqual(vm(49_152), 128)
+    self.assertEqual(vm(152), 8)  # 8 · 19
+    self.assertEqual(vm(40), 40)
+    self.assertIsNone(vm(67))
+    self.assertIsNone(vm(4))
+
+  @parameterized.product(v=(40, 152, 1024, 67), draw=("cdf", "argmax"))
+  def test_statistics_and_tokens_equal_the_rows_draw(self, v, draw):
+    r = 512
+    z = jax.random.normal(jax.random.key(v), (r, v)) * 3.0
+    z = z.at[:, 1].set(-jnp.inf)  # removed tokens are never drawn
+    keys = jax.random.split(jax.random.key(1), r)
+    want = jax.jit(sampling.draw_and_stats, static_argnums=2)(z, keys, draw)
+    got = jax.jit(methods.draw_and_stats_vocab_major, static_argnums=2)(
+        z.T, keys, draw)
+    # logp and entropy: the same sums in another order (float32 rounding).
+    np.testing.assert_allclose(got[1], want[1], rtol=2e-6, atol=2e-6)
+    np.testing.assert_allclose(got[2], want[2], rtol=2e-6, atol=2e-6)
+    tok, want_tok = np.asarray(got[0]), np.asarray(want[0])
+    self.assertFalse((tok == 1).any())
+    if draw == "argmax":
+      np.testing.assert_array_equal(tok, want_tok)
+    else:
+      # One uniform per row, the same inverse CDF: the same token except
+      # where u·Σp falls within rounding of a boundary.
+      self.assertGreaterEqual(np.mean(tok == want_tok), 0.995)
+    np.testing.assert_allclose(
+        got[1], np.asarray(jax.nn.log_softmax(z))[np.arange(r), tok],
+        atol=1e-5)
+
+  @parameterized.parameters(152, 67)
+  def test_token_frequencies(self, v):
+    z = jax.random.normal(jax.random.key(5), (v,)) * 1.5
+    rows = 20000
+    zt = jnp.broadcast_to(z[:, None], (v, rows))
+    keys = jax.random.split(jax.random.key(6), rows)
+    tok, logp, ent = jax.jit(methods.draw_and_stats_vocab_major,
+                             static_argnums=2)(zt, keys, "cdf")
+    probs = np.asarray(jax.nn.softmax(z), np.float64)
+    counts = np.bincount(np.asarray(tok), minlength=v)
+    order = np.argsort(probs)  # pool the rare tokens (>= 200 expected)
+    small = order[np.cumsum(probs[order]) * rows < 200]
+    big = np.setdiff1d(np.arange(v), small)
+    c = np.append(counts[big], counts[small].sum())
+    q = np.append(probs[big], probs[small].sum())
+    chi2 = np.sum((c - rows * q) ** 2 / (rows * q))
+    self.assertLess(chi2, stats.chi2.ppf(0.999, len(c) - 1))
+    np.testing.assert_allclose(logp, np.log(probs)[np.asarray(tok)],
+                               atol=1e-5)
+    np.testing.assert_allclose(ent, -np.sum(probs * np.log(probs)),
+                               rtol=1e-5)
+
+  def test_precomputed_uniforms_equal_the_keys(self):
+    zt = jax.random.normal(jax.random.key(2), (152, 6)) * 2.0
+    keys = jax.random.split(jax.random.key(3), 6)
+    want = methods.draw_and_stats_vocab_major(zt, keys, "cdf")
+    got = methods.draw_and_stats_vocab_major(
+        zt, None, "cdf", methods.cdf_uniforms(keys))
+    for a, b in zip(got, want):
+      np.testing.assert_array_equal(a, b)
+
+  def test_processors(self):
+    temp = sampling.scale_by_temperature(0.7)
+    top = sampling.truncate_top_k(3)
+    self.assertTrue(methods.supports_vocab_major(()))
+    self.assertTrue(methods.supports_vocab_major((temp,)))
+    self.assertFalse(methods.supports_vocab_major((temp, top)))
+    z = jax.random.normal(jax.random.key(0), (4, 24))
+    for prm in ({"temperature": jnp.float32(0.7)},
+                {"temperature": jnp.array([0.5, 1.0, 2.0, 0.3])}):
+      want = methods.apply_processors(z, (temp,), (prm,), rng=KEY, pos=0)
+      got = methods.apply_processors_vocab_major(z.T, (temp,), (prm,),
+                                                 rng=KEY, pos=0)
+      np.testing.assert_array_equal(got, want.T)
 
 
 if __name__ == "__main__":

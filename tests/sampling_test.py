@@ -496,5 +496,124 @@ class TracedEntryPointsTest(absltest.TestCase):
                                                axis=b.ndim - 4))
 
 
+def _bf16_decoder(decode_attention, **kw):
+  """A small bfloat16 GQA decoder (G = 2) with the given decode attention
+  (the same float32 parameters for every choice)."""
+  cfg = models.DecoderConfig(**{**dict(
+      vocab_size=48, hidden_size=32, num_layers=2, num_heads=4,
+      num_kv_heads=2, intermediate_size=48, qkv_bias=True,
+      dtype=jnp.bfloat16, decode_attention=decode_attention), **kw})
+  return models.as_functions(models.Decoder(cfg, rngs=nnx.Rngs(3)))
+
+
+class TpuPathsTest(parameterized.TestCase):
+  """The TPU decode paths on CPU: the paged kernel (Pallas TPU interpret
+  mode, ``decode_attention="paged"``), parameters in the compute dtype,
+  and compilation for a v5e chip."""
+
+  prompts = np.array([[0, 0, 5, 3, 9], [1, 2, 3, 4, 6], [0, 0, 0, 0, 9]],
+                     np.int32)
+  masks = prompts > 0
+
+  def teacher_forced_logp(self, fns, params, out, temperature):
+    """log-probs of the sampled tokens under a full recomputation."""
+    r = out.tokens.shape[0]
+    seq = np.concatenate([np.asarray(out.prompt_tokens),
+                          np.asarray(out.tokens)], 1)
+    mask = np.concatenate([np.asarray(out.prompt_mask),
+                           np.asarray(out.mask)], 1)
+    pos = models.positions_from_mask(jnp.asarray(mask))
+    h, _ = jax.jit(fns.hidden)(params, seq, pos, mask)
+    z = fns.logits(params, h)[:, self.prompts.shape[1] - 1:-1] / temperature
+    lp = jax.nn.log_softmax(z)
+    return np.take_along_axis(np.asarray(lp), np.asarray(out.tokens)[
+        ..., None], -1)[..., 0].reshape(r, -1)
+
+  @parameterized.parameters(1, 3)
+  def test_paged_decode_samples_the_model(self, n):
+    fns, params = _bf16_decoder("paged")
+    xfns, _ = _bf16_decoder("xla")
+    self.assertTrue(sampler_lib._paged_decode(fns))
+    self.assertFalse(sampler_lib._paged_decode(xfns))
+    self.assertTrue(sampler_lib._share_prompt(fns, None, 1))
+    self.assertFalse(sampler_lib._share_prompt(xfns, None, 1))
+    kw = dict(max_new_tokens=9, num_samples=n, block_size=4,
+              sampling=sampling.temperature(1.5))
+    # The decode cache holds the generated tokens from slot 0, in pages.
+    s = sampling.make_sampler(fns, **kw)
+    cache = s.init_cache(3, 5)
+    self.assertEqual(cache.valid.shape, (3 * n, 64))
+    structure = jax.tree.structure(cache)
+    out, cache = s.generate(params, self.prompts, self.masks,
+                            jax.random.key(2), cache)
+    np.testing.assert_array_equal(cache.lengths, 8)
+    self.assertEqual(jax.tree.structure(cache), structure)
+    ref = sampling.sample(xfns, params, self.prompts, self.masks,
+                          jax.random.key(2), **kw)
+    self.assertTrue(bool(out.mask.all()))
+    # Each step drew from the model's distribution given the tokens so far
+    # (bfloat16 attention in both paths: rounding-level differences).
+    want = self.teacher_forced_logp(xfns, params, out, 1.5)
+    np.testing.assert_allclose(out.logp, want, atol=0.03)
+    # The einsum path draws the same tokens from the same key, except
+    # where rounding moves a draw across a boundary.
+    self.assertGreaterEqual(np.mean(np.asarray(out.tokens)
+                                    == np.asarray(ref.tokens)), 0.6)
+
+  def test_float32_parameters_cast_once(self):
+    """A bfloat16 model sampled from float32 parameters gives exactly the
+    outputs of the parameters cast beforehand (the sampler casts them
+    once at entry; the model casts every weight before use anyway)."""
+    fns, params = _bf16_decoder("xla")
+    self.assertEqual({x.dtype for x in jax.tree.leaves(params)},
+                     {jnp.dtype(jnp.float32)})
+    cast = sampler_lib._in_compute_dtype(fns, params)
+    self.assertEqual({x.dtype for x in jax.tree.leaves(cast)},
+                     {jnp.dtype(jnp.bfloat16)})
+    kw = dict(max_new_tokens=6, num_samples=2, block_size=3,
+              sampling=sampling.temperature(1.2))
+    a = sampling.sample(fns, params, self.prompts, self.masks,
+                        jax.random.key(4), **kw)
+    b = sampling.sample(fns, cast, self.prompts, self.masks,
+                        jax.random.key(4), **kw)
+    for x, y in zip(a, b):
+      np.testing.assert_array_equal(x, y)
+    # Models without a config (the fakes) keep their parameters.
+    ffns, fparams = fakes.next_token_model(V)
+    self.assertIs(sampler_lib._in_compute_dtype(ffns, fparams), fparams)
+
+  def test_compiles_for_a_tpu_chip(self):
+    """The TPU program: vocabulary-major logits into the draw, the paged
+    kernel in the decode (one per layer) beside the prefill's splash
+    kernels, no padded [R, C, S] copy of the logits."""
+    import importlib.util  # pylint: disable=g-import-not-at-top
+    if importlib.util.find_spec("libtpu") is None:
+      self.skipTest("libtpu is not installed")
+    from entropy_rl import aot  # pylint: disable=g-import-not-at-top
+    from entropy_rl import parallel  # pylint: disable=g-import-not-at-top
+    topo = aot.topology("v5e-1")
+    mesh = aot.mesh_for(topo, {"data": 1})
+    fns, params = _bf16_decoder("auto", head_dim=64)
+    rep = parallel.replicated(mesh)
+    abstract = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,  # noqa: E731
+                                              sharding=rep)
+    args = jax.tree.map(abstract, (params, self.prompts, self.masks,
+                                   jax.random.key_data(jax.random.key(0))))
+    with jax.set_mesh(mesh):
+      self.assertTrue(sampler_lib._vocab_major(
+          fns, params, (), sampling.SamplingMethod()))
+      self.assertTrue(sampler_lib._share_prompt(fns, None, 1))
+    compiled = aot.compile_for(
+        lambda p, t, m, k: sampling.sample_traced(
+            fns, p, t, m, k, max_new_tokens=8, block_size=4,
+            early_stop=False), args, mesh=mesh)
+    hlo = compiled.as_text()
+    # 2 layers: a paged kernel per layer in the decode blocks, the
+    # prefill's 2 splash kernels.
+    self.assertGreaterEqual(
+        hlo.count("custom_call_target=\"tpu_custom_call\""), 4)
+    self.assertIn("dv,rd->vr", hlo)  # fns.logits_t: E h, vocabulary-major
+
+
 if __name__ == "__main__":
   absltest.main()

@@ -629,15 +629,20 @@ class StatsSharding(NamedTuple):
   Attributes:
     rows: mesh axes the token rows are split over (the batch axes).
     vocab: mesh axis the LM head's vocabulary is split over, or None.
+    params: the row axes the LM head's D dimension is split over (FSDP):
+      each device gathers it inside the pass, so its gradient leaves as a
+      reduce-scatter instead of an all-reduce of the whole [D, V].
   """
   rows: tuple[str, ...] = ("data", "fsdp")
   vocab: str | None = "tensor"
+  params: tuple[str, ...] = ("fsdp",)
 
 
-def _shard_plan(sharding: StatsSharding | None, n: int, v: int,
+def _shard_plan(sharding: StatsSharding | None, n: int, d: int, v: int,
                 has_rows: bool):
-  """(row axes, vocab axis) of the enclosing mesh that split N and V, or
-  None when nothing is split (no mesh, or size-1 / non-dividing axes)."""
+  """(row axes, vocab axis, D axes of the LM head) of the enclosing mesh
+  that split N, V and D, or None when nothing is split (no mesh, or size-1
+  / non-dividing axes)."""
   if sharding is None:
     return None
   mesh = jax.sharding.get_abstract_mesh()
@@ -654,7 +659,10 @@ def _shard_plan(sharding: StatsSharding | None, n: int, v: int,
     vocab = None
   if not rows and vocab is None:
     return None
-  return rows, vocab
+  params = tuple(a for a in sharding.params if a in rows)
+  if params and d % math.prod(sizes[a] for a in params):
+    params = ()
+  return rows, vocab, params
 
 
 def _gather_invariant(x: Array, axis: str, size: int) -> Array:
@@ -755,15 +763,17 @@ def token_stats(hidden: Array, lm_head: Array, targets: Array, *,
   monoids, rows = _split_reductions(reductions)
   cdt = compute_dtype or jnp.result_type(hidden.dtype, lm_head.dtype)
   targets = targets.astype(jnp.int32)
-  plan = _shard_plan(sharding, n, lm_head.shape[1], bool(rows))
+  plan = _shard_plan(sharding, n, d, lm_head.shape[1], bool(rows))
   if plan is None:
     return _local_stats(hidden, lm_head, targets, temperature, monoids, rows,
                         token_chunk, vocab_chunk, cdt)
-  row_axes, vocab_axis = plan
+  row_axes, vocab_axis, param_axes = plan
   row_spec = jax.P(row_axes or None)
   temp = jnp.asarray(temperature, jnp.float32)
 
   def local(h, w, y, temp):
+    if param_axes:  # FSDP: gather W's D dimension here (grad: scatter)
+      w = lax.all_gather(w, param_axes, axis=0, tiled=True)
     if vocab_axis is None:
       return _local_stats(h, w, y, temp, monoids, rows, token_chunk,
                           vocab_chunk, cdt)
@@ -775,8 +785,9 @@ def token_stats(hidden: Array, lm_head: Array, targets: Array, *,
                                                           monoids))
 
   return jax.shard_map(
-      local, in_specs=(jax.P(row_axes or None, None), jax.P(None, vocab_axis),
-                       row_spec, jax.P()),
+      local, in_specs=(jax.P(row_axes or None, None),
+                       jax.P(param_axes or None, vocab_axis), row_spec,
+                       jax.P()),
       out_specs=row_spec)(hidden, lm_head, targets, temp)
 
 

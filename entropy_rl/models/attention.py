@@ -19,6 +19,11 @@ G = H / K query heads per kv head. Queries come already scaled by Dh^-1/2.
   (rows rolled to right padding, which is what its sequence lengths mean).
 
 `resolve` maps ``"auto"`` and a platform to one of them.
+
+Decode steps (one new token per row, attending over a KV cache) have their
+own choice, `resolve_decode`: ``"xla"`` (the decoder's einsums over every
+slot of the cache) or ``"paged"``, JAX's Pallas TPU paged-attention kernel
+through `paged_decode_attention`, which reads only each row's live slots.
 """
 
 from __future__ import annotations
@@ -27,7 +32,11 @@ import functools
 from typing import Any
 
 import jax
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import tpu as pltpu
 from jax.experimental.pallas.ops.tpu import splash_attention as splash_lib
+from jax.experimental.pallas.ops.tpu.paged_attention import (
+    paged_attention_kernel as paged_lib)
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
@@ -44,6 +53,12 @@ _HEAD_AXES = ("tensor",)
 _PAD_ID, _REAL_ID, _FILL_ID = 0, 1, 2
 _CUDNN_DTYPES = (jnp.bfloat16, jnp.float16)
 _CPU_DENSE_MAX = 512  # "auto" off TPU/GPU: dense "xla" up to this length
+DECODE_IMPLEMENTATIONS = ("xla", "paged")
+# Pages of the "paged" decode path: the largest of these dividing the
+# cache's slots (the sampler sizes its caches in multiples of the first),
+# and about this many keys per block of the kernel's online softmax.
+PAGE_SIZES = (64, 32, 16)
+_KEYS_PER_BLOCK = 128
 
 
 def _wide(dtype) -> jnp.dtype:
@@ -475,3 +490,253 @@ def cudnn_attention(q: Array, k: Array, v: Array, mask: Array, *,
       implementation=backend)  # [B, S, K·G, Dh], heads (K, G) row-major
   out = take(out.reshape(b, s_len, kh, g, dh), to_left)
   return jnp.where(mask[:, :, None, None, None], out, 0).astype(q.dtype)
+
+
+# ------------------------------------------------------------------- paged
+
+
+def resolve_decode(implementation: str, platform: str) -> str:
+  """The decode-step attention for ``implementation`` on ``platform``.
+
+  ``"auto"`` picks ``"paged"`` (`paged_decode_attention`) on TPU and
+  ``"xla"`` (the decoder's einsums) elsewhere; a concrete name is returned
+  unchanged. ``"paged"`` off TPU runs the kernel in Pallas's TPU interpret
+  mode (slow: for tests).
+
+  Args:
+    implementation: ``"auto"`` or one of `DECODE_IMPLEMENTATIONS`.
+    platform: the platform the program is built for.
+
+  Returns:
+    One of `DECODE_IMPLEMENTATIONS`.
+  """
+  valid = ("auto",) + DECODE_IMPLEMENTATIONS
+  if implementation not in valid:
+    raise ValueError(f"decode implementation must be one of {valid}, got "
+                     f"{implementation!r}")
+  if implementation != "auto":
+    return implementation
+  return "paged" if platform.lower() == "tpu" else "xla"
+
+
+def page_size(slots: int) -> int | None:
+  """The page size of a cache of ``slots`` slots: the largest of
+  `PAGE_SIZES` dividing it, or None (then it cannot be paged)."""
+  for ps in PAGE_SIZES:
+    if slots % ps == 0:
+      return ps
+  return None
+
+
+def _paged_kernel(q: Array, k_pages: Array, v_pages: Array, lengths: Array,
+                  *, interpret: bool) -> tuple[Array, Array, Array]:
+  """JAX's paged-attention kernel over contiguous sequences, with its
+  softmax statistics.
+
+  Sequence i (one row and kv head) is pages [i·n_p, (i+1)·n_p) of the
+  single-head page pool; its first ``lengths[i]`` slots are attended.
+  ``jax.experimental.pallas.ops.tpu.paged_attention`` drops the kernel's
+  running max and sum (and, in jax 0.10.2, cannot lower them for query
+  groups that are not a multiple of 8): this calls the same kernel,
+  ``paged_flash_attention_kernel_inline_seq_dim``, with blocks that keep
+  them.
+
+  Args:
+    q: [N, Gq, Dh] queries of N sequences, scaled (any Gq: the block is
+      the whole [Gq, Dh]).
+    k_pages, v_pages: [1, N·n_p, ps, Dh].
+    lengths: [N] int32.
+    interpret: run in the Pallas TPU interpreter (CPU).
+
+  Returns:
+    (o [N, Gq, Dh] f32 normalised, m [N, Gq, Dh] f32 max score (−inf for
+    an empty sequence), l [N, Gq, Dh] f32 = Σ exp(s − m)); m and l repeat
+    along Dh (o's layout: no relayout to combine them with o).
+  """
+  n, gq, dh = q.shape
+  _, pages, ps, _ = k_pages.shape
+  per_seq = pages // n
+  ppb = max(d for d in range(1, max(1, _KEYS_PER_BLOCK // ps) + 1)
+            if per_seq % d == 0)
+  kernel = functools.partial(
+      paged_lib.paged_flash_attention_kernel_inline_seq_dim,
+      pages_per_sequence=per_seq, batch_size=n, pages_per_compute_block=ppb,
+      mask_value=paged_lib.DEFAULT_MASK_VALUE, attn_logits_soft_cap=None,
+      megacore_mode=None)
+  q_spec = pl.BlockSpec((None, gq, dh), lambda c, b, h, *_: (b, h, 0))
+  hbm = pl.BlockSpec(memory_space=pl.ANY)
+  buf = (2, ppb, ps, dh)  # double-buffered DMA of ppb pages
+  o, m, l = pl.pallas_call(
+      kernel,
+      grid_spec=pltpu.PrefetchScalarGridSpec(
+          num_scalar_prefetch=4,  # lengths, page table, buffer, init flag
+          in_specs=[q_spec, hbm, None, hbm, None],
+          out_specs=[q_spec, q_spec, q_spec],
+          grid=(1, n, 1),
+          scratch_shapes=(pltpu.VMEM(buf, k_pages.dtype), None,
+                          pltpu.VMEM(buf, v_pages.dtype), None,
+                          pltpu.SemaphoreType.DMA((2,)),
+                          pltpu.SemaphoreType.DMA((2,)))),
+      compiler_params=pltpu.CompilerParams(
+          dimension_semantics=("parallel", "arbitrary", "arbitrary")),
+      out_shape=[jax.ShapeDtypeStruct((n, gq, dh), jnp.float32)] * 3,
+      interpret=pltpu.InterpretParams() if interpret else False,
+  )(lengths.astype(jnp.int32), jnp.arange(pages, dtype=jnp.int32),
+    jnp.zeros((1,), jnp.int32), jnp.ones((1,), jnp.int32),
+    q, k_pages, None, v_pages, None)
+  return o, m, l
+
+
+def _mesh_split(b: int, kh: int):
+  """(free mesh axes, batch axes, kv-head axes) of a Mosaic kernel's
+  shard_map under the ambient mesh (see `_splash_sharded`); ([], ...) when
+  there is no mesh to split over."""
+  mesh = jax.sharding.get_abstract_mesh()
+  free = [] if mesh.empty else [a for a in mesh.axis_names
+                                if a not in mesh.manual_axes]
+  sizes = dict(zip(mesh.axis_names, mesh.axis_sizes)) if free else {}
+  head_axes = tuple(a for a in free if a in _HEAD_AXES and kh % sizes[a] == 0)
+  batch_axes, prod = [], 1
+  for a in free:
+    if a not in head_axes and b % (prod * sizes[a]) == 0:
+      batch_axes.append(a)
+      prod *= sizes[a]
+  return free, tuple(batch_axes), head_axes
+
+
+def _paged_part(q: Array, k: Array, v: Array, lengths: Array, *,
+                interpret: bool) -> tuple[Array, Array, Array]:
+  """Attention of q [Bk, K, Gq, Dh] over k, v [Bk, K, T, Dh], row b seeing
+  its slots [0, lengths[b]): (o, m, l), each [Bk, K, Gq, Dh] f32 (see
+  `_paged_kernel`).
+
+  Under an ambient mesh the kernel runs per shard in ``jax.shard_map``
+  (XLA cannot partition a Mosaic kernel): rows over the mesh axes that
+  divide Bk, kv heads over ``"tensor"``, as `_splash_sharded` does.
+  """
+  fn = functools.partial(_paged_part_local, interpret=interpret)
+  free, batch_axes, head_axes = _mesh_split(q.shape[0], q.shape[1])
+  if not free:
+    return fn(q, k, v, lengths)
+  mesh = jax.sharding.get_abstract_mesh()
+  spec = P(batch_axes or None, head_axes or None)
+  args = (q, k, v, lengths)
+  specs = (spec, spec, spec, P(batch_axes or None))
+  if any(a in mesh.explicit_axes for a in free):
+    args = tuple(jax.sharding.reshard(x, s) for x, s in zip(args, specs))
+  # check_vma=False: the pallas_call declares no varying mesh axes.
+  return jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=(spec,) * 3,
+                       axis_names=frozenset(free), check_vma=False)(*args)
+
+
+def _paged_part_local(q: Array, k: Array, v: Array, lengths: Array, *,
+                      interpret: bool) -> tuple[Array, Array, Array]:
+  """`_paged_part` on one device's rows."""
+  bk, kh, gq, dh = q.shape
+  t = k.shape[2]
+  ps = page_size(t)
+  pages = (1, bk * kh * t // ps, ps, dh)  # a free view of [Bk, K, T, Dh]
+  o, m, l = _paged_kernel(q.reshape(bk * kh, gq, dh), k.reshape(pages),
+                          v.reshape(pages), jnp.repeat(lengths, kh),
+                          interpret=interpret)
+  return tuple(x.reshape(bk, kh, gq, dh) for x in (o, m, l))
+
+
+def _dense_prefix(q: Array, k_p: Array, v_p: Array, valid: Array
+                  ) -> tuple[Array, Array, Array]:
+  """A decode step's attention over a shared prefix by einsums over all of
+  its slots (the decoder's ``_attend`` math: f32 scores, the finite fill
+  ``_NEG`` at invalid slots, p @ v in the compute dtype).
+
+  Args:
+    q: [B, 1, K, G, Dh]; row r uses prefix row r // n, n = B / B_p.
+    k_p, v_p: [B_p, K, P, Dh].
+    valid: [B_p, P] bool.
+
+  Returns:
+    (Σ p v [B, K, G, Dh] f32, unnormalised; m, l [B, K, G, 1]) with
+    p = exp(s − m), l = Σ p. A row without a valid slot has m = ``_NEG``,
+    so its weight exp(m − max) in a combination with a real part is 0.
+  """
+  f32 = _wide(q.dtype)
+  b, _, kh, g, dh = q.shape
+  bp = k_p.shape[0]
+  qp = q.reshape(bp, b // bp, 1, kh, g, dh)
+  s = jnp.einsum("bnqkgd,bksd->bnkgqs", qp, k_p.astype(q.dtype),
+                 preferred_element_type=f32)  # [B_p, n, K, G, 1, P]
+  s = jnp.where(valid[:, None, None, None, None], s, _NEG)
+  m = jnp.max(s, -1, keepdims=True)
+  p = jnp.exp(s - m)
+  l = jnp.sum(p, -1, keepdims=True)
+  u = jnp.einsum("bnkgqs,bksd->bnkgqd", p.astype(q.dtype),
+                 v_p.astype(q.dtype)).astype(f32)
+  shape = (b, kh, g)
+  return (u.reshape(shape + (dh,)), m.reshape(shape + (1,)),
+          l.reshape(shape + (1,)))
+
+
+def paged_decode_attention(q: Array, k: Array, v: Array, lengths: Array,
+                           prefix: tuple[Array, Array, Array] | None = None,
+                           *, interpret: bool = False) -> Array:
+  """One decode step's attention, the cache part through the Pallas
+  paged-attention kernel.
+
+  Row b attends over its cache slots [0, lengths[b]) and, with a shared
+  prefix of B_p = B / n rows, over the valid slots of prefix row b // n,
+  in one softmax (as the decoder's ``_attend``): each part gives its
+  normalised output o, max score m and l = Σ exp(s − m), and
+
+    out = (o_c w_c + o_p w_p) / (w_c + w_p),  w = l · exp(m − max(m_c, m_p)).
+
+  The cache part runs JAX's paged-attention kernel (`_paged_kernel`) over
+  B·K sequences of one kv head each, the cache viewed as ``T / page``
+  pages per sequence without a copy: a sequence reads its live pages only,
+  so slots past ``lengths`` cost nothing. The prefix part runs either the
+  decoder's einsums over every prefix slot (``valid`` given: a left-padded
+  prompt cache, read once per prompt for its n samples), or the kernel too
+  (``lengths`` given: a prefix whose real tokens fill slots [0, lp), one
+  sequence per prompt and kv head holding the n·G queries of its samples).
+
+  Args:
+    q: [B, 1, K, G, Dh] queries, already scaled by Dh^-1/2.
+    k, v: [B, K, T, Dh] a layer's cache, T a multiple of a `PAGE_SIZES`
+      entry.
+    lengths: [B] int32 ≥ 1, the cache's valid slots [0, lengths).
+    prefix: None, or (k_p, v_p, valid_p) with k_p, v_p [B_p, K, P, Dh] and
+      valid_p either [B_p, P] bool or [B_p] int32 lengths (≥ 0; then P a
+      multiple of a `PAGE_SIZES` entry).
+    interpret: run the kernel in the Pallas TPU interpreter (CPU tests).
+
+  Returns:
+    [B, 1, K, G, Dh] in q's dtype.
+  """
+  b, s_len, kh, g, dh = q.shape
+  if s_len != 1:
+    raise ValueError(f"paged decode attention takes one query per row, got "
+                     f"q of shape {q.shape}")
+  if page_size(k.shape[2]) is None or (
+      prefix is not None and prefix[2].dtype != jnp.bool_
+      and page_size(prefix[0].shape[2]) is None):
+    raise ValueError(
+        f"paged decode attention needs caches of a multiple of "
+        f"{min(PAGE_SIZES)} slots, got {k.shape[2]}"
+        + ("" if prefix is None else f" and a prefix of {prefix[0].shape[2]}"))
+  qc = q[:, 0]  # [B, K, G, Dh]
+  o, m, l = _paged_part(qc, k, v, lengths, interpret=interpret)
+  if prefix is not None:
+    k_p, v_p, lp = prefix
+    if lp.dtype == jnp.bool_:  # valid slots: einsums over all of them
+      up, mp, lpp = _dense_prefix(q, k_p, v_p, lp)  # Σ p v, unnormalised
+    else:  # lengths: the kernel over the live slots, one sequence per prompt
+      bp = k_p.shape[0]
+      n = b // bp
+      qp = jnp.swapaxes(qc.reshape(bp, n, kh, g, dh), 1, 2)  # [B_p,K,n,G,Dh]
+      parts = _paged_part(qp.reshape(bp, kh, n * g, dh), k_p, v_p, lp,
+                          interpret=interpret)
+      op, mp, lpp = (jnp.swapaxes(x.reshape(bp, kh, n, g, dh), 1, 2).reshape(
+          b, kh, g, dh) for x in parts)  # [B_p, K, n·G, Dh] -> [B, K, G, Dh]
+      up = op * lpp
+    mx = jnp.maximum(m, mp)
+    w, wp = l * jnp.exp(m - mx), jnp.exp(mp - mx)
+    o = (o * w + up * wp) / (w + lpp * wp)
+  return o[:, None].astype(q.dtype)

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 _FAMILIES = ("llama", "qwen2", "qwen3")
 REMAT_POLICIES = ("none", "block", "dots")
 ATTENTION_CHOICES = ("auto", "xla", "chunked", "splash", "cudnn")
+DECODE_ATTENTION_CHOICES = ("auto", "xla", "paged")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +52,13 @@ class DecoderConfig:
       ``IMPLEMENTATIONS`` (``"xla"``, ``"chunked"``, ``"splash"``,
       ``"cudnn"``).
     attention_chunk: query/key block of the ``"chunked"`` path.
+    decode_attention: the attention of cached decode steps (one new token
+      per row): ``"auto"`` picks by the platform the program is built for
+      (``"paged"`` on TPU, ``"xla"`` elsewhere); ``"xla"``: einsums over
+      every slot of the cache; ``"paged"``: JAX's Pallas paged-attention
+      kernel over each row's live slots, for caches that declare them
+      (``KVCache.lengths``, as the sampler's do), in interpret mode off TPU
+      (``entropy_rl.models.attention.resolve_decode``).
     remat: rematerialisation of each block in full-sequence passes with
       gradients: ``"none"`` (save every activation), ``"block"`` (save
       only each block's input; the backward pass recomputes the block),
@@ -78,6 +86,7 @@ class DecoderConfig:
   attention: str = "auto"
   attention_chunk: int = 512
   remat: str = "none"
+  decode_attention: str = "auto"
 
   def __post_init__(self):
     for name in ("vocab_size", "hidden_size", "num_layers", "num_heads",
@@ -104,6 +113,10 @@ class DecoderConfig:
     if self.attention not in ATTENTION_CHOICES:
       raise ValueError(f"attention must be one of {ATTENTION_CHOICES}, got "
                        f"{self.attention!r}")
+    if self.decode_attention not in DECODE_ATTENTION_CHOICES:
+      raise ValueError(f"decode_attention must be one of "
+                       f"{DECODE_ATTENTION_CHOICES}, got "
+                       f"{self.decode_attention!r}")
     if self.attention_chunk < 1:
       raise ValueError(f"attention_chunk must be >= 1, got "
                        f"{self.attention_chunk}")

@@ -30,7 +30,8 @@ Methods (:class:`SamplingMethod`): :func:`greedy`, :func:`temperature`,
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
+import weakref
 
 import jax
 import jax.numpy as jnp
@@ -127,7 +128,11 @@ def scale_by_temperature(temperature: float = 1.0) -> LogitsProcessor:
     del rng, pos
     return z / _col(params["temperature"])
 
-  return LogitsProcessor(init, apply)
+  def apply_vocab_major(zt, params, *, rng=None, pos=None):
+    del rng, pos
+    return zt / jnp.asarray(params["temperature"])  # [V, R] / ([R] or [])
+
+  return _with_vocab_major(LogitsProcessor(init, apply), apply_vocab_major)
 
 
 def truncate_top_k(k: int) -> LogitsProcessor:
@@ -579,6 +584,43 @@ def apply_processors(z: Array, processors: Sequence[LogitsProcessor],
   return z
 
 
+# Processors that also have a form on vocabulary-major logits zt [V, R]
+# (row r's logits in column r), keyed by their ``apply``: the same numbers,
+# transposed. Only row-wise elementwise maps qualify (a temperature); the
+# truncations need whole [R, V] rows.
+_VOCAB_MAJOR: "weakref.WeakKeyDictionary[Callable, Callable]" = (
+    weakref.WeakKeyDictionary())
+
+
+def _with_vocab_major(proc: LogitsProcessor,
+                      apply_vocab_major: Callable[..., Array]
+                      ) -> LogitsProcessor:
+  """Registers ``apply_vocab_major(zt [V, R], params, *, rng, pos)``, which
+  must equal ``proc.apply(zt.T, ...).T`` element for element."""
+  _VOCAB_MAJOR[proc.apply] = apply_vocab_major
+  return proc
+
+
+def supports_vocab_major(processors: Sequence[LogitsProcessor]) -> bool:
+  """Whether every processor also runs on vocabulary-major logits [V, R]
+  (see `apply_processors_vocab_major`): true for none and for temperature
+  scaling, false for the truncations."""
+  return all(p.apply in _VOCAB_MAJOR for p in processors)
+
+
+def apply_processors_vocab_major(zt: Array,
+                                 processors: Sequence[LogitsProcessor],
+                                 params: Sequence[Any], *, rng: Array,
+                                 pos: Array) -> Array:
+  """`apply_processors` on vocabulary-major logits zt [V, R]: equals
+  ``apply_processors(zt.T, ...).T`` element for element. Every processor
+  must pass `supports_vocab_major`."""
+  for i, (proc, prm) in enumerate(zip(processors, params)):
+    zt = _VOCAB_MAJOR[proc.apply](zt, prm, rng=jax.random.fold_in(rng, i),
+                                  pos=pos)
+  return zt
+
+
 # ----------------------------------------------------------------------------
 # The draw and the statistics of the distribution sampled from.
 
@@ -626,6 +668,13 @@ def draw_and_stats(z: Array, keys: Array | None, draw: str,
   token inside it by the cumulative masses of that chunk (one uniform per
   row; exact up to float32 rounding), so no [R, V] random numbers are made.
 
+  On a TPU target (`entropy_rl.parallel.target_platform`) with 8 | V the
+  statistics and the draw run on the transposed logits through
+  `draw_and_stats_vocab_major` (one transposition instead of a padded
+  [R, C, S] relayout and three passes; the same distribution, the
+  statistics equal up to float32 rounding). Elsewhere (the CPU's exact
+  numbers) as described above.
+
   Args:
     z: [R, V] float32 processed logits (−inf = removed; ≥ 1 finite per row).
     keys: [R] PRNG keys (ignored for ``argmax``, and for ``cdf`` when
@@ -638,8 +687,19 @@ def draw_and_stats(z: Array, keys: Array | None, draw: str,
     (tokens [R] int32, logp [R], entropy [R]) of softmax(z), in nats.
   """
   r, v = z.shape
-  c, s = _vocab_chunks(v, 1 if parallel.target_platform() == "cpu"
-                       else _LANES)
+  platform = parallel.target_platform()
+  if platform == "tpu" and vocab_major_chunk(v) is not None:
+    return draw_and_stats_vocab_major(z.T, keys, draw, uniforms)
+  c, s = _vocab_chunks(v, 1 if platform == "cpu" else _LANES)
+  return _draw_rows(z, keys, draw, uniforms, c, s)
+
+
+def _draw_rows(z: Array, keys: Array | None, draw: str,
+               uniforms: Array | None, c: int, s: int
+               ) -> tuple[Array, Array, Array]:
+  """:func:`draw_and_stats` over the [R, C, S] view of z [R, V] (padded
+  with −inf up to C·S ≥ V)."""
+  r, v = z.shape
   m = jnp.max(z, -1)  # [R]
   d = z - m[:, None]  # ≤ 0 or −inf
   if c * s != v:
@@ -675,3 +735,97 @@ def draw_and_stats(z: Array, keys: Array | None, draw: str,
 
   zt = jnp.take_along_axis(d.reshape(r, c * s), tok[:, None], -1)[:, 0]
   return tok, zt - log_total, entropy
+
+
+def vocab_major_chunk(v: int) -> int | None:
+  """S of the vocabulary-major draw's [C, S, R] view of logits [V, R].
+
+  128 when it divides V, else the largest multiple of 8 below it that
+  does; None when 8 does not divide V. On a TPU the (8, 128) tiles of a
+  float32 [V, R] array are then also the tiles of [C, S, R] (S a multiple
+  of the 8 sublanes): the view is free, no relayout. V = 151,936 = 128 ·
+  1,187 gives (C, S) = (1187, 128).
+  """
+  for s in range(_LANES, 7, -8):
+    if v % s == 0:
+      return s
+  return None
+
+
+def _add_pairs(a, b):
+  return a[0] + b[0], a[1] + b[1]
+
+
+def draw_and_stats_vocab_major(zt: Array, keys: Array | None, draw: str,
+                               uniforms: Array | None = None
+                               ) -> tuple[Array, Array, Array]:
+  """:func:`draw_and_stats` on vocabulary-major logits zt [V, R].
+
+  Column r holds row r's logits, the layout in which a TPU computes
+  ``E h`` for a tied embedding E [V, D] without a relayout, and in which
+  the per-chunk statistics need none either: with chunks of S =
+  `vocab_major_chunk` (V) consecutive tokens, C = V / S,
+
+    m = max_v z_v,  d_v = z_v − m,
+    s_c = Σ_{v ∈ c} e^{d_v},  u_c = Σ_{v ∈ c} e^{d_v} d_v   ([C, R]: one
+      pass over zt, both sums in one variadic reduction),
+    H = log Σ_c s_c − Σ_c u_c / Σ_c s_c,   log p(t) = d_t − log Σ_c s_c.
+
+  ``cdf``: with u ~ U[0, 1) and the chunk masses' running sums S_c, chunk
+  c* = #{c : S_c ≤ u · S_C}; then, with f = (u·S_C − S_{c*−1}) / s_{c*}, the
+  token is the first one of chunk c* whose running in-chunk mass exceeds
+  f times the chunk's (its S logits gathered, recomputed e^{d}). Exact
+  categorical sampling up to float32 rounding, one uniform per row: the
+  same inverse-CDF rule as :func:`draw_and_stats`, whose chunking differs
+  (so the two agree on the token except where u·S_C falls within rounding
+  of a boundary). ``argmax``: the first maximal token. ``gumbel``:
+  ``jax.random.categorical`` of each row (as :func:`draw_and_stats`).
+
+  Args:
+    zt: [V, R] float32 processed logits, transposed (−inf = removed; ≥ 1
+      finite per column). V must be a multiple of 8, else the rows go
+      through :func:`draw_and_stats`' padded layout.
+    keys, draw, uniforms: as in :func:`draw_and_stats`.
+
+  Returns:
+    (tokens [R] int32, logp [R], entropy [R]) of softmax(zt[:, r]).
+  """
+  v, r = zt.shape
+  s = vocab_major_chunk(v)
+  if draw not in _DRAWS:
+    raise ValueError(f"draw must be one of {_DRAWS}, got {draw!r}")
+  if s is None:
+    c, s = _vocab_chunks(v, _LANES)
+    return _draw_rows(zt.T, keys, draw, uniforms, c, s)
+  c = v // s
+  m = jnp.max(zt, 0)  # [R]
+  d = zt.reshape(c, s, r) - m  # [C, S, R], ≤ 0 or −inf
+  e = jnp.exp(d)
+  sc, uc = lax.reduce((e, jnp.where(e > 0, e * d, 0.0)),
+                      (_f32(0.0), _f32(0.0)), _add_pairs, (1,))  # [C, R]
+  cs = jnp.cumsum(sc, 0)
+  total = cs[-1]
+  log_total = jnp.log(total)
+  entropy = log_total - jnp.sum(uc, 0) / total
+
+  if draw == "argmax":
+    tok = jnp.argmax(zt, 0).astype(jnp.int32)
+  elif draw == "gumbel":
+    tok = jax.vmap(lambda k, x: jax.random.categorical(k, x))(keys, zt.T)
+    tok = tok.astype(jnp.int32)
+  else:
+    u = cdf_uniforms(keys) if uniforms is None else uniforms  # [R]
+    target = u * total
+    ci = jnp.minimum(jnp.sum(cs <= target[None], 0), c - 1)  # [R]
+    prev = jnp.where(ci > 0, jnp.take_along_axis(
+        cs, jnp.maximum(ci - 1, 0)[None], 0)[0], 0.0)
+    mass = jnp.take_along_axis(sc, ci[None], 0)[0]
+    frac = jnp.clip((target - prev) / mass, 0.0, 1.0 - 2.0 ** -24)
+    rows = ci[None] * s + jnp.arange(s, dtype=jnp.int32)[:, None]  # [S, R]
+    chunk = jnp.take_along_axis(zt, rows, 0) - m  # [S, R]
+    ce = jnp.cumsum(jnp.exp(chunk), 0)
+    j = jnp.sum(ce <= (frac * ce[-1])[None], 0)
+    tok = (ci * s + jnp.minimum(j, s - 1)).astype(jnp.int32)
+
+  zt_tok = jnp.take_along_axis(zt, tok[None], 0)[0] - m
+  return tok, zt_tok - log_total, entropy

@@ -51,6 +51,24 @@ cache)`` writing slots [index, index+S); ``fns.logits(params, hidden)`` f32;
 dtype=None)``; ``fns.config``. Models whose ``fns.shared_prefix`` is true
 also take ``fns.hidden(..., cache, prefix=prompt_cache)`` (a read-only
 cache shared by groups of n consecutive rows; `entropy_rl.models.Decoder`).
+Optional: ``fns.logits_t(params, hidden [R, D]) -> [V, R]`` (the logits
+transposed).
+
+On a TPU target (`entropy_rl.parallel.target_platform`) the program
+differs where the layout matters, with the same distributions:
+
+* The draw reads vocabulary-major logits [V, R] (``fns.logits_t``, see
+  `_vocab_major`; `methods.draw_and_stats_vocab_major`): no padded [R, C,
+  S] relayout, one pass for the statistics.
+* The prompt is shared for any n (`_share_prompt`) when the decode runs
+  the paged kernel (``config.decode_attention``, "paged" by default on
+  TPU): the decode cache then holds the generated tokens from slot 0, in
+  pages, and declares them (``KVCache.lengths``), so each step reads only
+  its live slots.
+* Parameters are cast once to the compute dtype (`_in_compute_dtype`; on
+  every platform, exact).
+
+On CPU every number is what it was before these paths existed.
 """
 
 from __future__ import annotations
@@ -65,6 +83,7 @@ import numpy as np
 
 from entropy_rl import parallel
 from entropy_rl.core import types
+from entropy_rl.models import attention as attention_lib
 from entropy_rl.sampling import methods as methods_lib
 
 Array = types.Array
@@ -231,25 +250,47 @@ def _fan_out(small, cache, n: int):
 _CPU_BUCKETS = 4
 
 
-def _num_buckets(num_buckets: int | None) -> int:
+def _num_buckets(num_buckets: int | None, fns=None) -> int:
   """The decode's stretches (static): ``num_buckets``, or by default 4 on
-  CPU (1.08x at N = 64, 1.44x at N = 256; BENCHMARKS.md) and 1 elsewhere
-  (not measured there, and a stretch's cache copy doubles the cache's peak
-  memory). The platform is the one the program is built for
-  (`entropy_rl.parallel.target_platform`: a TPU mesh when compiling for a
-  TPU from a CPU host)."""
+  CPU (1.08x at N = 64, 1.44x at N = 256; BENCHMARKS.md); on TPU 4 when
+  the decode attends by einsums over the cache (estimated 39.9k vs 37.9k
+  tokens/s for Qwen2.5-0.5B shapes on one v5e, B = 256, N = 256) and 1
+  when it runs the paged kernel (`_paged_decode`), which already reads
+  only the live slots; 1 elsewhere (not measured; a stretch's cache copy
+  doubles the cache's peak memory). The platform is the one the program
+  is built for (`entropy_rl.parallel.target_platform`: a TPU mesh when
+  compiling for a TPU from a CPU host)."""
   if num_buckets is None:
-    return _CPU_BUCKETS if parallel.target_platform() == "cpu" else 1
+    platform = parallel.target_platform()
+    if platform == "cpu" or (platform == "tpu" and not _paged_decode(fns)):
+      return _CPU_BUCKETS
+    return 1
   if not isinstance(num_buckets, (int, np.integer)) or num_buckets < 1:
     raise ValueError(f"num_buckets must be an int >= 1, got {num_buckets!r}")
   return int(num_buckets)
 
 
+def _paged_decode(fns) -> bool:
+  """Whether the model's decode steps attend through the paged kernel on
+  the target platform (static): ``fns.config.decode_attention`` resolves
+  to "paged" (`entropy_rl.models.attention.resolve_decode`; "auto" on a
+  TPU target)."""
+  impl = getattr(getattr(fns, "config", None), "decode_attention", None)
+  return impl is not None and attention_lib.resolve_decode(
+      impl, parallel.target_platform()) == "paged"
+
+
 def _share_prompt(fns, share_prompt: bool | None, num_samples: int) -> bool:
-  """Whether the decode attends over a shared prompt cache (static)."""
+  """Whether the decode attends over a shared prompt cache (static).
+
+  By default: for n > 1 samples per prompt, and for any n when the decode
+  runs the paged kernel (`_paged_decode`), which needs the layout sharing
+  gives (a prompt cache and a cache of generated tokens, each filled from
+  slot 0).
+  """
   supported = bool(getattr(fns, "shared_prefix", False))
   if share_prompt is None:
-    return supported and num_samples > 1
+    return supported and (num_samples > 1 or _paged_decode(fns))
   if share_prompt and not supported:
     raise ValueError("share_prompt=True needs model functions that accept a "
                      "shared prefix (fns.shared_prefix, e.g. "
@@ -298,10 +339,66 @@ def _segments(num_steps: int, block_size: int, num_buckets: int):
   return out
 
 
-def _decode_slots(prompt_len: int, max_len: int, share: bool) -> int:
+def _in_compute_dtype(fns, params):
+  """The floating parameters in ``fns.config.dtype``, once per rollout.
+
+  A model that casts every weight to its compute dtype before use (the
+  `entropy_rl.models.Decoder`: matmul weights, biases, norm scales and the
+  embedding are all ``astype(config.dtype)`` where they are read) computes
+  exactly the same numbers from the cast parameters, and a decode step
+  then streams them in that dtype (half the bytes of float32 parameters
+  under a bfloat16 model) instead of casting inside every step. Without
+  ``fns.config.dtype``, the parameters as given.
+  """
+  dtype = getattr(getattr(fns, "config", None), "dtype", None)
+  if dtype is None:
+    return params
+
+  def cast(x):
+    x = jnp.asarray(x) if not hasattr(x, "dtype") else x
+    if jnp.issubdtype(x.dtype, jnp.floating) and x.dtype != dtype:
+      return x.astype(dtype)
+    return x
+  return jax.tree.map(cast, params)
+
+
+def _vocab_major(fns, params, processors, sampling) -> bool:
+  """Whether the decode draws from vocabulary-major logits [V, R] (static).
+
+  On a TPU target, for models with ``fns.logits_t(params, hidden [R, D])
+  -> [V, R]`` (`entropy_rl.models.as_functions`), when every processor
+  has a vocabulary-major form (none, or a temperature:
+  `methods.supports_vocab_major`), the draw is ``cdf`` or ``argmax``, and
+  8 divides V. ``E h`` then comes out of the LM head in the layout the
+  chunked statistics read (`methods.draw_and_stats_vocab_major`): no
+  transposition, no relayout. Elsewhere, and always on CPU (whose
+  numbers stay exactly as they were), [R, V] rows.
+  """
+  if (parallel.target_platform() != "tpu"
+      or getattr(fns, "logits_t", None) is None
+      or sampling.draw not in ("cdf", "argmax")
+      or not methods_lib.supports_vocab_major(processors)):
+    return False
+  return methods_lib.vocab_major_chunk(_vocab_size(fns, params)) is not None
+
+
+def _page(fns, share: bool) -> int:
+  """The decode cache's slots are a multiple of this (static): the paged
+  kernel's page size when the decode runs it over a shared prompt, else
+  1."""
+  return attention_lib.PAGE_SIZES[0] if share and _paged_decode(fns) else 1
+
+
+def _round_up(x: int, m: int) -> int:
+  return -(-x // m) * m
+
+
+def _decode_slots(prompt_len: int, max_len: int, share: bool,
+                  page: int = 1) -> int:
   """Slots of the R-row decode cache: all of max_len, or (sharing the
-  prompt cache) those after the prompt, at least one."""
-  return max(max_len - prompt_len, 1) if share else max_len
+  prompt cache) those after the prompt, at least one, rounded up to a
+  multiple of ``page``."""
+  return _round_up(max(max_len - prompt_len, 1), page) if share else max_len
 
 
 def _sample_impl(params, prompt_tokens, prompt_mask, rng, cache,
@@ -319,6 +416,7 @@ def _sample_impl(params, prompt_tokens, prompt_mask, rng, cache,
   b, p = prompt_tokens.shape
   n, big_n = num_samples, max_new_tokens
   r = b * n
+  params = _in_compute_dtype(fns, params)
   mask = prompt_mask.astype(bool)
   tokens = prompt_tokens.astype(jnp.int32)
   procs = tuple(processors) + tuple(sampling.processors)
@@ -330,15 +428,27 @@ def _sample_impl(params, prompt_tokens, prompt_mask, rng, cache,
   small = lax.optimization_barrier(
       fns.init_cache(b, p, dtype=jax.tree.leaves(cache.k)[0].dtype))
   h, small = fns.hidden(params, tokens, _positions(mask), mask, small)
-  logits0 = fns.logits(params, h[:, -1])  # [B, V] f32
+  # Vocabulary-major logits [V, R] where the draw runs on them (TPU), else
+  # [R, V] rows (see `_vocab_major`).
+  vocab_major = _vocab_major(fns, params, procs, sampling)
+  logits = fns.logits_t if vocab_major else fns.logits
+  row_axis = 1 if vocab_major else 0
+  logits0 = logits(params, h[:, -1])  # [B, V] (or [V, B]) f32
+  # The paged decode kernel reads the decode cache's live slots, which it
+  # declares (KVCache.lengths: filled from slot 0 in the shared layout);
+  # the prompt cache stays a prefix attended by einsums.
+  page = _page(fns, share_prompt) if "lengths" in getattr(
+      cache, "_fields", ()) else 1
   if share_prompt:
     prefix = small
     cache = cache._replace(valid=jnp.zeros_like(cache.valid),
                            index=jnp.zeros_like(cache.index))
+    if page > 1:
+      cache = cache._replace(lengths=jnp.zeros((r,), jnp.int32))
   else:
     prefix = None
     cache = _fan_out(small, cache, n)
-  logits0 = _repeat_rows(logits0, n, 0)  # [R, V]
+  logits0 = _repeat_rows(logits0, n, row_axis)  # [R, V] (or [V, R])
   base_pos = _repeat_rows(jnp.sum(mask, -1, dtype=jnp.int32), n, 0)  # [R]
 
   rng_rows, rng_proc = jax.random.split(rng)
@@ -348,14 +458,20 @@ def _sample_impl(params, prompt_tokens, prompt_mask, rng, cache,
     """Row keys of step t [R]: row i's stream depends on (rng, i, t) only."""
     return jax.vmap(jax.random.fold_in, (0, None))(row_keys, t)
 
+  if vocab_major:
+    process = methods_lib.apply_processors_vocab_major
+    draw = methods_lib.draw_and_stats_vocab_major
+  else:
+    process = methods_lib.apply_processors
+    draw = methods_lib.draw_and_stats
+
   def emit(z, t, done, uniforms=None):
-    """Processes logits z [R, V] of token t and draws it."""
+    """Processes logits z [R, V] (or [V, R]) of token t and draws it."""
     z = z.astype(jnp.float32)
-    z = methods_lib.apply_processors(
-        z, procs, proc_params, rng=jax.random.fold_in(rng_proc, t), pos=t)
+    z = process(z, procs, proc_params, rng=jax.random.fold_in(rng_proc, t),
+                pos=t)
     keys = None if uniforms is not None else step_keys(t)
-    tok, logp, ent = methods_lib.draw_and_stats(z, keys, sampling.draw,
-                                                uniforms)
+    tok, logp, ent = draw(z, keys, sampling.draw, uniforms)
     live = ~done
     is_end = jnp.any(tok[:, None] == end[None, :], -1)
     tok = jnp.where(live, tok, pad_id)
@@ -386,7 +502,7 @@ def _sample_impl(params, prompt_tokens, prompt_mask, rng, cache,
     else:
       h, cache = fns.hidden(params, last[:, None], pos, ones, cache,
                             prefix=prefix)
-    z = fns.logits(params, h[:, 0])  # [R, V]
+    z = logits(params, h[:, 0])  # [R, V] (or [V, R])
     tok, logp, ent, live, done = emit(z, t, done, u)
     return (t + 1, cache, tok, done), (tok, logp, ent, live)
 
@@ -423,7 +539,8 @@ def _sample_impl(params, prompt_tokens, prompt_mask, rng, cache,
            (out_tok, out_logp, out_ent, out_live))
   for j, (stop, n_full, tail) in enumerate(segments):
     if len(segments) > 1:  # the slots this stretch can reach
-      length = full_len if j == len(segments) - 1 else base + stop - 1
+      length = full_len if j == len(segments) - 1 else min(
+          _round_up(base + stop - 1, page), full_len)
       state = state[:1] + (_resize_cache(state[1], length),) + state[2:]
     zero = jnp.zeros((), jnp.int32)
     if n_full:
@@ -535,8 +652,9 @@ def sample(fns, params, prompt_tokens: Array, prompt_mask: Array, rng: Array,
   sampling_params = _check_params_tuple("sampling_params", sampling_params,
                                         sampling.processors)
   share = _share_prompt(fns, share_prompt, num_samples)
-  num_buckets = _num_buckets(num_buckets)
-  cache = fns.init_cache(b * num_samples, _decode_slots(p, max_len, share),
+  num_buckets = _num_buckets(num_buckets, fns)
+  cache = fns.init_cache(b * num_samples,
+                         _decode_slots(p, max_len, share, _page(fns, share)),
                          dtype=cache_dtype)
   out, _ = _sample_jit(
       params, jnp.asarray(prompt_tokens), jnp.asarray(prompt_mask), rng,
@@ -603,7 +721,8 @@ def sample_traced(fns, params, prompt_tokens: Array, prompt_mask: Array,
   # The barrier keeps XLA from specialising the decode on an all-zero cache,
   # so the compiled arithmetic (and the floats) equal :func:`sample`'s.
   cache = lax.optimization_barrier(
-      fns.init_cache(b * int(num_samples), _decode_slots(p, max_len, share),
+      fns.init_cache(b * int(num_samples),
+                     _decode_slots(p, max_len, share, _page(fns, share)),
                      dtype=cache_dtype))
   out, _ = _sample_impl(
       params, prompt_tokens.astype(jnp.int32), prompt_mask.astype(bool), rng,
@@ -612,7 +731,7 @@ def sample_traced(fns, params, prompt_tokens: Array, prompt_mask: Array,
       end_ids=tuple(int(e) for e in end_ids), num_samples=int(num_samples),
       block_size=int(block_size), pad_id=int(pad_id),
       early_stop=bool(early_stop), share_prompt=share,
-      num_buckets=_num_buckets(num_buckets))
+      num_buckets=_num_buckets(num_buckets, fns))
   return out
 
 
@@ -754,9 +873,12 @@ def take_cache_rows(cache: Any, index: Array) -> Any:
   a rollout from another row's prefix.
   """
   take = lambda x: jnp.take(x, index, axis=x.ndim - 4)
-  return cache._replace(k=jax.tree.map(take, cache.k),
-                        v=jax.tree.map(take, cache.v),
-                        valid=jnp.take(cache.valid, index, axis=0))
+  cache = cache._replace(k=jax.tree.map(take, cache.k),
+                         v=jax.tree.map(take, cache.v),
+                         valid=jnp.take(cache.valid, index, axis=0))
+  if getattr(cache, "lengths", None) is not None:
+    cache = cache._replace(lengths=jnp.take(cache.lengths, index, axis=0))
+  return cache
 
 
 def make_sampler(fns, *, max_new_tokens: int,
@@ -781,7 +903,8 @@ def make_sampler(fns, *, max_new_tokens: int,
   processors = tuple(processors)
   methods_lib.check_method(sampling)
   share = _share_prompt(fns, share_prompt, num_samples)
-  num_buckets = _num_buckets(num_buckets)
+  page = _page(fns, share)
+  num_buckets = _num_buckets(num_buckets, fns)
   static = dict(fns=fns, max_new_tokens=max_new_tokens, sampling=sampling,
                 processors=processors, end_ids=end_ids,
                 num_samples=num_samples, block_size=block_size, pad_id=pad_id,
@@ -794,10 +917,16 @@ def make_sampler(fns, *, max_new_tokens: int,
     return max_len if max_len is not None else p + max_new_tokens - 1
 
   def init_cache(batch: int, prompt_len: int):
-    return fns.init_cache(
+    cache = fns.init_cache(
         batch * num_samples,
-        _decode_slots(prompt_len, cache_len(prompt_len), share),
+        _decode_slots(prompt_len, cache_len(prompt_len), share, page),
         dtype=cache_dtype)
+    if page > 1 and "lengths" in getattr(cache, "_fields", ()):
+      # Declared as the program returns it: the donated round trip keeps
+      # one structure (one compilation).
+      cache = cache._replace(lengths=jnp.zeros((batch * num_samples,),
+                                               jnp.int32))
+    return cache
 
   def generate(params, prompt_tokens, prompt_mask, rng, cache,
                processor_params=None, sampling_params=None):
@@ -807,7 +936,7 @@ def make_sampler(fns, *, max_new_tokens: int,
         num_samples=num_samples, block_size=block_size,
         processors=processors, pad_id=pad_id, max_len=cache_len(
             prompt_tokens.shape[1]), vocab_size=None)
-    want = (b * num_samples, _decode_slots(p, ml, share))
+    want = (b * num_samples, _decode_slots(p, ml, share, page))
     if tuple(cache.valid.shape) != want:
       raise ValueError(f"cache has valid shape {tuple(cache.valid.shape)}, "
                        f"expected {want}: make it with init_cache({b}, {p})")

@@ -28,15 +28,17 @@ the larger of their HBM traffic and their FLOPs at peak, collectives'
 bytes at the ICI bandwidth, not overlapped), MFU and rollout tokens/s.
 These are estimates of the compiled program, not measurements.
 
-Model FLOPs (MFU's numerator), with N_L the parameters outside the
-embedding/LM head, S = P + N tokens per row, R rows, causal attention::
+Model FLOPs (MFU's numerator) follow the convention of
+``benchmarks/train_step.py`` and the transformers peer (every parameter, the
+tied LM head included, on every token: 6 N per trained token), plus causal
+attention; with N parameters, S = P + N tokens per row, R rows::
 
-    train:   passes · (2 N_L R S + 2 D V R N + 2 L H Dh R S²/2 · 2)
+    train:   passes · (2 N R S + 2 · 2 L H Dh R S²/2)
              with passes = 3 per gradient epoch (forward + backward) plus 1
              for each extra forward pass (old policy when not fused,
              entropy-change measurement)
-    rollout: 2 (N_L + D V) per generated token, plus attention over the
-             live context, plus the prefill.
+    rollout: 2 N per generated token plus attention over the live context,
+             plus the prefill.
 """
 
 from __future__ import annotations
@@ -157,12 +159,8 @@ def bytes_per_chip(tree: Any) -> int:
   return total
 
 
-def _layer_params(fns: Any, params: Any) -> int:
-  """Parameters outside the embedding / LM head."""
-  cfg = fns.config
-  total = sum(math.prod(np.shape(x)) for x in jax.tree.leaves(params))
-  head = cfg.vocab_size * cfg.hidden_size
-  return total - head * (1 if cfg.tie_word_embeddings else 2)
+def _num_params(params: Any) -> int:
+  return sum(math.prod(np.shape(x)) for x in jax.tree.leaves(params))
 
 
 def _attention_flops(cfg: Any, rows: int, seq: int) -> float:
@@ -229,10 +227,8 @@ def train_program(exp: Any, mesh, *, rows: int | None = None) -> Program:
            and epochs * int(kw.get("minibatches", 1)) == 1)
   forwards = (0 if fused else 1) + int(kw.get("measure_entropy_change", True))
   passes = 3 * epochs + forwards
-  n_layer = _layer_params(exp.fns, exp.params)
-  per_pass = (2.0 * n_layer * rows * seq
-              + 2.0 * cfg.hidden_size * cfg.vocab_size * rows * n
-              + _attention_flops(cfg, rows, seq))
+  n_params = _num_params(exp.params)
+  per_pass = 2.0 * n_params * rows * seq + _attention_flops(cfg, rows, seq)
   kernel = 0.0
   if _uses_splash(cfg, parallel.target_platform(), seq):
     # Splash runs the forward (2 products) and a backward with the scores
@@ -281,11 +277,10 @@ def rollout_program(exp: Any, mesh, *, prompts: int | None = None
                              sharding=parallel.replicated(mesh))
   cfg = exp.fns.config
   r = b * g
-  n_layer = _layer_params(exp.fns, exp.params)
-  head = 2.0 * cfg.hidden_size * cfg.vocab_size
-  decode = r * n * (2.0 * n_layer + head) + 2.0 * 2.0 * cfg.num_layers * (
+  n_params = _num_params(exp.params)
+  decode = r * n * 2.0 * n_params + 2.0 * 2.0 * cfg.num_layers * (
       cfg.num_heads * cfg.head_dim) * r * n * (p + n / 2.0)
-  prefill = 2.0 * n_layer * b * p + head * b + _attention_flops(cfg, b, p)
+  prefill = 2.0 * n_params * b * p + _attention_flops(cfg, b, p)
   kernel = 0.0
   if _uses_splash(cfg, parallel.target_platform(), p):
     kernel = _attention_flops(cfg, b, p) / mesh.size
@@ -305,11 +300,16 @@ def suspicious_collectives(collectives: Sequence[aot.Collective],
                            min_bytes: int = 1 << 20) -> list[aot.Collective]:
   """Collectives that move activations or logits rather than weights.
 
-  A collective whose result's last two dimensions are dimensions of a
-  parameter (or of a shard of one: a dimension divided by a divisor of
-  ``num_devices``) moves weights or their gradients; any other of at least
-  ``min_bytes`` moves something batch-shaped (a residual stream split on D,
-  a replicated activation, a logit block).
+  A collective whose result's last two dimensions (of size > 1) are
+  dimensions of a parameter (or of a shard of one: a dimension divided by a
+  divisor of ``num_devices``) moves weights or their gradients; any other
+  floating-point all-gather, all-reduce, reduce-scatter or
+  collective-permute of at least ``min_bytes`` moves something
+  batch-shaped (a residual stream split on D, a replicated activation, a
+  logit block). Not counted: integer / boolean collectives (token ids and
+  masks, 4 bytes a token) and all-to-alls, which move each element once
+  between two splits of the same tensor (under FSDP the embedding lookup's
+  [tokens, D/f] -> [tokens/f, D] reshard), never replicating it.
 
   Args:
     collectives: ``entropy_rl.aot.Report.collectives``.
@@ -325,8 +325,9 @@ def suspicious_collectives(collectives: Sequence[aot.Collective],
           for m in splits if d % m == 0}
   out = []
   for col in collectives:
-    shape = tuple(col.shape)
-    if len(shape) < 2 or col.bytes < min_bytes:
+    shape = tuple(d for d in col.shape if d > 1)
+    if (len(shape) < 2 or col.bytes < min_bytes or col.kind == "all-to-all"
+        or not col.dtype.startswith(("f", "bf"))):
       continue
     if all(d in dims for d in shape[-2:]):
       continue  # a weight (or its gradient, or a shard of it)

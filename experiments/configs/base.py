@@ -41,6 +41,9 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
       # Attention of training / prefill passes: auto (splash on TPU, cuDNN
       # on GPU, XLA on CPU) | xla | chunked | splash | cudnn.
       attention="auto", attention_chunk=512,
+      # Attention of decode steps: auto (Pallas paged attention over the
+      # live slots on TPU, einsums elsewhere) | xla | paged.
+      decode_attention="auto",
       remat="none",  # none | block | dots: recompute blocks in backward
       # 0 = the preset's value.
       hidden_size=0, num_layers=0, num_heads=0, num_kv_heads=0,
@@ -142,8 +145,13 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     c.eval.update(every=10, num_prompts=16, num_samples=2, ks=(1, 2))
     c.checkpoint.every = 10
   elif size == "0.5b":
+    # Scanned layers, each recomputed in the backward pass: on a v5e-8
+    # (fsdp=8) this step is estimated at 3.5 GiB per chip and 25% MFU,
+    # against 14.5 GiB / 23% unremat'ed and 12 GiB with unrolled layers,
+    # whose collectives inside the mini-batch loop took 3.3 s
+    # (BENCHMARKS.md, TPU pre-flight).
     c.model.update(kind="pretrained", preset="0.5b", dtype="bfloat16",
-                   param_dtype="float32")
+                   param_dtype="float32", scan_layers=True, remat="block")
     c.tokenizer.kind = "hf"
     c.task = ml_collections.ConfigDict(dict(
         name="rg:gsm_symbolic",
