@@ -20,7 +20,8 @@ bandwidth, not overlapped).
   512 + 512 tokens per chip (8 rows on one chip: one GRPO group), and the
   decode of 256 prompts per chip (128 prompt + 256 new tokens, one sample
   each): fits?, memory per chip, estimated step time, MFU, tokens/s.
-  Layers are scanned with ``remat="block"`` (compiles in about a minute).
+  The train step's layers are scanned with ``remat="block"`` (compiles in
+  about a minute), the decode's unrolled.
 * ``seq``: peak temporary memory of the 0.5B train step on one v5e chip
   at T = 2k ... 32k tokens per row, a fixed 32k tokens per step, for the
   materialised-attention path (``attention="xla"``, no remat: the path
@@ -171,7 +172,10 @@ def _train_overrides(rows, p, n, remat="block", scan=True, attention="auto",
 
 
 def _rollout_overrides(prompts, p=128, n=256):
-  return {"model": {"scan_layers": True},
+  # Unrolled layers: the decode's layer loop is straight-line code (no
+  # per-step slicing of stacked parameters); scanned layers decode through
+  # per-layer cache buffers too, somewhat slower (see BENCHMARKS.md).
+  return {"model": {"scan_layers": False},
           "data": {"prompts_per_step": prompts, "num_samples": 1,
                    "max_prompt_len": p},
           "sampling": {"max_new_tokens": n, "block_size": 32}}
@@ -249,6 +253,9 @@ def target(args):
       ("target/0.5b/sampler/v5e-1", "0.5b", "v5e-1",
        {"data": 1, "fsdp": 1, "tensor": 1}, _rollout_overrides(256),
        "rollout"),
+      ("target/0.5b/sampler-8k/v5e-1", "0.5b", "v5e-1",
+       {"data": 1, "fsdp": 1, "tensor": 1},
+       _rollout_overrides(16, p=512, n=8192), "rollout"),
   ]
   for key, model, topology, sizes, overrides, program in jobs:
     if key in done or (args.only and args.only not in key):

@@ -265,15 +265,20 @@ class CacheTest(parameterized.TestCase):
       cache, rest = jax.lax.scan(step, cache, jnp.arange(p, p + n))
       return jnp.concatenate([first, jnp.swapaxes(rest, 0, 1)], 1), cache
 
+    # as_functions hands out per-layer buffers for either layer layout;
+    # the stacked [L, B, K, T, Dh] cache (models.init_cache's default for
+    # scanned layers) decodes to the same logits and the same cache.
     cache = fns.init_cache(3, p + n)
+    self.assertIsInstance(cache.k, tuple)
+    self.assertLen(cache.k, 3)
+    stacked = models.init_cache(fns.config, 3, p + n)
     if scan:
-      self.assertEqual(cache.k.shape, (3, 3, 2, p + n, 16))
-      layouts = [cache]
+      self.assertEqual(stacked.k.shape, (3, 3, 2, p + n, 16))
     else:
-      self.assertIsInstance(cache.k, tuple)
-      self.assertLen(cache.k, 3)
-      layouts = [cache, cache._replace(k=jnp.stack(cache.k),
-                                       v=jnp.stack(cache.v))]
+      self.assertIsInstance(stacked.k, tuple)
+      stacked = stacked._replace(k=jnp.stack(stacked.k),
+                                 v=jnp.stack(stacked.v))
+    layouts = [cache, stacked]
     results = []
     for c in layouts:
       got, out = decode(params, c)
@@ -284,11 +289,11 @@ class CacheTest(parameterized.TestCase):
       self.assertEqual(int(out.index), p + n)
       np.testing.assert_array_equal(out.valid, mask)
       results.append((got, out))
-    if not scan:  # Both layouts: the same logits and the same cache.
-      (g1, o1), (g2, o2) = results
-      np.testing.assert_array_equal(g1, g2)
-      np.testing.assert_array_equal(jnp.stack(o1.k), o2.k)
-      np.testing.assert_array_equal(jnp.stack(o1.v), o2.v)
+    # Both layouts: the same logits and the same cache.
+    (g1, o1), (g2, o2) = results
+    np.testing.assert_allclose(g1, g2, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(jnp.stack(o1.k), o2.k, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(jnp.stack(o1.v), o2.v, atol=1e-6, rtol=0)
     # Every real token's k/v is in the cache: a fresh prefill of the
     # whole sequence writes the same values at the valid slots.
     _, ref = jax.jit(fns.hidden)(params, x, pos, mask,
@@ -369,8 +374,8 @@ class CacheTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, "2 k and v buffers"):
       fns.hidden(params, x, x, x > -1, cache._replace(k=cache.k[:1]))
     sfns, sparams = models.as_functions(random_model(scan_layers=True))
-    with self.assertRaisesRegex(ValueError, "stacked"):
-      sfns.hidden(sparams, x, x, x > -1, cache)
+    with self.assertRaisesRegex(ValueError, "2 k and v buffers"):
+      sfns.hidden(sparams, x, x, x > -1, cache._replace(v=cache.v[:1]))
 
   def test_bf16_compute_close_to_f32(self):
     model = random_model()

@@ -321,6 +321,39 @@ def _decoder(scan_layers=False):
   return models.as_functions(models.Decoder(cfg, rngs=nnx.Rngs(4)))
 
 
+class LongGenerationTest(absltest.TestCase):
+
+  def test_8k_new_tokens_match_a_full_recomputation(self):
+    """8,192 new tokens (four decode stretches over a growing cache, RoPE up
+    to position 8,195): every row runs to the end, and the sampler's
+    log-probs equal a teacher-forced pass over prompt + response (the
+    chunked attention path past 512 tokens) at positions spread over the
+    whole generation."""
+    cfg = models.DecoderConfig.tiny(
+        vocab_size=64, hidden_size=32, num_layers=1, num_heads=2,
+        num_kv_heads=1, intermediate_size=64)
+    fns, params = models.as_functions(models.Decoder(cfg, rngs=nnx.Rngs(0)))
+    n = 8192
+    toks = jnp.asarray([[0, 5, 6, 7], [3, 4, 5, 6]], jnp.int32)
+    mask = jnp.asarray([[False, True, True, True], [True] * 4])
+    out = sampling.sample(fns, params, toks, mask, jax.random.PRNGKey(0),
+                          max_new_tokens=n, block_size=256,
+                          early_stop=False)
+    self.assertEqual(out.tokens.shape, (2, n))
+    np.testing.assert_array_equal(out.lengths, [n, n])
+    seq = jnp.concatenate([toks, out.tokens], 1)
+    full_mask = jnp.concatenate([mask, out.mask], 1)
+    hidden, _ = fns.hidden(params, seq, models.positions_from_mask(full_mask),
+                           full_mask)
+    stats = token_stats_lib.batched_token_stats(
+        hidden[:, 3:-1], fns.head(params), out.tokens)
+    at = np.asarray([0, 1, 511, 512, 2047, 4096, 6000, n - 1])
+    np.testing.assert_allclose(np.asarray(stats["logp"])[:, at],
+                               np.asarray(out.logp)[:, at], atol=2e-4)
+    np.testing.assert_allclose(np.asarray(stats["entropy"])[:, at],
+                               np.asarray(out.entropy)[:, at], atol=2e-4)
+
+
 class SharedPromptTest(parameterized.TestCase):
   """Decoding against one shared prompt cache vs n repeated copies."""
 

@@ -92,7 +92,7 @@ class KVCache(NamedTuple):
 
 
 def init_cache(config: DecoderConfig, batch: int, max_len: int,
-               dtype: Any = None) -> KVCache:
+               dtype: Any = None, per_layer: bool | None = None) -> KVCache:
   """An empty cache for ``batch`` rows of up to ``max_len`` tokens.
 
   Args:
@@ -101,18 +101,24 @@ def init_cache(config: DecoderConfig, batch: int, max_len: int,
     max_len: T_max, prompt plus generated tokens.
     dtype: dtype of k and v (bf16 halves the memory); default
       ``config.dtype``.
+    per_layer: one buffer per layer (True) or one stacked buffer (False);
+      default: stacked for ``config.scan_layers``. Scanned models decode
+      through either; per-layer buffers avoid slicing every layer's cache
+      out of the stacked one at every step (`as_functions`' init_cache).
 
   Returns:
     A `KVCache` with zero k/v, no valid slot and index 0: k and v are
-    tuples of ``num_layers`` arrays [B, K, T_max, Dh] for unrolled layers,
-    one array [L, B, K, T_max, Dh] when ``config.scan_layers``.
+    tuples of ``num_layers`` arrays [B, K, T_max, Dh] (per layer), or one
+    array [L, B, K, T_max, Dh] (stacked).
   """
   if batch <= 0 or max_len <= 0:
     raise ValueError(f"batch and max_len must be positive, got batch={batch}, "
                      f"max_len={max_len}")
   dtype = jnp.dtype(dtype or config.dtype)
   shape = (batch, config.num_kv_heads, max_len, config.head_dim)
-  if config.scan_layers:
+  if per_layer is None:
+    per_layer = not config.scan_layers
+  if not per_layer:
     k = jnp.zeros((config.num_layers,) + shape, dtype)
     v = jnp.zeros((config.num_layers,) + shape, dtype)
   else:
@@ -591,10 +597,6 @@ class Decoder(nnx.Module):
       raise ValueError(
           f"a per-layer cache needs {cfg.num_layers} k and v buffers, got "
           f"{len(cache.k)} and {len(cache.v)}")
-    if per_layer and cfg.scan_layers:
-      raise ValueError(
-          "scan_layers=True needs the stacked [L, B, K, T, Dh] cache of "
-          "init_cache, got per-layer tuples")
     i = jnp.asarray(cache.index, jnp.int32)
     zero = jnp.zeros((), jnp.int32)
     valid = jax.lax.dynamic_update_slice(cache.valid, mask, (zero, i))
@@ -618,7 +620,7 @@ class Decoder(nnx.Module):
         return None
       return prefix.k[li], prefix.v[li], prefix.valid
 
-    if cfg.scan_layers:
+    if cfg.scan_layers and not per_layer:
       graphdef, state = nnx.split(self.layers)
       pre_kv = None if prefix is None else (prefix.k, prefix.v)
 
@@ -640,7 +642,7 @@ class Decoder(nnx.Module):
           (state, jnp.arange(cfg.num_layers, dtype=jnp.int32), pre_kv))
     elif per_layer:
       ks, vs = [], []
-      for li, layer in enumerate(self.layers):
+      for li, layer in enumerate(self._blocks()):
         def kv_fn(k, v, li=li):
           kc, vc = _write(cache.k[li], k, i), _write(cache.v[li], v, i)
           return kc, vc, (kc, vc)
@@ -660,6 +662,15 @@ class Decoder(nnx.Module):
     x = self.final_norm(x)
     return x, KVCache(k=k_new, v=v_new, valid=valid, index=i + s,
                       lengths=lengths)
+
+  def _blocks(self) -> list[Block]:
+    """The layers as L blocks: scanned layers' stacked parameters sliced
+    statically (layer li's arrays are views of the stacked ones)."""
+    if not self.config.scan_layers:
+      return list(self.layers)
+    graphdef, state = nnx.split(self.layers)
+    return [nnx.merge(graphdef, jax.tree.map(lambda x, li=li: x[li], state))
+            for li in range(self.config.num_layers)]
 
   def head(self) -> Array:
     """LM-head matrix W [D, V] in the compute dtype; logits = hidden @ W."""
@@ -707,7 +718,8 @@ def as_functions(model: Decoder) -> tuple[LMFns, nnx.State]:
   ``fns.logits_t(params, hidden [R, D]) -> [V, R]`` (the logits
   transposed: one product W^T h, which a TPU writes without a relayout)
   merge the graph inside, so they work under plain `jax.jit` / `jax.grad`;
-  ``fns.init_cache(batch, max_len, dtype=None)``; ``fns.config``.
+  ``fns.init_cache(batch, max_len, dtype=None)`` (per-layer buffers, also
+  for scanned layers: see `init_cache`); ``fns.config``.
 
   Returns:
     (fns, params) where params is the model's `nnx.State`.
@@ -731,7 +743,7 @@ def as_functions(model: Decoder) -> tuple[LMFns, nnx.State]:
 
   cfg = model.config
   return LMFns(hidden=hidden, head=head, logits=logits,
-               init_cache=functools.partial(init_cache, cfg),
+               init_cache=functools.partial(init_cache, cfg, per_layer=True),
                config=cfg, shared_prefix=True, logits_t=logits_t), params
 
 
