@@ -14,6 +14,7 @@ bandwidth, not overlapped).
   python benchmarks/tpu_preflight.py seq --out bench_results/tpu_seq.jsonl \
       --plot docs/images/tpu_memory_vs_T.png
   python benchmarks/tpu_preflight.py target
+  python benchmarks/tpu_preflight.py render bench_results/tpu_table.jsonl
 
 * ``table``: model {0.5b, 1.5b, 7b} x slice {v5e-1, v5e-8, v6e-8, v5p-8} x
   mesh (data, fsdp; fsdp x tensor for 7b): the train step on 2 rows of
@@ -264,6 +265,41 @@ def target(args):
                   (program,), key=key, model=model), args.out)
 
 
+def _cell(r, field):
+  """One program's cell: fits + memory, or what it needed."""
+  if r is None:
+    return ""
+  if field == "fits":
+    if r["fits"]:
+      return f"{r['memory_gib']:.1f}"
+    need = r.get("needs_gib")
+    return f"no ({need:.0f})" if need else "no"
+  v = r.get(field)
+  if v is None or not r["fits"]:
+    return "–"
+  if field == "mfu":
+    return f"{100 * v:.1f}%"
+  if field == "tokens_per_s":
+    return f"{v / 1e3:.1f}k"
+  return f"{v:,.0f}" if v >= 100 else f"{v:.1f}"
+
+
+def render(args):
+  """Markdown table of ``table`` rows (BENCHMARKS.md)."""
+  with open(args.input, encoding="utf-8") as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  print("| model | slice | mesh | train: GiB/chip (no: needed) | est. ms | "
+        "MFU | decode: GiB/chip | est. tokens/s (slice) |")
+  print("|---|---|---|---|---|---|---|---|")
+  for row in rows:
+    if not row["key"].startswith("table/"):
+      continue
+    tr, ro = row.get("train"), row.get("rollout")
+    print(f"| {row['model']} | {row['topology']} | {row['mesh_label']} | "
+          f"{_cell(tr, 'fits')} | {_cell(tr, 'est_ms')} | {_cell(tr, 'mfu')} "
+          f"| {_cell(ro, 'fits')} | {_cell(ro, 'tokens_per_s')} |")
+
+
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   sub = ap.add_subparsers(dest="cmd", required=True)
@@ -279,8 +315,11 @@ def main(argv=None):
   g.add_argument("--only", default="")
   for p in (t, s, g):
     p.add_argument("--out", default="")
+  r = sub.add_parser("render")
+  r.add_argument("input")
   args = ap.parse_args(argv)
-  {"table": table, "seq": seq, "target": target}[args.cmd](args)
+  {"table": table, "seq": seq, "target": target,
+   "render": render}[args.cmd](args)
 
 
 if __name__ == "__main__":

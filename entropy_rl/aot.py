@@ -42,8 +42,10 @@ never a measured time):
   collective-permute ``size``; ``n`` is the replica-group size. Using every
   link makes each collective's bound optimistic; adding it to compute with no
   overlap makes the total conservative. XLA:TPU repeats an async collective
-  (same ``channel_id``) in its start, continuation and done fusions: it is
-  counted once. Collectives in ``conditional`` branches count as if every
+  (same ``channel_id``) in its start, continuation and done fusions, and
+  may move continuations (``async_collective_fusion_config`` flags >= 0:
+  a part of the transfer) into other computations, such as a windowed
+  einsum's loop: it is counted once, where it starts. Collectives in ``conditional`` branches count as if every
   branch ran.
 * Pallas (Mosaic) kernels, ``tpu_custom_call``, carry no cycles either:
   ``kernel_seconds`` bounds them below by their operands' and results'
@@ -1211,6 +1213,10 @@ def _moved_bytes(kind: str, size: int, n: int) -> float:
   return float(size)
 
 
+_ASYNC_FLAGS = re.compile(
+    r'"async_collective_fusion_config":\{"flag_start":"(-?\d+)"')
+
+
 def _strip_layout(type_text: str) -> str:
   text = re.sub(r"\{[^{}]*\}", "", type_text)
   text = re.sub(r"/\*.*?\*/", "", text)
@@ -1390,6 +1396,7 @@ def analyze(compiled: jax.stages.Compiled, *, chip: Chip, num_chips: int,
     return comp_name
 
   groups: dict[Any, list[tuple[_Computation, _Instr, str]]] = {}
+  continuations: list[tuple[Any, _Computation, _Instr, str]] = []
   for comp in comps.values():
     if comp_runs.get(comp.name, 0) == 0:
       continue
@@ -1408,7 +1415,21 @@ def analyze(compiled: jax.stages.Compiled, *, chip: Chip, num_chips: int,
       channel = re.search(r"\bchannel_id=(\d+)", instr.attrs)
       key = ((kind, int(channel.group(1)), home(comp.name)) if channel
              else (kind, instr.name, comp.name))
+      flags = _ASYNC_FLAGS.search(instr.backend)
+      if channel and flags and int(flags.group(1)) >= 0:
+        # A continuation: XLA:TPU moves part of an async collective (flags
+        # flag_start..flag_end of its transfer) inside other work, often a
+        # windowed-einsum loop elsewhere; the collective is counted at its
+        # start (flag_start = -1).
+        continuations.append(((kind, int(channel.group(1))), comp, instr,
+                              type_text))
+        continue
       groups.setdefault(key, []).append((comp, instr, type_text))
+  started = {(k[0], k[1]) for k in groups if isinstance(k[1], int)}
+  for (kind, channel), comp, instr, type_text in continuations:
+    if (kind, channel) not in started:  # no start seen: count the pieces
+      groups.setdefault((kind, channel, home(comp.name)), []).append(
+          (comp, instr, type_text))
   collectives = []
   for (kind, _, _), members in groups.items():
     comp, instr, type_text = max(

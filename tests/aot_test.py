@@ -363,7 +363,67 @@ ENTRY %main (x: f32[8]) -> f32[8] {
 # pylint: enable=line-too-long
 
 
+# An async all-gather as XLA:TPU splits it: its start fusion (flags -1) in
+# ENTRY, a continuation (flags 2..8: part of the same transfer, same
+# channel) inside another loop's body that runs 4 times.
+_HLO_CONTINUATION = r"""HloModule cont, is_scheduled=true, num_partitions=8
+
+%acf_start (p0: f32[8]) -> f32[64] {
+  %p0 = f32[8]{0} parameter(0)
+  ROOT %g0 = f32[64]{0} all-gather(%p0), channel_id=1, replica_groups={{0,1,2,3,4,5,6,7}}, dimensions={0}, backend_config={"async_collective_fusion_config":{"flag_start":"-1","flag_end":"-1"}}
+}
+
+%acf_part (p1: f32[8]) -> f32[64] {
+  %p1 = f32[8]{0} parameter(0)
+  ROOT %g1 = f32[64]{0} all-gather(%p1), channel_id=1, replica_groups={{0,1,2,3,4,5,6,7}}, dimensions={0}, backend_config={"async_collective_fusion_config":{"flag_start":"2","flag_end":"8"}}
+}
+
+%body (t: (s32[], f32[8])) -> (s32[], f32[8]) {
+  %t = (s32[], f32[8]{0}) parameter(0)
+  %i = s32[] get-tuple-element(%t), index=0
+  %v = f32[8]{0} get-tuple-element(%t), index=1
+  %part = f32[64]{0} fusion(%v), kind=kCustom, calls=%acf_part
+  %one = s32[] constant(1)
+  %i2 = s32[] add(%i, %one)
+  ROOT %r = (s32[], f32[8]{0}) tuple(%i2, %v)
+}
+
+%cond (t2: (s32[], f32[8])) -> pred[] {
+  %t2 = (s32[], f32[8]{0}) parameter(0)
+  %i3 = s32[] get-tuple-element(%t2), index=0
+  %lim = s32[] constant(4)
+  ROOT %lt = pred[] compare(%i3, %lim), direction=LT
+}
+
+ENTRY %main (x: f32[8]) -> f32[8] {
+  %x = f32[8]{0} parameter(0)
+  %start = f32[64]{0} fusion(%x), kind=kCustom, calls=%acf_start
+  %zero = s32[] constant(0)
+  %init = (s32[], f32[8]{0}) tuple(%zero, %x)
+  %w = (s32[], f32[8]{0}) while(%init), condition=%cond, body=%body, backend_config={"known_trip_count":{"n":"4"}}
+  ROOT %y = f32[8]{0} get-tuple-element(%w), index=1
+}
+"""
+
+
 class HloParsingTest(absltest.TestCase):
+
+  def test_async_collective_continuations_count_once(self):
+    chip = aot.CHIPS["v5e"]
+    report = aot.analyze(_FakeCompiled(_HLO_CONTINUATION), chip=chip,
+                         num_chips=8)
+    (gather,) = report.collectives
+    self.assertEqual((gather.name, gather.count, gather.bytes),
+                     ("g0", 1, 256))
+    self.assertAlmostEqual(report.collective_seconds,
+                           7 / 8 * 256 / chip.ici_bandwidth)
+    # Without a start in the program, the pieces are all there is.
+    orphan = _HLO_CONTINUATION.replace(
+        "  %start = f32[64]{0} fusion(%x), kind=kCustom, calls=%acf_start\n",
+        "")
+    (piece,) = aot.analyze(_FakeCompiled(orphan), chip=chip,
+                           num_chips=8).collectives
+    self.assertEqual((piece.name, piece.count), ("g1", 4))
 
   def test_fake_module(self):
     chip = aot.CHIPS["v5e"]
