@@ -27,6 +27,18 @@ import numpy as np
 from entropy_rl.models import attention as attn_lib
 from entropy_rl.models import decoder as decoder_lib
 
+
+def _v5e_devices(test: absltest.TestCase) -> list:
+  """The four devices of a v5e:2x2 topology, for ahead-of-time compiles
+  from this CPU process beside others that may hold libtpu (skips the test
+  without libtpu)."""
+  if importlib.util.find_spec("libtpu") is None:
+    test.skipTest("libtpu is not installed")
+  os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+  return topologies.get_topology_desc(platform="tpu",
+                                      topology_name="v5e:2x2").devices
+
 K_HEADS, GROUPS, HEAD_DIM = 2, 3, 16
 # LLVM -O0 halves XLA:CPU compile time of these tiny programs.
 jit = functools.partial(
@@ -187,16 +199,9 @@ class AttentionTest(parameterized.TestCase):
     self.assert_matches(got, XLA(*args), args[3], atol=1e-4)
 
   def test_splash_compiles_for_tpu(self):
-    if importlib.util.find_spec("libtpu") is None:
-      self.skipTest("libtpu is not installed")
-    # Ahead-of-time compilation from this CPU process, beside others that
-    # may hold libtpu.
-    os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
-    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
-    topo = topologies.get_topology_desc(platform="tpu",
-                                        topology_name="v5e:2x2")
+    devices = _v5e_devices(self)
     mesh = jax.sharding.Mesh(
-        np.array(topo.devices).reshape(4, 1, 1), ("data", "fsdp", "tensor"),
+        np.array(devices).reshape(4, 1, 1), ("data", "fsdp", "tensor"),
         axis_types=(jax.sharding.AxisType.Auto,) * 3)
     b, s_len, dh = 8, 300, 64
     sharding = jax.sharding.NamedSharding(mesh, jax.P("data"))
@@ -367,13 +372,8 @@ class PagedDecodeTest(parameterized.TestCase):
     self.assertIsNone(attn_lib.page_size(255))
 
   def test_paged_decode_compiles_for_tpu(self):
-    if importlib.util.find_spec("libtpu") is None:
-      self.skipTest("libtpu is not installed")
-    os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
-    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
-    topo = topologies.get_topology_desc(platform="tpu",
-                                        topology_name="v5e:2x2")
-    mesh = jax.sharding.Mesh(np.array(topo.devices[:1]).reshape(1), ("data",))
+    devices = _v5e_devices(self)
+    mesh = jax.sharding.Mesh(np.array(devices[:1]).reshape(1), ("data",))
     rep = jax.sharding.NamedSharding(mesh, jax.P())
     b, t, p, g, dh = 16, 128, 64, 7, 64  # Qwen2.5-0.5B's G and Dh
     shapes = [((b, 1, K_HEADS, g, dh), jnp.bfloat16),

@@ -70,6 +70,16 @@ def _round_up(x: int, m: int) -> int:
   return -(-x // m) * m
 
 
+def _explicit(implementation: str, choices: tuple[str, ...],
+              what: str) -> bool:
+  """True for one of ``choices``, False for "auto"; raises otherwise."""
+  valid = ("auto",) + choices
+  if implementation not in valid:
+    raise ValueError(f"{what} must be one of {valid}, got "
+                     f"{implementation!r}")
+  return implementation != "auto"
+
+
 def resolve(implementation: str, platform: str, seq_len: int, *,
             dtype: Any = None) -> str:
   """The concrete implementation for ``implementation`` on ``platform``.
@@ -91,11 +101,7 @@ def resolve(implementation: str, platform: str, seq_len: int, *,
   Returns:
     One of `IMPLEMENTATIONS`.
   """
-  valid = ("auto",) + IMPLEMENTATIONS
-  if implementation not in valid:
-    raise ValueError(f"implementation must be one of {valid}, got "
-                     f"{implementation!r}")
-  if implementation != "auto":
+  if _explicit(implementation, IMPLEMENTATIONS, "implementation"):
     return implementation
   platform = platform.lower()
   if platform == "tpu":
@@ -510,11 +516,8 @@ def resolve_decode(implementation: str, platform: str) -> str:
   Returns:
     One of `DECODE_IMPLEMENTATIONS`.
   """
-  valid = ("auto",) + DECODE_IMPLEMENTATIONS
-  if implementation not in valid:
-    raise ValueError(f"decode implementation must be one of {valid}, got "
-                     f"{implementation!r}")
-  if implementation != "auto":
+  if _explicit(implementation, DECODE_IMPLEMENTATIONS,
+               "decode implementation"):
     return implementation
   return "paged" if platform.lower() == "tpu" else "xla"
 
