@@ -8,12 +8,12 @@ side -- plain GRPO, GRPO with Clip-Cov (detach the gradient of 2% of the
 tokens drawn among those of high cov(logp, A); Cui et al. 2025) and GRPO
 with KL-Cov (a |logp - old_logp| penalty on the top 2% by covariance) --
 with on-device sampling and reward (one jitted RL iteration per step: 64
-prompts x 8 samples, 2 epochs x 4 mini-batches, lr 1e-4, 300 steps). GRPO
-raises the mean reward while the rollout token entropy falls steadily
-(0.57 -> 0.38 nats); the covariance methods slow that collapse at a similar
-reward. The plot also shows how the realised per-step entropy change
-tracks the first-order prediction -cov(logp, A). About 3 minutes on 2
-idle CPU cores. (At lr 3e-4 every run collapses faster and loses held-out
+prompts x 8 samples, 2 epochs x 4 mini-batches, lr 1e-4, 300 steps). Under
+GRPO the rollout token entropy falls steadily (0.56 -> 0.41 nats, first 10
+vs last 30 steps) while the mean reward moves little; the covariance
+methods slow that collapse at a similar reward. The plot also shows how the
+realised per-step entropy change tracks the first-order prediction
+-cov(logp, A). About 7 minutes on 2 idle CPU cores. (At lr 3e-4 every run collapses faster and loses held-out
 accuracy, and the covariance methods keep clearly more entropy and pass@4;
 STEER's token weights were the earlier comparison and made no difference
 beyond seed noise here.)
