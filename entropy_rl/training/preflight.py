@@ -219,7 +219,9 @@ def train_program(exp: Any, mesh, *, rows: int | None = None) -> Program:
       logp=_batch_struct((rows, n), jnp.float32, mesh),
       entropy=_batch_struct((rows, n), jnp.float32, mesh),
       rewards=_batch_struct((rows,), jnp.float32, mesh),
-      group_ids=_batch_struct((rows,), jnp.int32, mesh))
+      group_ids=_batch_struct((rows,), jnp.int32, mesh),
+      # As `iteration.with_rewards` leaves it (GRPO-λ reads it).
+      aux={"correct": _batch_struct((rows,), jnp.float32, mesh)})
   cfg = exp.fns.config
   seq = p + n
   epochs = int(kw.get("epochs", 1))
