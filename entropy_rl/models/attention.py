@@ -429,20 +429,11 @@ def _splash_sharded(q, k, v, mask, *, block, interpret):
   kernel runs as is: the caller then provides per-device inputs.
   """
   fn = functools.partial(_splash_local, block=block, interpret=interpret)
-  mesh = jax.sharding.get_abstract_mesh()
-  free = [] if mesh.empty else [a for a in mesh.axis_names
-                                if a not in mesh.manual_axes]
+  free, batch_axes, head_axes = _mesh_split(q.shape[0], q.shape[2])
   if not free:
     return fn(q, k, v, mask)
-  sizes = dict(zip(mesh.axis_names, mesh.axis_sizes))
-  b, kh = q.shape[0], q.shape[2]
-  head_axes = tuple(a for a in free if a in _HEAD_AXES and kh % sizes[a] == 0)
-  batch_axes, prod = [], 1
-  for a in free:
-    if a not in head_axes and b % (prod * sizes[a]) == 0:
-      batch_axes.append(a)
-      prod *= sizes[a]
-  bspec = tuple(batch_axes) or None
+  mesh = jax.sharding.get_abstract_mesh()
+  bspec = batch_axes or None
   specs = (P(bspec, None, head_axes or None),) * 3 + (P(bspec),)
   args = (q, k, v, mask)
   if any(a in mesh.explicit_axes for a in free):
