@@ -197,7 +197,13 @@ class LogitsProcessor(NamedTuple):
     apply: ``apply(logits[B, V] f32, params, *, rng, pos) -> logits'``.
       ``params`` usually come from transform state (e.g. HAPO's sampler
       statistics or AEPO's temperature) and are passed by the train loop.
+    apply_vocab_major: optional ``apply`` on vocabulary-major logits zt
+      [V, B] (row b's logits in column b), equal to
+      ``apply(zt.T, ...).T`` element for element; None when the processor
+      needs whole [B, V] rows (truncations). The TPU sampler draws from
+      vocabulary-major logits when every processor has this form.
   """
 
   init: Callable[[], Any]
   apply: Callable[..., Array]
+  apply_vocab_major: Callable[..., Array] | None = None

@@ -30,8 +30,7 @@ Methods (:class:`SamplingMethod`): :func:`greedy`, :func:`temperature`,
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple, Sequence
-import weakref
+from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -132,7 +131,7 @@ def scale_by_temperature(temperature: float = 1.0) -> LogitsProcessor:
     del rng, pos
     return zt / jnp.asarray(params["temperature"])  # [V, R] / ([R] or [])
 
-  return _with_vocab_major(LogitsProcessor(init, apply), apply_vocab_major)
+  return LogitsProcessor(init, apply, apply_vocab_major)
 
 
 def truncate_top_k(k: int) -> LogitsProcessor:
@@ -584,28 +583,11 @@ def apply_processors(z: Array, processors: Sequence[LogitsProcessor],
   return z
 
 
-# Processors that also have a form on vocabulary-major logits zt [V, R]
-# (row r's logits in column r), keyed by their ``apply``: the same numbers,
-# transposed. Only row-wise elementwise maps qualify (a temperature); the
-# truncations need whole [R, V] rows.
-_VOCAB_MAJOR: "weakref.WeakKeyDictionary[Callable, Callable]" = (
-    weakref.WeakKeyDictionary())
-
-
-def _with_vocab_major(proc: LogitsProcessor,
-                      apply_vocab_major: Callable[..., Array]
-                      ) -> LogitsProcessor:
-  """Registers ``apply_vocab_major(zt [V, R], params, *, rng, pos)``, which
-  must equal ``proc.apply(zt.T, ...).T`` element for element."""
-  _VOCAB_MAJOR[proc.apply] = apply_vocab_major
-  return proc
-
-
 def supports_vocab_major(processors: Sequence[LogitsProcessor]) -> bool:
   """Whether every processor also runs on vocabulary-major logits [V, R]
   (see `apply_processors_vocab_major`): true for none and for temperature
   scaling, false for the truncations."""
-  return all(p.apply in _VOCAB_MAJOR for p in processors)
+  return all(p.apply_vocab_major is not None for p in processors)
 
 
 def apply_processors_vocab_major(zt: Array,
@@ -616,8 +598,8 @@ def apply_processors_vocab_major(zt: Array,
   ``apply_processors(zt.T, ...).T`` element for element. Every processor
   must pass `supports_vocab_major`."""
   for i, (proc, prm) in enumerate(zip(processors, params)):
-    zt = _VOCAB_MAJOR[proc.apply](zt, prm, rng=jax.random.fold_in(rng, i),
-                                  pos=pos)
+    zt = proc.apply_vocab_major(zt, prm, rng=jax.random.fold_in(rng, i),
+                                pos=pos)
   return zt
 
 
