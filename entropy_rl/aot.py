@@ -45,8 +45,8 @@ never a measured time):
   (same ``channel_id``) in its start, continuation and done fusions, and
   may move continuations (``async_collective_fusion_config`` flags >= 0:
   a part of the transfer) into other computations, such as a windowed
-  einsum's loop: it is counted once, where it starts. Collectives in ``conditional`` branches count as if every
-  branch ran.
+  einsum's loop: it is counted once, where it starts. Collectives in
+  ``conditional`` branches count as if every branch ran.
 * Pallas (Mosaic) kernels, ``tpu_custom_call``, carry no cycles either:
   ``kernel_seconds`` bounds them below by their operands' and results'
   bytes over HBM bandwidth (splash attention, for one, is undercounted).
