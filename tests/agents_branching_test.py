@@ -17,11 +17,11 @@ from entropy_rl.models import as_functions
 from entropy_rl.models import Decoder
 from entropy_rl.models import DecoderConfig
 
-env_lib = importlib.import_module("entropy_rl.agents.env")
-branching = importlib.import_module("entropy_rl.agents.branching")
-game = importlib.import_module("entropy_rl.agents.token_game")
-train = importlib.import_module("entropy_rl.agents.train")
-layouts = importlib.import_module("entropy_rl.agents.layouts")
+from entropy_rl.agents import _env as env_lib
+from entropy_rl.agents import _branching as branching
+from entropy_rl.agents import _token_game as game
+from entropy_rl.agents import _train as train
+from entropy_rl.agents import _layouts as layouts
 
 CFG = DecoderConfig(vocab_size=16, hidden_size=16, num_layers=1, num_heads=2,
                     num_kv_heads=2, intermediate_size=32)

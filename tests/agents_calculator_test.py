@@ -24,9 +24,9 @@ from entropy_rl.models import as_functions
 from entropy_rl.models import Decoder
 from entropy_rl.models import DecoderConfig
 
-calc = importlib.import_module("entropy_rl.agents.calculator")
-env_lib = importlib.import_module("entropy_rl.agents.env")
-layouts = importlib.import_module("entropy_rl.agents.layouts")
+from entropy_rl.agents import _calculator as calc
+from entropy_rl.agents import _env as env_lib
+from entropy_rl.agents import _layouts as layouts
 
 L, O, T = 16, 12, 3
 

@@ -14,9 +14,9 @@ from entropy_rl.models import Decoder
 from entropy_rl.models import DecoderConfig
 
 build = importlib.import_module("experiments.agents.build")
-game = importlib.import_module("entropy_rl.agents.token_game")
-dr_po = importlib.import_module("entropy_rl.agents.dr_po")
-layouts = importlib.import_module("entropy_rl.agents.layouts")
+from entropy_rl.agents import _token_game as game
+from entropy_rl.agents import _dr_po as dr_po
+from entropy_rl.agents import _layouts as layouts
 sampling = importlib.import_module("entropy_rl.sampling")
 
 CFG = DecoderConfig(vocab_size=16, hidden_size=16, num_layers=1, num_heads=2,

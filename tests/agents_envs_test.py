@@ -14,9 +14,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-game = importlib.import_module("entropy_rl.agents.token_game")
-calc = importlib.import_module("entropy_rl.agents.calculator")
-env_lib = importlib.import_module("entropy_rl.agents.env")
+from entropy_rl.agents import _token_game as game
+from entropy_rl.agents import _calculator as calc
+from entropy_rl.agents import _env as env_lib
 
 TOOL, ANSWER, SLOT, VALUE, NOTHING = (game.TOOL, game.ANSWER, game.SLOT,
                                       game.VALUE, game.NOTHING)

@@ -10,8 +10,8 @@ import numpy as np
 import entropy_rl as er
 from tests import test_utils
 
-empg = importlib.import_module("entropy_rl.agents.empg")
-epo = importlib.import_module("entropy_rl.agents.epo")
+from entropy_rl.agents import _empg as empg
+from entropy_rl.agents import _epo as epo
 
 ENT = jnp.array([[0.5, 1.0, 1.9, 2.5]])
 

@@ -13,10 +13,10 @@ import entropy_rl as er
 from entropy_rl import regularizers
 from tests import test_utils
 
-aepo = importlib.import_module("entropy_rl.agents.aepo_agentic")
-spear = importlib.import_module("entropy_rl.agents.spear")
-dr_po = importlib.import_module("entropy_rl.agents.dr_po")
-epf = importlib.import_module("entropy_rl.agents.epf")
+from entropy_rl.agents import _aepo_agentic as aepo
+from entropy_rl.agents import _spear as spear
+from entropy_rl.agents import _dr_po as dr_po
+from entropy_rl.agents import _epf as epf
 
 
 class AgenticAepoTest(parameterized.TestCase):

@@ -17,10 +17,10 @@ from entropy_rl.models import Decoder
 from entropy_rl.models import DecoderConfig
 from entropy_rl.training import init_train_state
 
-env_lib = importlib.import_module("entropy_rl.agents.env")
-layouts = importlib.import_module("entropy_rl.agents.layouts")
-game = importlib.import_module("entropy_rl.agents.token_game")
-train = importlib.import_module("entropy_rl.agents.train")
+from entropy_rl.agents import _env as env_lib
+from entropy_rl.agents import _layouts as layouts
+from entropy_rl.agents import _token_game as game
+from entropy_rl.agents import _train as train
 
 T, G, N = 4, 2, 2  # turns, groups, group size
 CFG = DecoderConfig(vocab_size=16, hidden_size=16, num_layers=1, num_heads=2,

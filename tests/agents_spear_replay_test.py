@@ -14,9 +14,9 @@ import numpy as np
 
 import entropy_rl as er
 
-spear = importlib.import_module("entropy_rl.agents.spear")
-train = importlib.import_module("entropy_rl.agents.train")
-layouts = importlib.import_module("entropy_rl.agents.layouts")
+from entropy_rl.agents import _spear as spear
+from entropy_rl.agents import _train as train
+from entropy_rl.agents import _layouts as layouts
 run = importlib.import_module("experiments.agents.run")
 configs_test = importlib.import_module("tests.agents_configs_test")
 

@@ -17,7 +17,7 @@ from entropy_rl import regularizers
 from tests import test_utils
 
 # The package re-exports the constructor under the module's name.
-aepo_lib = importlib.import_module("entropy_rl.regularizers.aepo")
+from entropy_rl.regularizers import _aepo as aepo_lib
 REG = aepo_lib.REG_KEY
 
 

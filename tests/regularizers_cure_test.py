@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-cure = importlib.import_module("entropy_rl.regularizers.cure")
+from entropy_rl.regularizers import _cure as cure
 
 
 VOCAB = 50

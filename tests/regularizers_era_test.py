@@ -10,7 +10,7 @@ import numpy as np
 import entropy_rl as er
 from entropy_rl.core import token_stats
 
-era = importlib.import_module("entropy_rl.regularizers.era")
+from entropy_rl.regularizers import _era as era
 
 
 def _entropy(z):

@@ -17,7 +17,7 @@ from entropy_rl import regularizers
 from tests import test_utils
 
 # The package re-exports the constructor under the module's name.
-gtpo_lib = importlib.import_module("entropy_rl.regularizers.gtpo")
+from entropy_rl.regularizers import _gtpo as gtpo_lib
 
 # Spec §6 (f): R = (1, 1, 0, 0), L = (3, 2, 3, 2), one group.
 R = jnp.array([1.0, 1.0, 0.0, 0.0])

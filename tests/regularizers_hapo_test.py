@@ -9,7 +9,7 @@ import numpy as np
 import entropy_rl as er
 from tests import test_utils
 
-hapo = importlib.import_module("entropy_rl.regularizers.hapo")
+from entropy_rl.regularizers import _hapo as hapo
 
 H = jnp.array([[0.05, 0.2, 1.0, 2.0, 0.5]])
 M = jnp.ones((1, 5))

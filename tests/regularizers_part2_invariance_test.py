@@ -32,12 +32,12 @@ import numpy as np
 
 import entropy_rl as er
 
-entropy_min = importlib.import_module("entropy_rl.regularizers.entropy_min")
-grpo_lambda = importlib.import_module("entropy_rl.regularizers.grpo_lambda")
-haepo = importlib.import_module("entropy_rl.regularizers.haepo")
-hapo = importlib.import_module("entropy_rl.regularizers.hapo")
-hdpo = importlib.import_module("entropy_rl.regularizers.hdpo")
-riskpo = importlib.import_module("entropy_rl.regularizers.riskpo")
+from entropy_rl.regularizers import _entropy_min as entropy_min
+from entropy_rl.regularizers import _grpo_lambda as grpo_lambda
+from entropy_rl.regularizers import _haepo as haepo
+from entropy_rl.regularizers import _hapo as hapo
+from entropy_rl.regularizers import _hdpo as hdpo
+from entropy_rl.regularizers import _riskpo as riskpo
 
 ROWS, TOKENS = 8, 5  # real batch shape
 PAD_ROWS, PAD_TOKENS = 4, 3  # appended padding

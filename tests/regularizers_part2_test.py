@@ -12,12 +12,12 @@ import numpy as np
 import entropy_rl as er
 from tests import test_utils
 
-egsw = importlib.import_module("entropy_rl.regularizers.egsw")
-entropy_min = importlib.import_module("entropy_rl.regularizers.entropy_min")
-grpo_lambda = importlib.import_module("entropy_rl.regularizers.grpo_lambda")
-haepo = importlib.import_module("entropy_rl.regularizers.haepo")
-hdpo = importlib.import_module("entropy_rl.regularizers.hdpo")
-riskpo = importlib.import_module("entropy_rl.regularizers.riskpo")
+from entropy_rl.regularizers import _egsw as egsw
+from entropy_rl.regularizers import _entropy_min as entropy_min
+from entropy_rl.regularizers import _grpo_lambda as grpo_lambda
+from entropy_rl.regularizers import _haepo as haepo
+from entropy_rl.regularizers import _hdpo as hdpo
+from entropy_rl.regularizers import _riskpo as riskpo
 
 
 def _prep(t, b):

@@ -18,7 +18,7 @@ from entropy_rl.core import token_stats
 from tests import test_utils
 
 # The package re-exports the constructor under the module's name.
-siren_lib = importlib.import_module("entropy_rl.regularizers.siren")
+from entropy_rl.regularizers import _siren as siren_lib
 
 STAT = siren_lib.STAT
 T = 6

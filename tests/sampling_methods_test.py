@@ -25,7 +25,7 @@ except ImportError:  # pragma: no cover
 
 KEY = jax.random.key(0)
 # The module (entropy_rl.regularizers re-exports a function of the same name).
-hapo_lib = importlib.import_module("entropy_rl.regularizers.hapo")
+from entropy_rl.regularizers import _hapo as hapo_lib
 
 
 def apply(proc, z, params=None):

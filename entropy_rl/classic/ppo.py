@@ -40,7 +40,7 @@ from entropy_rl.core import types
 Array = jax.Array
 
 try:  # the library's entropy bonus (entropy_rl.regularizers)
-  from entropy_rl.regularizers.entropy import entropy_bonus  # pylint: disable=g-import-not-at-top
+  from entropy_rl.regularizers._entropy import entropy_bonus  # pylint: disable=g-import-not-at-top
 except ImportError:  # pragma: no cover - fallback while the catalogue moves
 
   def entropy_bonus(coef=0.0, *, term="entropy_bonus"):

@@ -2,3 +2,5 @@
 
 The core imports only jax, numpy, optax and chex.
 """
+
+__all__ = ()

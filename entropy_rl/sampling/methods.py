@@ -38,7 +38,7 @@ from jax import lax
 
 from entropy_rl import parallel
 from entropy_rl.core import types
-from entropy_rl.regularizers.hapo import entropy_score_stats
+from entropy_rl.regularizers._hapo import entropy_score_stats
 
 Array = types.Array
 LogitsProcessor = types.LogitsProcessor

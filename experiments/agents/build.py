@@ -61,11 +61,11 @@ import entropy_rl as er
 from entropy_rl import agents
 from entropy_rl import regularizers
 from entropy_rl import sampling as sampling_lib
-from entropy_rl.agents import branching as branching_lib
-from entropy_rl.agents import calculator as calc_lib
-from entropy_rl.agents import env as env_lib
-from entropy_rl.agents import spear as spear_lib
-from entropy_rl.agents import train as train_lib
+from entropy_rl.agents import _branching as branching_lib
+from entropy_rl.agents import _calculator as calc_lib
+from entropy_rl.agents import _env as env_lib
+from entropy_rl.agents import _spear as spear_lib
+from entropy_rl.agents import _train as train_lib
 from entropy_rl.core import ops
 from entropy_rl.models import as_functions
 from entropy_rl.models import Decoder
@@ -73,8 +73,8 @@ from entropy_rl.models import DecoderConfig
 from entropy_rl.training import init_train_state
 from entropy_rl.training import types as train_types
 
-epo_lib = importlib.import_module("entropy_rl.agents.epo")
-game_lib = importlib.import_module("entropy_rl.agents.token_game")
+from entropy_rl.agents import _epo as epo_lib
+from entropy_rl.agents import _token_game as game_lib
 METHODS = ("grpo", "epo", "empg", "aepo", "spear", "dr_po")
 
 

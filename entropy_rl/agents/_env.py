@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from entropy_rl.agents import layouts
+from entropy_rl.agents import _layouts as layouts
 from entropy_rl.core import types
 from entropy_rl.sampling import methods as methods_lib
 from entropy_rl.sampling import sampler as sampler_lib
@@ -440,7 +440,7 @@ def rollout(fns: Any, params: Any, env: AgentEnv, rng: PRNGKey, *,
     :class:`~entropy_rl.agents.layouts.Episodes` (L1 and L2).
   """
   if branching is not None:
-    from entropy_rl.agents import branching as branching_lib  # pylint: disable=g-import-not-at-top
+    from entropy_rl.agents import _branching as branching_lib  # pylint: disable=g-import-not-at-top
     return branching_lib.branching_rollout(
         fns, params, env, rng, num_groups=num_groups, group_size=group_size,
         branching=branching, sampling=sampling, processors=processors,

@@ -78,9 +78,9 @@ from typing import Any, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 
-from entropy_rl.agents import aepo_agentic
-from entropy_rl.agents import env as env_lib
-from entropy_rl.agents import layouts
+from entropy_rl.agents import _aepo_agentic as aepo_agentic
+from entropy_rl.agents import _env as env_lib
+from entropy_rl.agents import _layouts as layouts
 from entropy_rl.core import types
 from entropy_rl.sampling import methods as methods_lib
 from entropy_rl.sampling import sampler as sampler_lib

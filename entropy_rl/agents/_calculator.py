@@ -26,7 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from entropy_rl import tokenizers as tok_lib
-from entropy_rl.agents import env as env_lib
+from entropy_rl.agents import _env as env_lib
 
 ALPHABET = tok_lib.DEFAULT_CHARS + "acelnrsw"
 CALL, ANSWER = "calc:", "answer:"

@@ -43,7 +43,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from entropy_rl.agents import env as env_lib
+from entropy_rl.agents import _env as env_lib
 from entropy_rl.core import types
 
 Array = types.Array

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from entropy_rl.agents import layouts
+from entropy_rl.agents import _layouts as layouts
 from entropy_rl.core import advantages as adv_lib
 from entropy_rl.core import loss as loss_lib
 from entropy_rl.core import objectives as objectives_lib
