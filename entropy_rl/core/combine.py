@@ -83,6 +83,15 @@ def chain(*transforms: EntropyTransform) -> EntropyTransform:
 
   Returns:
     An :class:`EntropyTransform`.
+
+  Examples:
+    >>> import entropy_rl as er
+    >>> from entropy_rl import regularizers
+    >>> t = er.chain(regularizers.grpo_advantages(),
+    ...              regularizers.entropy_bonus(0.01))
+    >>> state = t.init(None)
+    >>> type(state).__name__, len(state)
+    ('tuple', 2)
   """
 
   def init_fn(params=None):
@@ -117,6 +126,26 @@ def named_chain(*pairs: tuple[str, EntropyTransform]) -> EntropyTransform:
 
   Returns:
     An :class:`EntropyTransform`.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import entropy_rl as er
+    >>> from entropy_rl import regularizers
+    >>> t = er.named_chain(("adv", regularizers.grpo_advantages()),
+    ...                    ("bonus", regularizers.entropy_bonus(0.01)))
+    >>> state = t.init(None)
+    >>> list(state)
+    ['adv', 'bonus']
+    >>> batch = er.PolicyBatch(
+    ...     logp=jnp.zeros((2, 2)), old_logp=jnp.zeros((2, 2)),
+    ...     advantages=jnp.zeros((2, 2)), mask=jnp.ones((2, 2)),
+    ...     entropy=jnp.array([[0.6, 0.6], [1.0, 1.0]]),
+    ...     rewards=jnp.array([1.0, 0.0]), group_ids=jnp.array([0, 0]))
+    >>> batch, state, _ = er.prepare_batch(batch, t, state)
+    >>> loss, (state, metrics) = er.policy_loss(batch, t, state,
+    ...                                         objective=er.grpo())
+    >>> [k for k in metrics if k.startswith("bonus/")]
+    ['bonus/entropy_coef']
   """
   names = [n for n, _ in pairs]
   dup = sorted({n for n in names if names.count(n) > 1})
