@@ -70,6 +70,28 @@ def kl_penalty(coef: float | Callable[[Array], Array] = 0.001,
 
   Returns:
     An :class:`EntropyTransform` reading ``batch.ref_logp``.
+
+  Examples:
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import entropy_rl as er
+    >>> from entropy_rl import regularizers
+    >>> batch = er.PolicyBatch(
+    ...     logp=jnp.log(jnp.array([[0.5, 0.9, 0.3], [0.2, 0.6, 1.0]])),
+    ...     old_logp=jnp.log(jnp.array([[0.4, 0.9, 0.3], [0.3, 0.6, 1.0]])),
+    ...     advantages=jnp.array([[1.0, 1.0, 1.0], [-1.0, -1.0, 0.0]]),
+    ...     ref_logp=jnp.log(jnp.array([[0.4, 0.9, 0.5], [0.3, 0.6, 1.0]])),
+    ...     mask=jnp.array([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]]))
+    >>> t = regularizers.kl_penalty(0.1)
+    >>> batch, state, prep = er.prepare_batch(batch, t, t.init(None),
+    ...                                       rng=jax.random.key(0))
+    >>> loss, (state, metrics) = er.policy_loss(
+    ...     batch, t, state, objective=er.grpo(), rng=jax.random.key(0))
+    >>> print(f"{metrics['kl_mean']:.4f}")
+    0.0547
+    >>> print(f"{metrics['terms/kl']:.4f}")
+    0.0053
   """
   _canonical(estimator)
 
@@ -104,6 +126,27 @@ def kl_in_reward(coef: float = 0.001, estimator: str = "k1"
 
   The outcome-reward form of :func:`kl_reward` (the sum of the per-token
   penalties), to run before an outcome advantage transform.
+
+  Examples:
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import entropy_rl as er
+    >>> from entropy_rl import regularizers
+    >>> batch = er.PolicyBatch(
+    ...     logp=jnp.log(jnp.array([[0.5, 0.9, 0.3], [0.2, 0.6, 1.0]])),
+    ...     old_logp=jnp.log(jnp.array([[0.4, 0.9, 0.3], [0.3, 0.6, 1.0]])),
+    ...     advantages=jnp.array([[1.0, 1.0, 1.0], [-1.0, -1.0, 0.0]]),
+    ...     ref_logp=jnp.log(jnp.array([[0.4, 0.9, 0.5], [0.3, 0.6, 1.0]])),
+    ...     rewards=jnp.array([1.0, 0.0]), group_ids=jnp.array([0, 0]),
+    ...     mask=jnp.array([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]]))
+    >>> t = regularizers.kl_in_reward(0.1)
+    >>> batch, state, prep = er.prepare_batch(batch, t, t.init(None),
+    ...                                       rng=jax.random.key(0))
+    >>> loss, (state, metrics) = er.policy_loss(
+    ...     batch, t, state, objective=er.grpo(), rng=jax.random.key(0))
+    >>> print(f"{prep['kl_reward_penalty']:.4f}")
+    -0.0255
   """
   _canonical(estimator)
 

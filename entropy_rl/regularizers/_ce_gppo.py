@@ -56,6 +56,27 @@ def ce_gppo(beta_low: float = 0.75, beta_high: float = 1.0, *,
     An :class:`EntropyTransform` writing ``clip``; metrics
     ``ce_gppo_low_frac`` and ``ce_gppo_high_frac`` (fractions of valid tokens
     whose clipped gradient is preserved).
+
+  Examples:
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import entropy_rl as er
+    >>> from entropy_rl import regularizers
+    >>> batch = er.PolicyBatch(
+    ...     logp=jnp.log(jnp.array([[0.5, 0.9, 0.3], [0.2, 0.6, 1.0]])),
+    ...     old_logp=jnp.log(jnp.array([[0.4, 0.9, 0.3], [0.3, 0.6, 1.0]])),
+    ...     advantages=jnp.array([[1.0, 1.0, 1.0], [-1.0, -1.0, 0.0]]),
+    ...     mask=jnp.array([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]]))
+    >>> t = regularizers.ce_gppo(0.75, 1.0)
+    >>> batch, state, prep = er.prepare_batch(batch, t, t.init(None),
+    ...                                       rng=jax.random.key(0))
+    >>> loss, (state, metrics) = er.policy_loss(
+    ...     batch, t, state, objective=er.grpo(), rng=jax.random.key(0))
+    >>> print(f"{metrics['ce_gppo_low_frac']:.4f}")
+    0.2000
+    >>> print(f"{metrics['ce_gppo_high_frac']:.4f}")
+    0.2000
   """
   if beta_low < 0 or beta_high < 0:
     raise ValueError(f"ce_gppo needs beta_low, beta_high >= 0, got "

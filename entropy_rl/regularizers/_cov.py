@@ -97,6 +97,27 @@ def clip_cov(ratio: float = 2e-4, cov_low: float = 1.0, cov_high: float = 5.0
     An :class:`EntropyTransform` writing ``weights``; it needs ``rng`` when
     ``ratio > 0``. Metrics: ``clip_cov_frac`` (detached fraction of valid
     tokens) and ``clip_cov_candidate_frac``.
+
+  Examples:
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import entropy_rl as er
+    >>> from entropy_rl import regularizers
+    >>> batch = er.PolicyBatch(
+    ...     logp=jnp.log(jnp.array([[0.5, 0.9, 0.3], [0.2, 0.6, 1.0]])),
+    ...     old_logp=jnp.log(jnp.array([[0.4, 0.9, 0.3], [0.3, 0.6, 1.0]])),
+    ...     advantages=jnp.array([[1.0, 1.0, 1.0], [-1.0, -1.0, 0.0]]),
+    ...     mask=jnp.array([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]]))
+    >>> t = regularizers.clip_cov(ratio=0.5, cov_low=0.1)
+    >>> batch, state, prep = er.prepare_batch(batch, t, t.init(None),
+    ...                                       rng=jax.random.key(0))
+    >>> loss, (state, metrics) = er.policy_loss(
+    ...     batch, t, state, objective=er.grpo(), rng=jax.random.key(0))
+    >>> print(f"{metrics['clip_cov_candidate_frac']:.4f}")
+    0.2000
+    >>> print(f"{metrics['clip_cov_frac']:.4f}")
+    0.2000
   """
   if not 0.0 <= ratio <= 1.0:
     raise ValueError(f"clip_cov ratio must be in [0, 1], got {ratio}")
@@ -186,6 +207,27 @@ def kl_cov(k_fraction: float | None = None, beta: float = 1.0, *,
     An :class:`EntropyTransform` adding loss term ``term``; metrics
     ``kl_cov_frac`` (selected fraction of valid tokens) and
     ``kl_cov_threshold`` (smallest selected c, 0 if none).
+
+  Examples:
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import entropy_rl as er
+    >>> from entropy_rl import regularizers
+    >>> batch = er.PolicyBatch(
+    ...     logp=jnp.log(jnp.array([[0.5, 0.9, 0.3], [0.2, 0.6, 1.0]])),
+    ...     old_logp=jnp.log(jnp.array([[0.4, 0.9, 0.3], [0.3, 0.6, 1.0]])),
+    ...     advantages=jnp.array([[1.0, 1.0, 1.0], [-1.0, -1.0, 0.0]]),
+    ...     mask=jnp.array([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]]))
+    >>> t = regularizers.kl_cov(k_fraction=0.5)
+    >>> batch, state, prep = er.prepare_batch(batch, t, t.init(None),
+    ...                                       rng=jax.random.key(0))
+    >>> loss, (state, metrics) = er.policy_loss(
+    ...     batch, t, state, objective=er.grpo(), rng=jax.random.key(0))
+    >>> print(f"{metrics['kl_cov_frac']:.4f}")
+    0.4000
+    >>> print(f"{metrics['terms/kl_cov']:.4f}")
+    0.1014
   """
   frac = _resolve_k_fraction(k_fraction, k_percent)
   neutral = frac == 0.0 or beta == 0.0

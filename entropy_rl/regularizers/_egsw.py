@@ -75,6 +75,29 @@ def egsw(alpha: float = 0.5, temperature: float = 1.0, *,
   Returns:
     An :class:`EntropyTransform` writing ``weights`` from ``advantages``,
     ``old_entropy`` and ``group_ids``.
+
+  Examples:
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import entropy_rl as er
+    >>> from entropy_rl import regularizers
+    >>> batch = er.PolicyBatch(
+    ...     logp=jnp.log(jnp.array([[0.5, 0.9, 0.3], [0.2, 0.6, 1.0]])),
+    ...     old_logp=jnp.log(jnp.array([[0.4, 0.9, 0.3], [0.3, 0.6, 1.0]])),
+    ...     advantages=jnp.array([[1.0, 1.0, 1.0], [-1.0, -1.0, 0.0]]),
+    ...     old_entropy=jnp.array([[1.2, 0.3, 2.0], [1.5, 0.8, 0.0]]),
+    ...     rewards=jnp.array([1.0, 0.0]), group_ids=jnp.array([0, 0]),
+    ...     mask=jnp.array([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]]))
+    >>> t = regularizers.egsw()
+    >>> batch, state, prep = er.prepare_batch(batch, t, t.init(None),
+    ...                                       rng=jax.random.key(0))
+    >>> loss, (state, metrics) = er.policy_loss(
+    ...     batch, t, state, objective=er.grpo(), rng=jax.random.key(0))
+    >>> print(f"{metrics['egsw_w_mean']:.4f}")
+    1.0000
+    >>> print(f"{metrics['egsw_w_max']:.4f}")
+    1.7283
   """
   if mode not in EGSW_MODES:
     raise ValueError(f"unknown EGSW mode {mode!r}; valid: "

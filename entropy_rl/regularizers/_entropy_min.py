@@ -96,6 +96,28 @@ def rent(*, entropy_base: float | None = None, zero_for_answers: bool = False,
 
   Returns:
     A ``prepare`` transform writing rewards and advantages.
+
+  Examples:
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import entropy_rl as er
+    >>> from entropy_rl import regularizers
+    >>> batch = er.PolicyBatch(
+    ...     logp=jnp.log(jnp.array([[0.5, 0.9, 0.3], [0.2, 0.6, 1.0]])),
+    ...     old_logp=jnp.log(jnp.array([[0.4, 0.9, 0.3], [0.3, 0.6, 1.0]])),
+    ...     advantages=jnp.array([[1.0, 1.0, 1.0], [-1.0, -1.0, 0.0]]),
+    ...     old_entropy=jnp.array([[1.2, 0.3, 2.0], [1.5, 0.8, 0.0]]),
+    ...     rewards=jnp.array([1.0, 0.0]), group_ids=jnp.array([0, 0]),
+    ...     mask=jnp.array([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]]))
+    >>> t = regularizers.rent()
+    >>> batch, state, prep = er.prepare_batch(batch, t, t.init(None),
+    ...                                       rng=jax.random.key(0))
+    >>> loss, (state, metrics) = er.policy_loss(
+    ...     batch, t, state, objective=er.grpo(), rng=jax.random.key(0))
+    >>> print(np.asarray(batch.advantages, float).round(4) + 0.0)
+    [[-0.707 -0.707 -0.707]
+     [ 0.707  0.707  0.   ]]
   """
   return combine.chain(
       _reward_transform("token", entropy_base, zero_for_answers, "rent"),
@@ -107,6 +129,30 @@ def em_rl(variant: str = "token") -> types.EntropyTransform:
 
   The authors' runs keep verl's ``entropy_coeff = 0.001`` on; add
   ``entropy_bonus(0.001)`` to reproduce them.
+
+  Examples:
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import entropy_rl as er
+    >>> from entropy_rl import regularizers
+    >>> batch = er.PolicyBatch(
+    ...     logp=jnp.log(jnp.array([[0.5, 0.9, 0.3], [0.2, 0.6, 1.0]])),
+    ...     old_logp=jnp.log(jnp.array([[0.4, 0.9, 0.3], [0.3, 0.6, 1.0]])),
+    ...     advantages=jnp.array([[1.0, 1.0, 1.0], [-1.0, -1.0, 0.0]]),
+    ...     old_entropy=jnp.array([[1.2, 0.3, 2.0], [1.5, 0.8, 0.0]]),
+    ...     rewards=jnp.array([1.0, 0.0]), group_ids=jnp.array([0, 0]),
+    ...     mask=jnp.array([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]]))
+    >>> t = regularizers.em_rl()
+    >>> batch, state, prep = er.prepare_batch(batch, t, t.init(None),
+    ...                                       rng=jax.random.key(0))
+    >>> loss, (state, metrics) = er.policy_loss(
+    ...     batch, t, state, objective=er.grpo(), rng=jax.random.key(0))
+    >>> print(f"{prep['self_certainty_reward']:.4f}")
+    -1.1583
+    >>> print(np.asarray(batch.advantages, float).round(4) + 0.0)
+    [[-0.0167 -0.0167 -0.0167]
+     [ 0.0167  0.0167  0.    ]]
   """
   if variant not in VARIANTS:
     raise ValueError(f"unknown variant {variant!r}; valid: {VARIANTS}")
@@ -120,6 +166,29 @@ def em_ft(coef: float = 1.0, *, term: str = "entropy_min"
 
   Use with :func:`em_ft_objective` (zero surrogate, sequence-mean
   aggregation, ``(1/|y|) Σ_t`` as in the paper). ``coef = 0`` is the identity.
+
+  Examples:
+    The term is the objective's aggregate of H (GRPO: the mean over rows of the
+    per-row token mean, ``(3.5/3 + 2.3/2)/2 = 1.1583``).
+
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import entropy_rl as er
+    >>> from entropy_rl import regularizers
+    >>> batch = er.PolicyBatch(
+    ...     logp=jnp.log(jnp.array([[0.5, 0.9, 0.3], [0.2, 0.6, 1.0]])),
+    ...     old_logp=jnp.log(jnp.array([[0.4, 0.9, 0.3], [0.3, 0.6, 1.0]])),
+    ...     advantages=jnp.array([[1.0, 1.0, 1.0], [-1.0, -1.0, 0.0]]),
+    ...     entropy=jnp.array([[1.2, 0.3, 2.0], [1.5, 0.8, 0.0]]),
+    ...     mask=jnp.array([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]]))
+    >>> t = regularizers.em_ft()
+    >>> batch, state, prep = er.prepare_batch(batch, t, t.init(None),
+    ...                                       rng=jax.random.key(0))
+    >>> loss, (state, metrics) = er.policy_loss(
+    ...     batch, t, state, objective=er.grpo(), rng=jax.random.key(0))
+    >>> print(f"{metrics['terms/entropy_min']:.4f}")
+    1.1583
   """
 
   def update(batch, state, *, rng=None, step=None, **extra):

@@ -61,6 +61,28 @@ def forking_tokens(top_fraction: float = 0.2, *, renormalize: bool = False,
     An :class:`EntropyTransform` writing ``weights``; metrics
     ``forking_frac`` (kept fraction of valid tokens) and
     ``forking_entropy_threshold`` (smallest kept entropy, 0 if none).
+
+  Examples:
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import entropy_rl as er
+    >>> from entropy_rl import regularizers
+    >>> batch = er.PolicyBatch(
+    ...     logp=jnp.log(jnp.array([[0.5, 0.9, 0.3], [0.2, 0.6, 1.0]])),
+    ...     old_logp=jnp.log(jnp.array([[0.4, 0.9, 0.3], [0.3, 0.6, 1.0]])),
+    ...     advantages=jnp.array([[1.0, 1.0, 1.0], [-1.0, -1.0, 0.0]]),
+    ...     old_entropy=jnp.array([[1.2, 0.3, 2.0], [1.5, 0.8, 0.0]]),
+    ...     mask=jnp.array([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]]))
+    >>> t = regularizers.forking_tokens(0.5)
+    >>> batch, state, prep = er.prepare_batch(batch, t, t.init(None),
+    ...                                       rng=jax.random.key(0))
+    >>> loss, (state, metrics) = er.policy_loss(
+    ...     batch, t, state, objective=er.grpo(), rng=jax.random.key(0))
+    >>> print(f"{metrics['forking_frac']:.4f}")
+    0.6000
+    >>> print(f"{metrics['forking_entropy_threshold']:.4f}")
+    1.2000
   """
   if not 0.0 < top_fraction <= 1.0:
     raise ValueError(f"forking_tokens top_fraction must be in (0, 1], got "

@@ -80,6 +80,30 @@ def grpo_lambda(lam: float = 0.2, alpha: float = 0.6, *,
   """GRPO-λ rewards (from ``aux['correct']`` and mask lengths) + GRPO.
 
   ``lam = 0`` gives plain GRPO on the 0/1 correctness reward.
+
+  Examples:
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import entropy_rl as er
+    >>> from entropy_rl import regularizers
+    >>> batch = er.PolicyBatch(
+    ...     logp=jnp.log(jnp.array([[0.5, 0.9, 0.3], [0.2, 0.6, 1.0]])),
+    ...     old_logp=jnp.log(jnp.array([[0.4, 0.9, 0.3], [0.3, 0.6, 1.0]])),
+    ...     advantages=jnp.array([[1.0, 1.0, 1.0], [-1.0, -1.0, 0.0]]),
+    ...     rewards=jnp.array([1.0, 0.0]), group_ids=jnp.array([0, 0]),
+    ...     aux={"correct": jnp.array([1.0, 0.0])},
+    ...     mask=jnp.array([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]]))
+    >>> t = regularizers.grpo_lambda()
+    >>> batch, state, prep = er.prepare_batch(batch, t, t.init(None),
+    ...                                       rng=jax.random.key(0))
+    >>> loss, (state, metrics) = er.policy_loss(
+    ...     batch, t, state, objective=er.grpo(), rng=jax.random.key(0))
+    >>> print(f"{prep['grpo_lambda_reward']:.4f}")
+    0.3500
+    >>> print(np.asarray(batch.advantages, float).round(4) + 0.0)
+    [[ 0.7071  0.7071  0.7071]
+     [-0.7071 -0.7071  0.    ]]
   """
   if not 0.0 <= lam <= 1.0:
     raise ValueError(f"lam must be in [0, 1], got {lam}")

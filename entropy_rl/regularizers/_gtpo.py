@@ -250,6 +250,28 @@ def grpo_s(alpha1: float = 1.0, alpha2: float = 0.1, *,
     An :class:`EntropyTransform`. Metrics: ``grpo_s_reward_pos`` /
     ``grpo_s_reward_neg`` (mean shaped reward of O⁺ / O⁻ rows),
     ``adv_mean``, ``adv_abs_mean``.
+
+  Examples:
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import entropy_rl as er
+    >>> from entropy_rl import regularizers
+    >>> batch = er.PolicyBatch(
+    ...     logp=jnp.log(jnp.array([[0.5, 0.9, 0.3], [0.2, 0.6, 1.0]])),
+    ...     old_logp=jnp.log(jnp.array([[0.4, 0.9, 0.3], [0.3, 0.6, 1.0]])),
+    ...     advantages=jnp.array([[1.0, 1.0, 1.0], [-1.0, -1.0, 0.0]]),
+    ...     old_entropy=jnp.array([[1.2, 0.3, 2.0], [1.5, 0.8, 0.0]]),
+    ...     rewards=jnp.array([1.0, 0.0]), group_ids=jnp.array([0, 0]),
+    ...     mask=jnp.array([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]]))
+    >>> t = regularizers.grpo_s()
+    >>> batch, state, prep = er.prepare_batch(batch, t, t.init(None),
+    ...                                       rng=jax.random.key(0))
+    >>> loss, (state, metrics) = er.policy_loss(
+    ...     batch, t, state, objective=er.grpo(), rng=jax.random.key(0))
+    >>> print(np.asarray(batch.advantages, float).round(4) + 0.0)
+    [[ 0.7071  0.7071  0.7071]
+     [-0.7071 -0.7071  0.    ]]
   """
 
   def fn(b, ent):

@@ -83,6 +83,26 @@ def haepo(coef: float = 1.0, entropy_coef: float = 0.0, kl_coef: float = 0.0,
   Returns:
     An :class:`EntropyTransform` reading rewards, group_ids (and entropy when
     ``entropy_coef > 0``).
+
+  Examples:
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import entropy_rl as er
+    >>> from entropy_rl import regularizers
+    >>> batch = er.PolicyBatch(
+    ...     logp=jnp.log(jnp.array([[0.5, 0.9, 0.3], [0.2, 0.6, 1.0]])),
+    ...     old_logp=jnp.log(jnp.array([[0.4, 0.9, 0.3], [0.3, 0.6, 1.0]])),
+    ...     advantages=jnp.array([[1.0, 1.0, 1.0], [-1.0, -1.0, 0.0]]),
+    ...     rewards=jnp.array([1.0, 0.0]), group_ids=jnp.array([0, 0]),
+    ...     mask=jnp.array([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]]))
+    >>> t = regularizers.haepo()
+    >>> batch, state, prep = er.prepare_batch(batch, t, t.init(None),
+    ...                                       rng=jax.random.key(0))
+    >>> loss, (state, metrics) = er.policy_loss(
+    ...     batch, t, state, objective=er.grpo(), rng=jax.random.key(0))
+    >>> print(f"{metrics['terms/haepo']:.4f}")
+    -0.0416
   """
   if normalize not in RETURN_NORMALIZATIONS:
     raise ValueError(f"unknown normalize {normalize!r}; valid: "

@@ -71,6 +71,30 @@ def hdpo(beta: float = 0.1, alpha: float = 1.0, *, term: str = "hdpo"
 
   Reads ``logp`` and ``ref_logp`` (row sums over the mask), ``group_ids``
   (pairs) and ``aux['chosen']``.
+
+  Examples:
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import entropy_rl as er
+    >>> from entropy_rl import regularizers
+    >>> batch = er.PolicyBatch(
+    ...     logp=jnp.log(jnp.array([[0.5, 0.9, 0.3], [0.2, 0.6, 1.0]])),
+    ...     old_logp=jnp.log(jnp.array([[0.4, 0.9, 0.3], [0.3, 0.6, 1.0]])),
+    ...     advantages=jnp.array([[1.0, 1.0, 1.0], [-1.0, -1.0, 0.0]]),
+    ...     rewards=jnp.array([1.0, 0.0]), group_ids=jnp.array([0, 0]),
+    ...     aux={"chosen": jnp.array([1.0, 0.0])},
+    ...     ref_logp=jnp.log(jnp.array([[0.4, 0.9, 0.5], [0.3, 0.6, 1.0]])),
+    ...     mask=jnp.array([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]]))
+    >>> t = regularizers.hdpo()
+    >>> batch, state, prep = er.prepare_batch(batch, t, t.init(None),
+    ...                                       rng=jax.random.key(0))
+    >>> loss, (state, metrics) = er.policy_loss(
+    ...     batch, t, state, objective=er.grpo(), rng=jax.random.key(0))
+    >>> print(f"{metrics['terms/hdpo']:.4f}")
+    0.6873
+    >>> print(f"{metrics['hdpo_pairs']:.4f}")
+    1.0000
   """
 
   def update(batch, state, *, rng=None, step=None, **extra):

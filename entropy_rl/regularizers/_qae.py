@@ -45,6 +45,27 @@ def qae(k: float = 0.4, *, normalize_std: bool = True,
     writing ``advantages`` [B, T] in ``prepare``. Metrics: ``qae_zero_frac``
     (fraction of rows with A = 0), ``qae_baseline`` (mean Q_K over rows),
     ``adv_mean``, ``adv_abs_mean``.
+
+  Examples:
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import entropy_rl as er
+    >>> from entropy_rl import regularizers
+    >>> batch = er.PolicyBatch(
+    ...     logp=jnp.log(jnp.array([[0.5, 0.9, 0.3], [0.2, 0.6, 1.0]])),
+    ...     old_logp=jnp.log(jnp.array([[0.4, 0.9, 0.3], [0.3, 0.6, 1.0]])),
+    ...     advantages=jnp.array([[1.0, 1.0, 1.0], [-1.0, -1.0, 0.0]]),
+    ...     rewards=jnp.array([1.0, 0.0]), group_ids=jnp.array([0, 0]),
+    ...     mask=jnp.array([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]]))
+    >>> t = regularizers.qae(k=0.4)
+    >>> batch, state, prep = er.prepare_batch(batch, t, t.init(None),
+    ...                                       rng=jax.random.key(0))
+    >>> loss, (state, metrics) = er.policy_loss(
+    ...     batch, t, state, objective=er.grpo(), rng=jax.random.key(0))
+    >>> print(np.asarray(batch.advantages, float).round(4) + 0.0)
+    [[1.4142 1.4142 1.4142]
+     [0.     0.     0.    ]]
   """
   baseline = adv_lib.quantile_baseline(k)
 

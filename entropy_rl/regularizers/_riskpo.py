@@ -150,6 +150,27 @@ def riskpo(group_size: int, bundle_size: int = 5, *, alpha: float = 0.2,
 
   Returns:
     An :class:`EntropyTransform` with :class:`RiskPOState`.
+
+  Examples:
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import entropy_rl as er
+    >>> from entropy_rl import regularizers
+    >>> batch = er.PolicyBatch(
+    ...     logp=jnp.log(jnp.array([[0.5, 0.9, 0.3], [0.2, 0.6, 1.0]])),
+    ...     old_logp=jnp.log(jnp.array([[0.4, 0.9, 0.3], [0.3, 0.6, 1.0]])),
+    ...     advantages=jnp.array([[1.0, 1.0, 1.0], [-1.0, -1.0, 0.0]]),
+    ...     rewards=jnp.array([1.0, 0.0]), group_ids=jnp.array([0, 0]),
+    ...     mask=jnp.array([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]]))
+    >>> t = regularizers.riskpo(group_size=2, bundle_size=1)
+    >>> batch, state, prep = er.prepare_batch(batch, t, t.init(None),
+    ...                                       rng=jax.random.key(0))
+    >>> loss, (state, metrics) = er.policy_loss(
+    ...     batch, t, state, objective=er.grpo(), rng=jax.random.key(0))
+    >>> print(np.asarray(batch.advantages, float).round(4) + 0.0)
+    [[ 0.5657  0.5657  0.5657]
+     [-0.8485 -0.8485  0.    ]]
   """
   if q_mode not in Q_MODES:
     raise ValueError(f"unknown q_mode {q_mode!r}; valid: {', '.join(Q_MODES)}")

@@ -82,6 +82,28 @@ def steer(w_min: float = 0.8, w_max: float = 1.2, *, mode: str = "linear",
     An :class:`EntropyTransform` writing ``weights``; metrics
     ``steer_weight_{mean,min,max}`` (over valid tokens) and
     ``steer_omega_max``.
+
+  Examples:
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import entropy_rl as er
+    >>> from entropy_rl import regularizers
+    >>> batch = er.PolicyBatch(
+    ...     logp=jnp.log(jnp.array([[0.5, 0.9, 0.3], [0.2, 0.6, 1.0]])),
+    ...     old_logp=jnp.log(jnp.array([[0.4, 0.9, 0.3], [0.3, 0.6, 1.0]])),
+    ...     advantages=jnp.array([[1.0, 1.0, 1.0], [-1.0, -1.0, 0.0]]),
+    ...     old_entropy=jnp.array([[1.2, 0.3, 2.0], [1.5, 0.8, 0.0]]),
+    ...     mask=jnp.array([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]]))
+    >>> t = regularizers.steer(0.8, 1.2)
+    >>> batch, state, prep = er.prepare_batch(batch, t, t.init(None),
+    ...                                       rng=jax.random.key(0))
+    >>> loss, (state, metrics) = er.policy_loss(
+    ...     batch, t, state, objective=er.grpo(), rng=jax.random.key(0))
+    >>> print(f"{metrics['steer_weight_mean']:.4f}")
+    1.0557
+    >>> print(f"{metrics['steer_weight_min']:.4f}")
+    0.8000
   """
   if mode not in STEER_MODES:
     raise ValueError(f"unknown steer mode {mode!r}; valid modes are "
