@@ -42,6 +42,7 @@ from entropy_rl.regularizers._siren import siren
 from entropy_rl.regularizers._siren import siren_objective
 from entropy_rl.regularizers._siren import SirenState
 from entropy_rl.regularizers._egsw import egsw
+from entropy_rl.regularizers._entrocraft import entrocraft
 from entropy_rl.regularizers._entropy_min import em_ft
 from entropy_rl.regularizers._entropy_min import em_ft_objective
 from entropy_rl.regularizers._entropy_min import em_rl
@@ -80,6 +81,7 @@ __all__ = (
     "em_ft",
     "em_ft_objective",
     "em_rl",
+    "entrocraft",
     "entropy_bonus",
     "entropy_change_exact",
     "entropy_change_law",
