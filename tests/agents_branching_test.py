@@ -5,8 +5,6 @@ number of its own turns) makes branch and fresh-sample schedules
 hand-computable; the token game checks equality with the plain rollout.
 """
 
-import importlib
-
 from absl.testing import absltest
 import jax
 import jax.numpy as jnp
@@ -17,8 +15,10 @@ from entropy_rl.models import as_functions
 from entropy_rl.models import Decoder
 from entropy_rl.models import DecoderConfig
 
-from entropy_rl.agents import _env as env_lib
 from entropy_rl.agents import _branching as branching
+from entropy_rl.agents import _envs as envs_lib
+from entropy_rl.agents import _rollout as rollout_lib
+from entropy_rl.agents import _turns as turns_lib
 from entropy_rl.agents import _token_game as game
 from entropy_rl.agents import _train as train
 from entropy_rl.agents import _layouts as layouts
@@ -45,10 +45,10 @@ def assert_trees_equal(a, b):
     np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
 
 
-def scripted_env(max_turns: int, end_after: int) -> env_lib.AgentEnv:
+def scripted_env(max_turns: int, end_after: int) -> envs_lib.AgentEnv:
   """Reward 1 every turn; done after ``end_after`` own turns."""
-  spec = env_lib.EnvSpec(action_len=3, obs_len=2, init_obs_len=1,
-                         max_turns=max_turns, vocab_size=16)
+  spec = envs_lib.EnvSpec(action_len=3, obs_len=2, init_obs_len=1,
+                          max_turns=max_turns, vocab_size=16)
 
   def reset(rng):
     del rng
@@ -60,8 +60,8 @@ def scripted_env(max_turns: int, end_after: int) -> env_lib.AgentEnv:
     obs = jnp.stack([2 + n % 8, jnp.int32(12)]).astype(jnp.int32)
     return n, obs, jnp.float32(1.0), n >= end_after
 
-  return env_lib.AgentEnv(reset, step, spec,
-                          lambda s: {"turns": s.astype(jnp.float32)})
+  return envs_lib.AgentEnv(reset, step, spec,
+                           lambda s: {"turns": s.astype(jnp.float32)})
 
 
 class BranchingRolloutTest(absltest.TestCase):
@@ -72,7 +72,7 @@ class BranchingRolloutTest(absltest.TestCase):
     cls.fns, cls.params = as_functions(Decoder(CFG, rngs=nnx.Rngs(0)))
 
   def roll(self, env, cfg, key, groups, size):
-    f = jax.jit(lambda p, k: env_lib.rollout(
+    f = jax.jit(lambda p, k: rollout_lib.rollout(
         self.fns, p, env, k, num_groups=groups, group_size=size,
         branching=cfg))
     return f(self.params, jax.random.PRNGKey(key))
@@ -80,7 +80,7 @@ class BranchingRolloutTest(absltest.TestCase):
   def test_no_budget_equals_plain_rollout(self):
     env = game.token_game(num_slots=1, num_values=4, max_turns=4,
                           p_true=0.5)
-    plain = jax.jit(lambda p, k: env_lib.rollout(
+    plain = jax.jit(lambda p, k: turns_lib.plain_rollout(
         self.fns, p, env, k, num_groups=2, group_size=2))(
             self.params, jax.random.PRNGKey(5))
     ep = self.roll(env, branching.BranchingConfig(2, tau=1.0,
@@ -256,7 +256,7 @@ class PreMonitorTest(absltest.TestCase):
     cfg = branching.BranchingConfig(1, beta=3.0)
     env = scripted_env(max_turns=3, end_after=99)
     ep = self.roll(env, cfg, 4, 2, 4)
-    plain = jax.jit(lambda p, k: env_lib.rollout(
+    plain = jax.jit(lambda p, k: turns_lib.plain_rollout(
         self.fns, p, env, k, num_groups=2, group_size=4))(
             self.params, jax.random.fold_in(jax.random.PRNGKey(4),
                                             PRE_STREAM))

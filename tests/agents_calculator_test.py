@@ -25,8 +25,8 @@ from entropy_rl.models import Decoder
 from entropy_rl.models import DecoderConfig
 
 from entropy_rl.agents import _calculator as calc
-from entropy_rl.agents import _env as env_lib
 from entropy_rl.agents import _layouts as layouts
+from entropy_rl.agents import _turns as turns_lib
 
 L, O, T = 16, 12, 3
 
@@ -70,7 +70,7 @@ class CalculatorAdapterTest(absltest.TestCase):
       ref = jnp.asarray(rows, jnp.int32)
       return ({"ref_tokens": ref, "rollin": jnp.full((4,), L, jnp.int32)},)
 
-    cls.ep = env_lib.python_rollout(
+    cls.ep = turns_lib.python_rollout(
         fns, params, envs, spec, jax.random.PRNGKey(0), group_size=2,
         processors=(agents.rollin_processor(),), processor_params=script)
 

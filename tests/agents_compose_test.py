@@ -8,8 +8,6 @@ advantages), run through ``prepare_batch`` and a jitted
 EPO's per-turn history are the same from L1 and L2.
 """
 
-import importlib
-
 from absl.testing import absltest
 from absl.testing import parameterized
 import jax
@@ -24,8 +22,8 @@ from entropy_rl.models import as_functions
 from entropy_rl.models import Decoder
 from entropy_rl.models import DecoderConfig
 
-from entropy_rl.agents import _env as env_lib
 from entropy_rl.agents import _layouts as layouts
+from entropy_rl.agents import _rollout as rollout_lib
 from entropy_rl.agents import _token_game as game
 from entropy_rl.agents import _train as train
 
@@ -38,7 +36,7 @@ def _batches():
   fns, params = as_functions(Decoder(CFG, rngs=nnx.Rngs(1)))
   env = game.token_game(num_slots=1, num_values=2, max_turns=T,
                         command_mod=4)
-  ep = jax.jit(lambda p, k: env_lib.rollout(
+  ep = jax.jit(lambda p, k: rollout_lib.rollout(
       fns, p, env, k, num_groups=2, group_size=4))(params,
                                                    jax.random.PRNGKey(0))
   # Distinct returns in each group (the untrained policy rarely wins).

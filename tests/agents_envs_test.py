@@ -5,8 +5,6 @@ ranges (hypothesis), the safe evaluator, and the calculator environment on
 correct / incorrect / malformed actions.
 """
 
-import importlib
-
 from absl.testing import absltest
 import hypothesis
 from hypothesis import strategies as st
@@ -16,7 +14,7 @@ import numpy as np
 
 from entropy_rl.agents import _token_game as game
 from entropy_rl.agents import _calculator as calc
-from entropy_rl.agents import _env as env_lib
+from entropy_rl.agents import _envs as envs_lib
 
 TOOL, ANSWER, SLOT, VALUE, NOTHING = (game.TOOL, game.ANSWER, game.SLOT,
                                       game.VALUE, game.NOTHING)
@@ -117,6 +115,32 @@ def _episode(key, actions):
   keys = jax.random.split(jax.random.fold_in(key, 1), actions.shape[0])
   _, (obs, r, d) = jax.lax.scan(body, state, (actions, keys))
   return obs0, obs, r, d
+
+
+class AdapterTest(absltest.TestCase):
+
+  def test_pad_tokens(self):
+    self.assertEqual(envs_lib.pad_tokens([5, 6], 4, 0), [5, 6, 0, 0])
+    self.assertEqual(envs_lib.pad_tokens(np.array([5, 6, 7]), 2, 9), [5, 6])
+    self.assertEqual(envs_lib.pad_tokens([], 2, 3), [3, 3])
+
+  def test_jax_env_as_python_plays_the_same_episode(self):
+    env = game.token_game(num_slots=2, num_values=4, max_turns=5,
+                          p_true=1.0)
+    key = jax.random.PRNGKey(3)
+    k0, k1 = np.asarray(env.reset(key)[0].key).tolist()
+    actions = [(TOOL, 0), (TOOL, 1), (ANSWER, VALUE + k0, VALUE + k1)]
+    obs0, out, state = play(env, key, actions)
+    py = envs_lib.JaxEnvAsPython(env)
+    self.assertEqual(py.reset(key), np.asarray(obs0).tolist())
+    # The adapter gets the action's tokens unpadded and drops pad tokens of
+    # the observation (token game observations have none).
+    py_out = [py.step([c, *a], jax.random.fold_in(key, 100 + i))
+              for i, (c, *a) in enumerate(actions)]
+    self.assertEqual([(list(o), r, d) for o, r, d in py_out], out)
+    self.assertEqual(py.metrics(), {k: float(v) for k, v in
+                                    env.metrics(state).items()})
+    self.assertEqual(py.metrics()["success"], 1.0)
 
 
 class TokenGamePropertyTest(absltest.TestCase):

@@ -1,8 +1,6 @@
 """Multi-turn rollouts: on-device scan vs the Python adapter, layouts, masks,
 episode advantages and the agent train step (tiny decoder, token game)."""
 
-import importlib
-
 from absl.testing import absltest
 import jax
 import jax.numpy as jnp
@@ -17,10 +15,12 @@ from entropy_rl.models import Decoder
 from entropy_rl.models import DecoderConfig
 from entropy_rl.training import init_train_state
 
-from entropy_rl.agents import _env as env_lib
+from entropy_rl.agents import _envs as envs_lib
 from entropy_rl.agents import _layouts as layouts
+from entropy_rl.agents import _rollout as rollout_lib
 from entropy_rl.agents import _token_game as game
 from entropy_rl.agents import _train as train
+from entropy_rl.agents import _turns as turns_lib
 
 T, G, N = 4, 2, 2  # turns, groups, group size
 CFG = DecoderConfig(vocab_size=16, hidden_size=16, num_layers=1, num_heads=2,
@@ -50,7 +50,7 @@ class RolloutTest(absltest.TestCase):
     cls.env = game.token_game(num_slots=1, num_values=4, max_turns=T,
                               p_true=0.5)
     cls.rng = jax.random.PRNGKey(5)
-    roll = jax.jit(lambda p, k: env_lib.rollout(
+    roll = jax.jit(lambda p, k: rollout_lib.rollout(
         cls.fns, p, cls.env, k, num_groups=G, group_size=N))
     cls.ep = roll(cls.params, cls.rng)
     # A second key with an episode that ends early (found by search).
@@ -65,8 +65,8 @@ class RolloutTest(absltest.TestCase):
     self.assertIsNotNone(self.ep2)
 
   def test_scan_equals_python_adapter(self):
-    envs = [env_lib.JaxEnvAsPython(self.env) for _ in range(G * N)]
-    ep = env_lib.python_rollout(self.fns, self.params, envs, self.env.spec,
+    envs = [envs_lib.JaxEnvAsPython(self.env) for _ in range(G * N)]
+    ep = turns_lib.python_rollout(self.fns, self.params, envs, self.env.spec,
                                 self.rng, group_size=N)
     assert_trees_equal(self, self.ep, ep, atol=1e-5)
     # Members of a group share their hidden key; the groups differ here.

@@ -4,10 +4,11 @@ Reference: Dong et al. 2025, "Agentic Entropy-Balanced Policy Optimization",
 https://arxiv.org/abs/2510.14545 (spec A3), extending ARPO's rollout
 (RUC-NLPIR/ARPO ``vllm_rollout_with_tools.py``). The branch rule is ARPO's
 code; the consecutive-branch penalty is AEPO's, in the spec's suggested
-(unverified) form :func:`entropy_rl.agents.aepo_agentic.branch_probability`.
+(unverified) form :func:`entropy_rl.agents._aepo_agentic.branch_probability`.
 
 Each group (one task) has k = ``group_size`` row slots, the sampling
-budget. Fixed shapes, one ``lax.scan`` over turns, as :func:`rollout`:
+budget. Fixed shapes, one ``lax.scan`` over turns, as the plain rollout
+(:func:`entropy_rl.agents._turns.plain_rollout`, built from its pieces):
 
 * **Global samples.** Slots ``0 .. m−1`` of a group start at turn 0; the
   other k − m slots are the branch budget and hold the task's initial
@@ -17,7 +18,7 @@ budget. Fixed shapes, one ``lax.scan`` over turns, as :func:`rollout`:
   pre-monitoring (``pre_monitor=True``, the default).
 * **Entropy pre-monitoring** (AEPO, spec A3:
   ``m = k·σ(β(H_root − H̄_tool))`` rounded to [1, k],
-  :func:`entropy_rl.agents.aepo_agentic.global_sample_budget`). The spec
+  :func:`entropy_rl.agents.global_sample_budget`). The spec
   gives no way to measure H_root and H̄_tool and keeps no cross-iteration
   state, so they are measured *before* the rollout by a short pre-rollout
   of the group's task: every slot of the group plays two turns from the
@@ -79,8 +80,9 @@ import jax
 import jax.numpy as jnp
 
 from entropy_rl.agents import _aepo_agentic as aepo_agentic
-from entropy_rl.agents import _env as env_lib
+from entropy_rl.agents import _envs as envs_lib
 from entropy_rl.agents import _layouts as layouts
+from entropy_rl.agents import _turns as turns_lib
 from entropy_rl.core import types
 from entropy_rl.sampling import methods as methods_lib
 from entropy_rl.sampling import sampler as sampler_lib
@@ -179,9 +181,9 @@ def _where_ds(flag, a, b):
                                  jnp.where(flag, a.pos, b.pos))
 
 
-def _empty_records(t_max, r, c, l, o, pad_id) -> env_lib._Record:  # pylint: disable=protected-access
+def _empty_records(t_max, r, c, l, o, pad_id) -> turns_lib.TurnRecord:
   full = lambda shape, v, dt: jnp.full((t_max, r) + shape, v, dt)
-  return env_lib._Record(  # pylint: disable=protected-access
+  return turns_lib.TurnRecord(
       prompt=full((c,), pad_id, jnp.int32), prompt_mask=full((c,), False,
                                                              bool),
       action=full((l,), pad_id, jnp.int32),
@@ -193,7 +195,7 @@ def _empty_records(t_max, r, c, l, o, pad_id) -> env_lib._Record:  # pylint: dis
 
 
 class _Carry(NamedTuple):
-  buf: env_lib.Buffer
+  buf: turns_lib.Buffer
   ds: Any
   state: Any
   active: Array  # [R] bool, episode running
@@ -204,10 +206,11 @@ class _Carry(NamedTuple):
   branch_turn: Array  # [R] int32
   branch_source: Array  # [R] int32
   fresh: Array  # [R] bool
-  recs: env_lib._Record  # pylint: disable=protected-access  # [T, R, ...]
+  recs: turns_lib.TurnRecord  # [T, R, ...]
 
 
 def check_config(cfg: BranchingConfig, group_size: int) -> None:
+  """ValueError unless ``cfg`` is valid for groups of ``group_size``."""
   if not 1 <= cfg.initial_rollouts <= group_size:
     raise ValueError(f"initial_rollouts must be in [1, group_size="
                      f"{group_size}], got {cfg.initial_rollouts}")
@@ -241,16 +244,16 @@ def _pre_rollout(pol, params, env, rng, state0, buf0, ds0, *, rows: int,
                  sampling_params) -> tuple[Array, Array, Array]:
   """The first two turns of every slot from the task, with ``rng``'s turn
   keys (:func:`entropy_rl.agents.rollout`'s): -> (H_root, H̄_tool, N)."""
-  _, k_turns = env_lib.rollout_keys(rng)
+  _, k_turns = turns_lib.rollout_keys(rng)
   active = jnp.ones((rows,), bool)
-  k_s, k_e = env_lib.turn_keys(k_turns, 0, rows)
+  k_s, k_e = turns_lib.turn_keys(k_turns, 0, rows)
   ds, smp = pol.act(params, buf0, ds0, k_s, active, pp_fn(0),
                     sampling_params)
   h0 = turn_entropy(smp.entropy, smp.mask, window, vocab)
   _, obs, reward, done = jax.vmap(env.step)(state0, smp.tokens, k_e)
   buf, ds, active, _ = pol.observe(params, buf0, ds, active, 0, smp, obs,
                                    reward, done)
-  k_s, _ = env_lib.turn_keys(k_turns, 1, rows)
+  k_s, _ = turns_lib.turn_keys(k_turns, 1, rows)
   _, smp = pol.act(params, buf, ds, k_s, active, pp_fn(1), sampling_params)
   h1 = turn_entropy(smp.entropy, smp.mask, window, vocab)
   h_root = h0.reshape(-1, group_size).mean(1)
@@ -261,7 +264,7 @@ def _pre_rollout(pol, params, env, rng, state0, buf0, ds0, *, rows: int,
   return h_root, h_tool, n_tool
 
 
-def branching_rollout(fns: Any, params: Any, env: env_lib.AgentEnv,
+def branching_rollout(fns: Any, params: Any, env: envs_lib.AgentEnv,
                       rng: PRNGKey, *, num_groups: int, group_size: int,
                       branching: BranchingConfig,
                       sampling: methods_lib.SamplingMethod = (
@@ -286,15 +289,15 @@ def branching_rollout(fns: Any, params: Any, env: env_lib.AgentEnv,
   """
   check_config(branching, group_size)
   spec = env.spec
-  r = env_lib._check_groups(num_groups, group_size)  # pylint: disable=protected-access
+  r = turns_lib.check_groups(num_groups, group_size)
   g_size, t_max = group_size, spec.max_turns
-  pol = env_lib._policy(fns, spec, sampling, processors, decode,  # pylint: disable=protected-access
-                        cache_dtype)
+  pol = turns_lib.make_policy(fns, spec, sampling, processors, decode,
+                              cache_dtype)
   vocab = int(jax.eval_shape(fns.head, params).shape[-1])
-  k_reset, k_turns = env_lib.rollout_keys(rng)
+  k_reset, k_turns = turns_lib.rollout_keys(rng)
   k_branch = jax.random.fold_in(rng, _BRANCH_STREAM)
-  state0, obs0 = jax.vmap(env.reset)(env_lib.reset_keys(k_reset, num_groups,
-                                                        group_size))
+  state0, obs0 = jax.vmap(env.reset)(turns_lib.reset_keys(k_reset, num_groups,
+                                                          group_size))
   buf0, ds0 = pol.start(params, obs0)
   rows = jnp.arange(r, dtype=jnp.int32)
   slot = rows % g_size
@@ -330,7 +333,7 @@ def branching_rollout(fns: Any, params: Any, env: env_lib.AgentEnv,
       recs=empty)
 
   def body(cr: _Carry, t):
-    k_s, k_e = env_lib.turn_keys(k_turns, t, r)
+    k_s, k_e = turns_lib.turn_keys(k_turns, t, r)
     # 1. Candidates: free slot q of a group copies the group's q-th source.
     source = cr.active & (cr.row_turn >= 1)
     free = ~cr.used
@@ -386,16 +389,16 @@ def branching_rollout(fns: Any, params: Any, env: env_lib.AgentEnv,
     logp = jnp.where(amask, smp.logp, 0.0)
     ent = jnp.where(amask, smp.entropy, 0.0)
     obs = jnp.where(omask, obs, spec.pad_id).astype(jnp.int32)
-    rec = env_lib._Record(  # pylint: disable=protected-access
+    rec = turns_lib.TurnRecord(
         buf.tokens, buf.mask, action, amask.astype(jnp.float32), logp, ent,
         obs, omask, reward, done, turn_on)
     at = jnp.where(turn_on, row_turn, t_max)
     recs = jax.tree.map(lambda x, y: x.at[at, rows].set(y, mode="drop"),
                         recs, rec)
-    buf = env_lib.append_turn(buf, row_turn, action, amask, logp, ent, obs,
-                              omask, spec.pad_id)
+    buf = turns_lib.append_turn(buf, row_turn, action, amask, logp, ent,
+                                obs, omask, spec.pad_id)
     if ds is not None:
-      ds = env_lib.feed(fns, params, ds, obs, omask)
+      ds = turns_lib.feed(fns, params, ds, obs, omask)
     started = kept | is_fresh
     # Rejected candidates go back to the budget with no records.
     recs = jax.tree.map(
@@ -428,4 +431,4 @@ def branching_rollout(fns: Any, params: Any, env: env_lib.AgentEnv,
   if pre is not None:
     aux.update(h_root=jnp.repeat(pre.h_root, g_size),
                h_tool=jnp.repeat(pre.h_tool, g_size))
-  return env_lib._episodes(recs, buf, aux, group_size)  # pylint: disable=protected-access
+  return turns_lib.episodes(recs, buf, aux, group_size)

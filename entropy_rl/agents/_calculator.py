@@ -1,6 +1,6 @@
 """A reasoning-gym multi-step arithmetic task with a calculator tool.
 
-A Python environment for :func:`entropy_rl.agents.env.python_rollout`. The
+A Python environment for :func:`entropy_rl.agents.python_rollout`. The
 first observation is a reasoning-gym question (its ``metadata["expression"]``
 when it has one, e.g. ``chain_sum``'s ``"15 - 43 - 75"``, as ``"<expr>=?"``).
 Each turn the agent writes at most L characters ending with ``<eos>``:
@@ -26,7 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from entropy_rl import tokenizers as tok_lib
-from entropy_rl.agents import _env as env_lib
+from entropy_rl.agents import _envs as envs_lib
 
 ALPHABET = tok_lib.DEFAULT_CHARS + "acelnrsw"
 CALL, ANSWER = "calc:", "answer:"
@@ -89,12 +89,12 @@ class CalculatorEnv:
   Args:
     dataset: a reasoning-gym dataset (``reasoning_gym.create_dataset``).
     tokenizer: the task's tokenizer (:func:`calculator_tokenizer`).
-    spec: the :class:`~entropy_rl.agents.env.EnvSpec` (O0 and O cut the
+    spec: the :class:`~entropy_rl.agents.EnvSpec` (O0 and O cut the
       observations; T cuts the episode).
   """
 
   def __init__(self, dataset: Any, tokenizer: tok_lib.CharTokenizer,
-               spec: env_lib.EnvSpec):
+               spec: envs_lib.EnvSpec):
     self.dataset = dataset
     self.tok = tokenizer
     self.spec = spec
@@ -158,7 +158,7 @@ def calculator_task(name: str = "chain_sum", *, num_envs: int,
                     max_turns: int = 4, action_len: int = 16,
                     obs_len: int = 12, init_obs_len: int = 24,
                     size: int = 1000, seed: int = 0, **config: Any
-                    ) -> tuple[list[CalculatorEnv], env_lib.EnvSpec,
+                    ) -> tuple[list[CalculatorEnv], envs_lib.EnvSpec,
                                tok_lib.CharTokenizer]:
   """``num_envs`` calculator environments over one reasoning-gym dataset.
 
@@ -182,9 +182,9 @@ def calculator_task(name: str = "chain_sum", *, num_envs: int,
     config = dict(min_terms=2, max_terms=3, min_digits=1, max_digits=2)
   dataset = rg.create_dataset(name, size=size, seed=seed, **config)
   tok = calculator_tokenizer()
-  spec = env_lib.EnvSpec(action_len=action_len, obs_len=obs_len,
-                         init_obs_len=init_obs_len, max_turns=max_turns,
-                         vocab_size=tok.vocab_size, pad_id=tok.pad_id,
-                         end_ids=tuple(tok.end_ids))
+  spec = envs_lib.EnvSpec(action_len=action_len, obs_len=obs_len,
+                          init_obs_len=init_obs_len, max_turns=max_turns,
+                          vocab_size=tok.vocab_size, pad_id=tok.pad_id,
+                          end_ids=tuple(tok.end_ids))
   return [CalculatorEnv(dataset, tok, spec) for _ in range(num_envs)], spec, (
       tok)

@@ -43,7 +43,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from entropy_rl.agents import _env as env_lib
+from entropy_rl.agents import _envs as envs_lib
 from entropy_rl.core import types
 
 Array = types.Array
@@ -65,8 +65,8 @@ class GameState(NamedTuple):
 def token_game(*, num_slots: int = 2, num_values: int = 4,
                max_turns: int = 12, p_true: float = 0.7,
                reward_scale: float = 10.0, command_mod: int = 16
-               ) -> env_lib.AgentEnv:
-  """The E3 token game as an :class:`~entropy_rl.agents.env.AgentEnv`.
+               ) -> envs_lib.AgentEnv:
+  """The E3 token game as an :class:`~entropy_rl.agents.AgentEnv`.
 
   Args:
     num_slots: K, digits of the hidden key (1-3: the answer has 3 slots).
@@ -96,9 +96,9 @@ def token_game(*, num_slots: int = 2, num_values: int = 4,
   if not 0.0 <= p_true <= 1.0:
     raise ValueError(f"p_true must be in [0, 1], got {p_true}")
   k, d = num_slots, num_values
-  spec = env_lib.EnvSpec(action_len=ACTION_LEN, obs_len=OBS_LEN,
-                         init_obs_len=INIT_OBS_LEN, max_turns=max_turns,
-                         vocab_size=VOCAB, pad_id=PAD)
+  spec = envs_lib.EnvSpec(action_len=ACTION_LEN, obs_len=OBS_LEN,
+                          init_obs_len=INIT_OBS_LEN, max_turns=max_turns,
+                          vocab_size=VOCAB, pad_id=PAD)
 
   def reset(rng):
     key = jax.random.randint(rng, (k,), 0, d, jnp.int32)
@@ -142,7 +142,7 @@ def token_game(*, num_slots: int = 2, num_values: int = 4,
             "answered": state.answered.astype(jnp.float32),
             "episode_turns": state.turn.astype(jnp.float32)}
 
-  return env_lib.AgentEnv(reset, step, spec, metrics)
+  return envs_lib.AgentEnv(reset, step, spec, metrics)
 
 
 def scripted_action(command: int, *args: int) -> Array:
