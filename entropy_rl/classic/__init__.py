@@ -1,8 +1,9 @@
 """Classic and continuous-control entropy methods, on device (spec Part B).
 
 Loops (``make_train(config) -> train(rng, ...)``, one jitted ``lax.scan``,
-vmap over seeds and hyperparameters): :mod:`~entropy_rl.classic.sac` (SAC and
-its variants ERA, band-limited, ACE, MaxInfoRL, DIAYN),
+vmap over seeds and hyperparameters): :mod:`~entropy_rl.classic.sac` (one SAC
+skeleton; its variants ERA, band-limited, ACE, MaxInfoRL, DIAYN are pieces in
+:mod:`~entropy_rl.classic.sac_pieces`),
 :mod:`~entropy_rl.classic.ppo` (PPO through :func:`entropy_rl.policy_loss`),
 :mod:`~entropy_rl.classic.trpo`, :mod:`~entropy_rl.classic.doraemon`,
 :mod:`~entropy_rl.classic.mdqn` (Munchausen-DQN),
@@ -32,6 +33,7 @@ from entropy_rl.classic import moss_agent
 from entropy_rl.classic import nets
 from entropy_rl.classic import ppo
 from entropy_rl.classic import sac
+from entropy_rl.classic import sac_pieces
 from entropy_rl.classic import tabular
 from entropy_rl.classic import trpo
 from entropy_rl.classic.ace import causal_weights
@@ -71,7 +73,7 @@ __all__ = (
     "ftrl_policy", "information_gain", "local_entropy", "maxent_correction",
     "maxent_exploration", "maxinfo", "mdqn", "mdvi", "mdvi_solve", "moco",
     "mocovi", "moss", "moss_agent", "moss_reward", "munchausen_target",
-    "nets", "ppo", "sac",
+    "nets", "ppo", "sac", "sac_pieces",
     "scale_by_local_entropy", "soft_reset", "tabular", "trpo", "trpo_step",
     "truncated_normal_entropy",
     "ucbvi_ent_plan",

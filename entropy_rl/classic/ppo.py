@@ -36,22 +36,9 @@ from entropy_rl.classic import nets
 from entropy_rl.core import loss as loss_lib
 from entropy_rl.core import objectives
 from entropy_rl.core import types
+from entropy_rl.regularizers import entropy_bonus
 
 Array = jax.Array
-
-try:  # the library's entropy bonus (entropy_rl.regularizers)
-  from entropy_rl.regularizers._entropy import entropy_bonus  # pylint: disable=g-import-not-at-top
-except ImportError:  # pragma: no cover - fallback while the catalogue moves
-
-  def entropy_bonus(coef=0.0, *, term="entropy_bonus"):
-    def update(batch, state, *, rng=None, step=None, **extra):
-      del rng, step, extra
-      terms = dict(batch.loss_terms or {})
-      terms[term] = -coef * batch.entropy
-      return batch._replace(loss_terms=terms), state
-    return types.EntropyTransform(types.init_empty_state, update,
-                                  needs=types.Needs(frozenset({"entropy"})))
-
 
 class PPOConfig(NamedTuple):
   env_name: str = "CartPole-v1"
@@ -101,6 +88,17 @@ class Rollout(NamedTuple):
   reward: Array
   terminated: Array
   done: Array
+
+
+class Minibatch(NamedTuple):
+  """[E, T] training arrays of one update (rows: envs, "tokens": steps)."""
+
+  obs: Array  # [E, T, O]
+  action: Array  # [E, T] int or [E, T, D]
+  logp: Array  # [E, T] log π_old(a|s), behaviour policy
+  adv: Array  # [E, T] GAE advantages (normalised if normalize_adv)
+  ret: Array  # [E, T] returns Â + V
+  old_ent: Array  # [E, T] entropy of π_old(·|s)
 
 
 class Runner(NamedTuple):
@@ -206,7 +204,20 @@ def make_rollout(env: envs_lib.Env, num_envs: int, num_steps: int,
 
 def make_ppo(config: PPOConfig, env: envs_lib.Env | None = None,
              sample_params: Callable | None = None):
-  """Returns ``(init(rng, hyper) -> Runner, update(runner, hyper, dist))``."""
+  """Builds PPO's ``init`` and one outer ``update``, and the env they use.
+
+  Args:
+    config: a :class:`PPOConfig`.
+    env: an :class:`~entropy_rl.classic.envs.Env` (default from
+      ``config.env_name``).
+    sample_params: optional ``sample_params(key, dist) -> env params``; each
+      env redraws its dynamics when an episode ends (DORAEMON).
+
+  Returns:
+    ``(init, update, env)``: ``init(rng, hyper, env_params=None) -> Runner``,
+    ``update(runner, hyper, dist=None) -> (Runner, metrics)`` (one rollout,
+    GAE and the epochs of minibatch updates) and the env.
+  """
   env = (envs_lib.make(config.env_name, **dict(config.env_kwargs))
          if env is None else env)
   E, T = config.num_envs, config.num_steps
@@ -239,13 +250,13 @@ def make_ppo(config: PPOConfig, env: envs_lib.Env | None = None,
                   jnp.zeros((), jnp.int32), k3)
 
   def loss_fn(params, tstate, b, hp, transform, objective, step, rng):
-    logp, ent, v = policy_stats(params, b["obs"], b["action"], env)
+    logp, ent, v = policy_stats(params, b.obs, b.action, env)
     batch = types.PolicyBatch(
-        logp=logp, old_logp=b["logp"], advantages=b["adv"],
-        mask=jnp.ones_like(logp), entropy=ent, old_entropy=b["old_ent"])
+        logp=logp, old_logp=b.logp, advantages=b.adv,
+        mask=jnp.ones_like(logp), entropy=ent, old_entropy=b.old_ent)
     pl, (tstate, m) = loss_lib.policy_loss(
         batch, transform, tstate, objective=objective, rng=rng, step=step)
-    vl = jnp.mean((v - b["ret"]) ** 2)
+    vl = jnp.mean((v - b.ret) ** 2)
     return pl + config.vf_coef * vl, (tstate, dict(m, value_loss=vl))
 
   def update(runner: Runner, hp, dist=None):
@@ -254,21 +265,21 @@ def make_ppo(config: PPOConfig, env: envs_lib.Env | None = None,
     adv, ret = gae(ro, hp.gamma, hp.gae_lambda)
     tr = lambda x: jnp.swapaxes(x, 0, 1)  # [T, E] -> [E, T]
     _, old_ent, _ = policy_stats(runner.params, ro.obs, ro.action, env)
-    data = dict(obs=tr(ro.obs), action=tr(ro.action), logp=tr(ro.logp),
-                adv=tr(adv), ret=tr(ret), old_ent=tr(old_ent))
+    data = Minibatch(obs=tr(ro.obs), action=tr(ro.action), logp=tr(ro.logp),
+                     adv=tr(adv), ret=tr(ret), old_ent=tr(old_ent))
     if config.normalize_adv:
-      data["adv"] = (data["adv"] - data["adv"].mean()) / (
-          data["adv"].std() + 1e-8)
+      data = data._replace(adv=(data.adv - data.adv.mean()) / (
+          data.adv.std() + 1e-8))
     tstate = runner.tstate
     if transform.prepare is not None:
-      pb = types.PolicyBatch(logp=data["logp"], old_logp=data["logp"],
-                             advantages=data["adv"],
-                             mask=jnp.ones_like(data["logp"]),
-                             entropy=data["old_ent"],
-                             old_entropy=data["old_ent"])
+      pb = types.PolicyBatch(logp=data.logp, old_logp=data.logp,
+                             advantages=data.adv,
+                             mask=jnp.ones_like(data.logp),
+                             entropy=data.old_ent,
+                             old_entropy=data.old_ent)
       pb, tstate, _ = loss_lib.prepare_batch(pb, transform, tstate,
                                              step=runner.step)
-      data["adv"] = pb.advantages
+      data = data._replace(adv=pb.advantages)
 
     def epoch(carry, key):
       params, opt_state, tstate = carry

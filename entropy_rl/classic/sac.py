@@ -9,7 +9,12 @@ automatic α: https://arxiv.org/abs/1812.05905), spec §B0::
     L_α = −E[log α · sg(log π(ã|s) + H̄)],  H̄ = −|A|
     θ̄  ← τθ + (1 − τ)θ̄
 
-``variant`` switches on one entropy method (each in its own module):
+One SAC skeleton (:func:`make_train`); an entropy method is a
+:class:`~entropy_rl.classic.sac_pieces.SACPieces`, the method's choice at each
+of SAC's variation points (critic target, actor term, α rule, its own
+learning), built once from ``config.variant`` by :func:`make_pieces` (each
+method's maths in its own module, the wiring in
+:mod:`~entropy_rl.classic.sac_pieces`):
 
 * ``"sac"``: the base.
 * ``"era"``: :mod:`entropy_rl.classic.era` (no α; entropy floor D·h;
@@ -22,7 +27,8 @@ automatic α: https://arxiv.org/abs/1812.05905), spec §B0::
 * ``"diayn"``: :mod:`entropy_rl.classic.diayn` (skills, discriminator reward,
   fixed α).
 
-``make_train(config)`` returns ``train(rng, hyper=None) -> (state, metrics)``:
+``make_train(config, env=None, pieces=None)`` returns
+``train(rng, hyper=None) -> (state, metrics)``:
 environment steps, replay and gradient updates run inside one jitted
 ``lax.scan``; ``jax.vmap(train)(keys)`` vmaps over seeds and
 ``jax.vmap(train, (None, 0))(key, hypers)`` over the float hyperparameters of
@@ -38,16 +44,14 @@ import jax.numpy as jnp
 import optax
 
 from entropy_rl.classic import ace as ace_lib
-from entropy_rl.classic import bandlimited as bl_lib
 from entropy_rl.classic import diayn as diayn_lib
 from entropy_rl.classic import envs as envs_lib
-from entropy_rl.classic import era as era_lib
-from entropy_rl.classic import maxinfo as mi_lib
 from entropy_rl.classic import nets
+from entropy_rl.classic import sac_pieces
 
 Array = jax.Array
 sg = jax.lax.stop_gradient
-VARIANTS = ("sac", "era", "bandlimited", "ace", "maxinfo", "diayn")
+VARIANTS = tuple(sac_pieces.BUILDERS)  # ("sac", "era", ..., "diayn")
 
 
 class SACConfig(NamedTuple):
@@ -182,22 +186,31 @@ def make_env(config: SACConfig) -> envs_lib.Env:
   return env
 
 
-def make_train(config: SACConfig, env: envs_lib.Env | None = None):
+def make_pieces(config: SACConfig) -> sac_pieces.SACPieces:
+  """The pieces of ``config.variant``, resolved once at build time."""
+  _check(config)
+  return sac_pieces.BUILDERS[config.variant](config)
+
+
+def make_train(config: SACConfig, env: envs_lib.Env | None = None,
+               pieces: sac_pieces.SACPieces | None = None):
   """Builds ``train(rng, hyper=None) -> (SACState, metrics)``.
 
   Args:
     config: a :class:`SACConfig`.
     env: an :class:`~entropy_rl.classic.envs.Env` (default from
       ``config.env_name``).
+    pieces: the entropy method's :class:`~entropy_rl.classic.sac_pieces.
+      SACPieces` (default: those of ``config.variant``, :func:`make_pieces`).
 
   Returns:
     The train function (jit it, vmap it over keys / :class:`SACHyper`).
   """
   _check(config)
+  pieces = make_pieces(config) if pieces is None else pieces
   env = make_env(config) if env is None else env
-  V = config.variant
   D, O, E = env.action_dim, env.obs_dim, config.num_envs
-  K = config.diayn_skills if V == "diayn" else 0
+  K = pieces.num_skills
   OA = O + K  # agent observation (DIAYN appends one-hot z)
   H = config.hidden
   num_steps = config.total_steps // E
@@ -214,22 +227,11 @@ def make_train(config: SACConfig, env: envs_lib.Env | None = None):
   def init_critic(k):
     return nets.ensemble_init(k, 2, (OA + D, H, H, 1))
 
-  def era_h(hp, delta):
-    """Per-dimension ERA target with the compensation: h + δ/D."""
-    return hp.era_h if delta is None else hp.era_h + delta / D
-
   def policy(actor, obs, key, hp, delta=None):
     """Returns (a [.., D], logp_per_dim [.., D], gaussian entropy [..])."""
     out = nets.mlp_apply(actor, obs)
-    mu, pre = out[..., :D], out[..., D:]
-    if V == "era":
-      log_std = era_lib.era_log_std(pre, era_h(hp, delta),
-                                    config.era_log_std_min)
-      a, lp = nets.truncated_normal_sample(key, jnp.tanh(mu),
-                                           jnp.exp(log_std))
-    else:
-      log_std = jnp.clip(pre, nets.LOG_STD_MIN, nets.LOG_STD_MAX)
-      a, lp = nets.tanh_gaussian_sample(key, mu, log_std)
+    a, lp, log_std = pieces.policy_head(out[..., :D], out[..., D:], key, hp,
+                                        delta)
     return a, lp, nets.gaussian_entropy(log_std)
 
   def q_all(critic, obs, a):
@@ -239,10 +241,8 @@ def make_train(config: SACConfig, env: envs_lib.Env | None = None):
   def q_min(critic, obs, a):
     return q_all(critic, obs, a).min(0)
 
-  def ens_init(k):
-    return nets.ensemble_init(k, config.mi_ensemble, (O + D, H, H, O + 1))
-
   tx = lambda lr: optax.adam(lr)
+  net = sac_pieces.SACNets(O, D, H, init_actor, init_critic, policy, q_min, tx)
 
   # --- init -----------------------------------------------------------------
   def init(rng, hp):
@@ -252,84 +252,46 @@ def make_train(config: SACConfig, env: envs_lib.Env | None = None):
         jax.random.split(ks[2], E), env.params)
     skill = (jax.random.randint(ks[3], (E,), 0, K) if K
              else jnp.zeros((E,), jnp.int32))
-    ensemble = ens_init(ks[4]) if V == "maxinfo" else None
-    disc = (nets.mlp_init(ks[5], (O, H, H, K)) if V == "diayn" else None)
+    fields, extra_opt = ({}, {}) if pieces.init is None else pieces.init(
+        net, ks[4:7], actor, hp)
     opt = dict(actor=tx(hp.lr).init(actor), critic=tx(hp.lr).init(critic),
-               alpha=tx(hp.lr).init(jnp.zeros(())))
-    if V == "maxinfo":
-      opt["ensemble"] = tx(hp.lr).init(ensemble)
-      opt["lambda"] = tx(hp.lr).init(jnp.zeros(()))
-    if V == "diayn":
-      opt["disc"] = tx(hp.lr).init(disc)
-    if V == "era":
-      opt["era_delta"] = tx(hp.lr).init(jnp.zeros(()))
+               alpha=tx(hp.lr).init(jnp.zeros(())), **extra_opt)
     n = config.buffer_size
     buf = Buffer(jnp.zeros((n, OA)), jnp.zeros((n, D)), jnp.zeros((n,)),
                  jnp.zeros((n, OA)), jnp.zeros((n,)),
                  jnp.zeros((n,), jnp.int32), jnp.zeros((), jnp.int32),
                  jnp.zeros((), jnp.int32))
-    mi = V == "maxinfo"
     return SACState(
         actor=actor, critic=critic, critic_target=critic,
-        actor_target=actor if mi else None, ensemble=ensemble, disc=disc,
+        actor_target=None, ensemble=None, disc=None,
         log_alpha=jnp.asarray(config.init_log_alpha, jnp.float32),
         log_lambda=jnp.asarray(hp.mi_init_log_lambda, jnp.float32),
-        opt=opt,
-        in_norm=mi_lib.running_norm_init((O + D,)) if mi else None,
-        out_norm=mi_lib.running_norm_init((O + 1,)) if mi else None,
-        ig_norm=mi_lib.running_norm_init(()) if mi else None,
+        opt=opt, in_norm=None, out_norm=None, ig_norm=None,
         causal_w=jnp.ones((D,)), dormant=jnp.zeros(()),
         buffer=buf, env_state=env_state, obs=obs, skill=skill,
         ep_return=jnp.zeros((E,)), last_return=jnp.full((E,), jnp.nan),
-        n_updates=jnp.zeros((), jnp.int32), rng=ks[7],
-        era_delta=(jnp.asarray(config.era_delta, jnp.float32) if V == "era"
-                   else None))
+        n_updates=jnp.zeros((), jnp.int32), rng=ks[7])._replace(**fields)
 
   # --- one gradient step ------------------------------------------------------
-  def alpha_of(st, hp):
-    if V == "era":
-      return jnp.zeros(())
-    if config.autotune and V != "diayn":
-      return jnp.exp(st.log_alpha)
-    return hp.alpha
-
-  def logp_of(lp_dim, st):
-    if V == "ace":
-      return ace_lib.weighted_logp(lp_dim, st.causal_w)
-    return lp_dim.sum(-1)
-
-  def ig_fn(st, ens, obs_raw, a):
-    x = mi_lib.normalize(st.in_norm, jnp.concatenate([obs_raw, a], -1))
-    preds = nets.ensemble_apply(ens, x)  # [E, B, O + 1]
-    ig = mi_lib.information_gain(preds)
-    return mi_lib.normalize(st.ig_norm, ig), ig
-
   def update(st: SACState, key, hp):
     b = st.buffer
     ks = jax.random.split(key, 6)
     idx = jax.random.randint(ks[0], (config.batch_size,), 0,
                              jnp.maximum(b.size, 1))
-    obs, act, rew = b.obs[idx], b.action[idx], b.reward[idx]
-    nobs, term, skill = b.next_obs[idx], b.terminated[idx], b.skill[idx]
-    alpha = alpha_of(st, hp)
-    metrics = {}
-    if V == "diayn":
-      d_in = obs[:, :O] if config.diayn_disc_on == "s" else nobs[:, :O]
-      rew = diayn_lib.pseudo_reward(nets.mlp_apply(st.disc, d_in), skill, K)
+    batch = sac_pieces.Replay(b.obs[idx], b.action[idx], b.reward[idx],
+                              b.next_obs[idx], b.terminated[idx], b.skill[idx])
+    if pieces.reward is not None:
+      batch = batch._replace(reward=pieces.reward(net, st, batch))
+    obs, act, nobs = batch.obs, batch.action, batch.next_obs
+    alpha = pieces.alpha(st, hp)
     # critic
     a2, lp2, _ = policy(st.actor, nobs, ks[1], hp, st.era_delta)
-    logp2 = logp_of(lp2, st)
-    if V == "bandlimited":
-      qn = bl_lib.band_limited_q(
-          lambda o, a: q_min(st.critic_target, o, a), nobs, a2, hp.bl_sigma,
-          config.bl_kernel, ks[2], config.bl_samples)
-    else:
-      qn = q_min(st.critic_target, nobs, a2)
+    logp2 = pieces.logp(lp2, st)
+    qn = pieces.target_q(net, st.critic_target, nobs, a2, ks[2], hp)
     soft = qn - alpha * logp2
-    if V == "maxinfo":
-      ig2, _ = ig_fn(st, st.ensemble, nobs[:, :O], a2)
-      soft = soft + jnp.exp(st.log_lambda) * ig2
-    y = sg(rew + hp.gamma * (1.0 - term) * soft)
+    if pieces.bonus is not None:
+      soft = soft + pieces.bonus(net, st, nobs[:, :O], a2)[0]
+    y = sg(batch.reward + hp.gamma * (1.0 - batch.terminated) * soft)
 
     def critic_loss(c):
       q = q_all(c, obs, act)
@@ -339,24 +301,21 @@ def make_train(config: SACConfig, env: envs_lib.Env | None = None):
     upd, opt_c = tx(hp.lr).update(gq, st.opt["critic"], st.critic)
     critic = optax.apply_updates(st.critic, upd)
 
-    # actor (ACE: every ace_target_update_interval updates)
+    # actor
     def actor_loss(p):
       a, lp, ent = policy(p, obs, ks[3], hp, st.era_delta)
-      logp = logp_of(lp, st)
+      logp = pieces.logp(lp, st)
       loss = alpha * logp - q_min(critic, obs, a)
       aux = dict(logp=logp, gauss_entropy=ent)
-      if V == "maxinfo":
-        ig, _ = ig_fn(st, st.ensemble, obs[:, :O], a)
-        loss = loss - jnp.exp(st.log_lambda) * ig
-        aux["ig"] = ig
+      if pieces.bonus is not None:
+        bonus, aux["bonus"] = pieces.bonus(net, st, obs[:, :O], a)
+        loss = loss - bonus
       return jnp.mean(loss), aux
 
     (la, aux), ga = jax.value_and_grad(actor_loss, has_aux=True)(st.actor)
     upd, opt_a = tx(hp.lr).update(ga, st.opt["actor"], st.actor)
     actor = optax.apply_updates(st.actor, upd)
-    do_actor = jnp.asarray(True)
-    if V == "ace":
-      do_actor = st.n_updates % config.ace_target_update_interval == 0
+    do_actor = pieces.actor_gate(st)
     pick = lambda new, old: jax.tree.map(
         lambda x, y: jnp.where(do_actor, x, y), new, old)
     actor, opt_a = pick(actor, st.actor), pick(opt_a, st.opt["actor"])
@@ -364,7 +323,7 @@ def make_train(config: SACConfig, env: envs_lib.Env | None = None):
 
     # temperature
     log_alpha = st.log_alpha
-    if config.autotune and V not in ("era", "diayn"):
+    if pieces.tune_alpha:
       ga_ = jax.grad(lambda la_: -jnp.mean(
           la_ * sg(aux["logp"] + hp.target_entropy)))(st.log_alpha)
       u, opt_al = tx(hp.lr).update(ga_, st.opt["alpha"])
@@ -378,106 +337,15 @@ def make_train(config: SACConfig, env: envs_lib.Env | None = None):
     new = st._replace(actor=actor, critic=critic, critic_target=critic_target,
                       log_alpha=log_alpha, opt=opt,
                       n_updates=st.n_updates + 1)
-
-    if V == "ace":
-      new = new._replace(dormant=ace_lib.dormant_ratio(
-          ga, config.ace_dormant_threshold))
-      metrics["dormant"] = new.dormant
-    if V == "era":
-      new, metrics["era_entropy"] = _era_delta_update(new, st, obs, hp)
-      metrics["era_delta"] = new.era_delta
-    if V == "maxinfo":
-      new = _maxinfo_update(new, st, obs, act, rew, nobs, ks[4], hp,
-                            aux["ig"])
-      metrics["lambda"] = jnp.exp(new.log_lambda)
-      metrics["ig"] = jnp.mean(aux["ig"])
-    if V == "diayn":
-      raw = obs[:, :O]
-
-      def dl(p):
-        return diayn_lib.discriminator_loss(nets.mlp_apply(p, raw), skill)
-
-      gd = jax.grad(dl)(st.disc)
-      u, opt_d = tx(hp.lr).update(gd, st.opt["disc"], st.disc)
-      new = new._replace(disc=optax.apply_updates(st.disc, u),
-                         opt=dict(new.opt, disc=opt_d))
-      metrics["disc_acc"] = diayn_lib.discriminator_accuracy(
-          nets.mlp_apply(st.disc, raw), skill)
+    metrics = {}
+    if pieces.after_update is not None:
+      new, metrics = pieces.after_update(net, new, st, batch, ks[4], hp, aux,
+                                         ga)
     metrics.update(critic_loss=lq, actor_loss=la, alpha=alpha,
                    entropy=-jnp.mean(aux["logp"]),
                    gauss_entropy=jnp.mean(aux["gauss_entropy"]),
                    q=jnp.mean(y))
     return new, metrics
-
-  def _era_delta_update(new, st, obs, hp):
-    """Realised entropy of π(·|s) and, if on, one step on ERA's δ loss."""
-    out = nets.mlp_apply(st.actor, obs)
-    log_std = era_lib.era_log_std(out[..., D:], era_h(hp, st.era_delta),
-                                  config.era_log_std_min)
-    h_real = jnp.mean(era_lib.truncated_normal_entropy(
-        jnp.tanh(out[..., :D]), jnp.exp(log_std)).sum(-1))
-    if not config.era_autotune_delta:
-      return new, h_real
-    delta, opt_d = era_lib.delta_step(
-        tx(hp.lr), st.era_delta, st.opt["era_delta"], h_real, D * hp.era_h)
-    return new._replace(era_delta=delta,
-                        opt=dict(new.opt, era_delta=opt_d)), h_real
-
-  def _maxinfo_update(new, st, obs, act, rew, nobs, key, hp, ig_pi):
-    raw, nraw = obs[:, :O], nobs[:, :O]
-    x = jnp.concatenate([raw, act], -1)
-    tgt = jnp.concatenate([nraw - raw, rew[:, None]], -1)
-    in_norm = mi_lib.running_norm_update(st.in_norm, x)
-    out_norm = mi_lib.running_norm_update(st.out_norm, tgt)
-    xn = mi_lib.normalize(in_norm, x)
-    tn = mi_lib.normalize(out_norm, tgt)
-
-    def ens_loss(p):
-      return jnp.mean((nets.ensemble_apply(p, xn) - tn[None]) ** 2)
-
-    g = jax.grad(ens_loss)(st.ensemble)
-    u, opt_e = tx(hp.lr).update(g, st.opt["ensemble"], st.ensemble)
-    ensemble = optax.apply_updates(st.ensemble, u)
-    opt = dict(new.opt, ensemble=opt_e)
-    # λ: compare the current and the lagged (target) actor.
-    _, ig_raw = ig_fn(st, st.ensemble, raw, policy(new.actor, obs, key, hp)[0])
-    ig_norm = mi_lib.running_norm_update(st.ig_norm, ig_raw)
-    log_lambda = new.log_lambda
-    if config.mi_autotune_lambda:
-      a_bar = policy(st.actor_target, obs, key, hp)[0]
-      ig_bar, _ = ig_fn(st, st.ensemble, raw, a_bar)
-      g_l = jax.grad(mi_lib.lambda_loss)(st.log_lambda, ig_pi, ig_bar)
-      u, opt_l = tx(hp.lr).update(g_l, st.opt["lambda"])
-      log_lambda = st.log_lambda + u
-      opt["lambda"] = opt_l
-    actor_target = jax.tree.map(lambda t, s: hp.tau * s + (1 - hp.tau) * t,
-                                st.actor_target, new.actor)
-    return new._replace(ensemble=ensemble, opt=opt, in_norm=in_norm,
-                        out_norm=out_norm, ig_norm=ig_norm,
-                        log_lambda=log_lambda, actor_target=actor_target)
-
-  # --- ACE extras -------------------------------------------------------------
-  def ace_causal(st: SACState):
-    n = min(config.ace_causal_sample, config.buffer_size)
-    idx = (st.buffer.ptr - 1 - jnp.arange(n)) % config.buffer_size
-    b = st.buffer
-    eff = ace_lib.causal_effects(b.obs[idx, :O], b.action[idx],
-                                 b.reward[idx], config.ace_causal_method)
-    return st._replace(causal_w=ace_lib.causal_weights(eff))
-
-  def ace_reset_f(st: SACState):
-    if config.ace_reset_mode == "causal_reset":
-      return ace_lib.causal_reset_factor(st.causal_w)
-    return ace_lib.reset_factor(st.dormant)
-
-  def ace_reset(st: SACState, key, hp):
-    actor, critic, critic_t = ace_lib.reset_networks(
-        key, ace_reset_f(st), st.actor, st.critic, st.critic_target,
-        init_actor, init_critic)
-    opt = dict(st.opt, actor=tx(hp.lr).init(actor),
-               critic=tx(hp.lr).init(critic))
-    return st._replace(actor=actor, critic=critic, critic_target=critic_t,
-                       opt=opt)
 
   # --- environment step + updates -------------------------------------------
   def iteration(st: SACState, t, hp):
@@ -506,10 +374,8 @@ def make_train(config: SACConfig, env: envs_lib.Env | None = None):
         buffer=buf, env_state=tr.state, obs=tr.obs, skill=skill,
         ep_return=jnp.where(done, 0.0, ep),
         last_return=jnp.where(done, ep, st.last_return), rng=rng)
-    if V == "ace":
-      st = jax.lax.cond(
-          ((t + 1) * E) % config.ace_causal_interval < E,
-          ace_causal, lambda s: s, st)
+    if pieces.before_step is not None:
+      st = pieces.before_step(net, st, t)
 
     learn = (t + 1) * E >= config.learning_starts
     zero_m = jax.eval_shape(lambda: update(st, k_upd, hp)[1])
@@ -517,19 +383,9 @@ def make_train(config: SACConfig, env: envs_lib.Env | None = None):
                           zero_m)
     st, m = jax.lax.cond(learn, lambda s: update(s, k_upd, hp),
                          lambda s: (s, zero_m), st)
-    if V == "ace" and config.ace_reset_interval:
-      # ACE: after update number u (0-based), reset when
-      # u % reset_interval == 0 and u > reset_start.
-      u = st.n_updates - 1
-      do_reset = (learn & (u > config.ace_reset_start)
-                  & (u % config.ace_reset_interval == 0))
-      m = dict(m, reset=do_reset.astype(jnp.float32),
-               reset_factor=ace_reset_f(st))
-      st = jax.lax.cond(do_reset, lambda s: ace_reset(s, k_reset, hp),
-                        lambda s: s, st)
+    if pieces.after_step is not None:
+      st, m = pieces.after_step(net, st, m, learn, k_reset, hp)
     m = dict(m, episode_return=jnp.nanmean(st.last_return))
-    if V == "ace":
-      m["causal_w"] = st.causal_w
     return st, m
 
   def train(rng, hyper: SACHyper | None = None):
