@@ -15,7 +15,8 @@ import optax
 
 import entropy_rl as er
 from entropy_rl import regularizers
-from entropy_rl.training import forward
+from entropy_rl.core import ops
+from entropy_rl.training import stats_pass
 from entropy_rl.training import step as step_lib
 from entropy_rl.training import types
 
@@ -94,11 +95,11 @@ class TrainStepTest(parameterized.TestCase):
     return types.init_train_state(self.params, self.opt, transform, 0, **kw)
 
   def test_response_stats_match_naive_log_softmax(self):
-    st = forward.response_stats(self.fns, self.params, self.ro,
-                                token_chunk=8, vocab_chunk=8)
-    tokens, pos, mask = forward.sequence(self.ro.prompt, self.ro.prompt_mask,
-                                         self.ro.response,
-                                         self.ro.response_mask)
+    st = stats_pass.response_stats(self.fns, self.params, self.ro,
+                                   token_chunk=8, vocab_chunk=8)
+    tokens, pos, mask = stats_pass.sequence(
+        self.ro.prompt, self.ro.prompt_mask, self.ro.response,
+        self.ro.response_mask)
     h, _ = self.fns.hidden(self.params, tokens, pos, mask)
     logits = h[:, 2:-1] @ self.params["head"]  # predicts response tokens
     lp = jax.nn.log_softmax(logits)
@@ -129,9 +130,9 @@ class TrainStepTest(parameterized.TestCase):
     s0 = self.state(t)
     s1, m = jax.jit(step_lib.make_train_step(
         self.fns, er.grpo(), t, self.opt))(s0, self.ro)
-    before = forward.response_stats(self.fns, s0.params, self.ro)["entropy"]
-    after = forward.response_stats(self.fns, s1.params, self.ro)["entropy"]
-    mean = lambda x: forward.masked_mean(x, self.ro.response_mask)  # noqa
+    before = stats_pass.response_stats(self.fns, s0.params, self.ro)["entropy"]
+    after = stats_pass.response_stats(self.fns, s1.params, self.ro)["entropy"]
+    mean = lambda x: ops.masked_mean(x, self.ro.response_mask)  # noqa
     np.testing.assert_allclose(m["entropy_change"],
                                mean(after) - mean(before), atol=1e-6)
     self.assertIn("pred_entropy_change", m)
@@ -156,8 +157,8 @@ class TrainStepTest(parameterized.TestCase):
     step = jax.jit(step_lib.make_train_step(
         self.fns, er.ppo_clip(0.2), t, self.opt, recompute_old_logp=False))
     _, m = step(self.state(t), self.ro)
-    cur = forward.response_stats(self.fns, self.params, self.ro)["logp"]
-    want = forward.masked_mean(self.ro.logp - cur, self.ro.response_mask)
+    cur = stats_pass.response_stats(self.fns, self.params, self.ro)["logp"]
+    want = ops.masked_mean(self.ro.logp - cur, self.ro.response_mask)
     np.testing.assert_allclose(m["approx_kl_old"], want, atol=1e-5)
 
   def test_kl_reads_reference(self):
@@ -245,14 +246,14 @@ class PolicyGradientDirectionTest(absltest.TestCase):
         response_mask=jnp.asarray(rm), logp=jnp.zeros((b, n)),
         rewards=jnp.asarray(rewards),
         group_ids=jnp.asarray(np.arange(b) // 4, jnp.int32))
-    before = forward.response_stats(fns, params, ro)["logp"]
+    before = stats_pass.response_stats(fns, params, ro)["logp"]
     ro = ro._replace(logp=before)  # On-policy: ratios start at 1.
     transform = chain()
     opt = optax.sgd(0.05)
     step = jax.jit(step_lib.make_train_step(
         fns, er.grpo(0.2), transform, opt, measure_entropy_change=False))
     state, _ = step(types.init_train_state(params, opt, transform, 0), ro)
-    after = forward.response_stats(fns, state.params, ro)["logp"]
+    after = stats_pass.response_stats(fns, state.params, ro)["logp"]
     change = np.asarray(((after - before) * rm).sum(1))  # [B]
     group_mean = rewards.reshape(4, 4).mean(1).repeat(4)
     adv = rewards - group_mean

@@ -6,13 +6,13 @@
   action token of every turn. In L2 (``traj_ids`` None) it is exactly
   :func:`entropy_rl.core.advantages.grpo`.
 * :func:`make_agent_train_step`: one RL update from an
-  :class:`AgentInputs` (either layout): the old-policy pass, the
-  transform's ``prepare`` on the whole batch, then ``epochs × minibatches``
-  gradient steps of :func:`entropy_rl.policy_loss` with statistics from
-  :func:`entropy_rl.core.token_stats.stats_for_needs` (no [N, V] logits).
-  Unlike :func:`entropy_rl.training.make_train_step` (prompt + response
-  rows) it keeps observation tokens in the model's attention but out of the
-  loss, and passes ``traj_ids`` / ``segment_ids`` to the transforms.
+  :class:`AgentInputs` (either layout). It is
+  :func:`entropy_rl.training.make_train_step` (old and reference passes,
+  ``prepare``, ``epochs × minibatches`` gradient steps, non-finite skip,
+  realised entropy change) with :data:`AGENT_LAYOUT`, whose statistics pass
+  (:func:`sequence_stats`, no [N, V] logits) keeps observation tokens in
+  the model's attention but out of the loss; ``traj_ids`` / ``segment_ids``
+  reach the transforms through the :class:`AgentInputs`' policy batch.
 """
 
 from __future__ import annotations
@@ -25,12 +25,11 @@ import optax
 
 from entropy_rl.agents import _layouts as layouts
 from entropy_rl.core import advantages as adv_lib
-from entropy_rl.core import loss as loss_lib
 from entropy_rl.core import objectives as objectives_lib
 from entropy_rl.core import ops
 from entropy_rl.core import token_stats as token_stats_lib
 from entropy_rl.core import types
-from entropy_rl.training import forward
+from entropy_rl.models import decoder as decoder_lib
 from entropy_rl.training import step as step_lib
 from entropy_rl.training import types as train_types
 
@@ -144,28 +143,50 @@ def train_inputs(data: layouts.TurnBatch | layouts.TrajBatch) -> AgentInputs:
 def sequence_stats(fns: Any, params: Any, tokens: Array, attn_mask: Array,
                    num_targets: int, needs: types.Needs = types.Needs(), *,
                    old: bool = False, temperature: float = 1.0,
-                   token_chunk: int = 1024, vocab_chunk: int = 4096
-                   ) -> dict[str, Array]:
+                   token_chunk: int = 1024, vocab_chunk: int = 4096,
+                   compute_dtype: Any = None) -> dict[str, Array]:
   """Statistics of the last ``num_targets`` tokens of each row [B, T]."""
   s = tokens.shape[1]
   if old:
     params = sg(params)
-  hidden, _ = fns.hidden(params, tokens, forward.positions_from_mask(
-      attn_mask), attn_mask, None)
+  hidden, _ = fns.hidden(params, tokens,
+                         decoder_lib.positions_from_mask(attn_mask),
+                         attn_mask, None)
   prev = jnp.concatenate([hidden[:, :1], hidden[:, :-1]], axis=1)
   return token_stats_lib.stats_for_needs(
       prev[:, s - num_targets:], fns.head(params),
       tokens[:, s - num_targets:], needs, old=old, temperature=temperature,
-      token_chunk=token_chunk, vocab_chunk=vocab_chunk)
+      token_chunk=token_chunk, vocab_chunk=vocab_chunk,
+      compute_dtype=compute_dtype)
 
 
-def _take_rows(tree: Any, idx: Array, rows: int) -> Any:
-  def take(x):
-    if hasattr(x, "ndim") and x.ndim >= 1 and x.shape[0] == rows:
-      return jnp.take(x, idx, axis=0)
-    return x
-  return jax.tree.map(take, tree)
+class _Sequence(NamedTuple):
+  """What :func:`sequence_stats` reads of an :class:`AgentInputs`."""
 
+  tokens: Array  # [B, S] int32
+  attn_mask: Array  # [B, S] bool
+  loss_mask: Array  # [B, T]; only T is read
+
+
+def _policy_batch(inputs: AgentInputs) -> types.PolicyBatch:
+  return inputs.batch
+
+
+def _model_inputs(inputs: AgentInputs) -> _Sequence:
+  return _Sequence(inputs.tokens, inputs.attn_mask, inputs.batch.mask)
+
+
+def _layout_stats(fns: Any, params: Any, seq: _Sequence, *,
+                  needs: types.Needs, old: bool, **chunking
+                  ) -> dict[str, Array]:
+  return sequence_stats(fns, params, seq.tokens, seq.attn_mask,
+                        seq.loss_mask.shape[1], needs, old=old, **chunking)
+
+
+# An AgentInputs: interleaved observation/action rows (either layout),
+# statistics of the last T tokens (the policy batch's).
+AGENT_LAYOUT = step_lib.BatchLayout(_policy_batch, _model_inputs,
+                                    _layout_stats)
 
 StepFn = Callable[[train_types.TrainState, AgentInputs],
                   tuple[train_types.TrainState, dict[str, Array]]]
@@ -180,8 +201,18 @@ def make_agent_train_step(fns: Any, objective: objectives_lib.Objective,
                           temperature: float = 1.0,
                           recompute_old_logp: bool = True,
                           token_chunk: int = 1024,
-                          vocab_chunk: int = 4096) -> StepFn:
+                          vocab_chunk: int = 4096,
+                          compute_dtype: Any = None,
+                          fuse_old_pass: bool = True,
+                          measure_entropy_change: bool = True,
+                          shuffle: bool = True) -> StepFn:
   """``step(state, inputs) -> (state, metrics)``: one RL update.
+
+  :func:`entropy_rl.training.make_train_step` over :class:`AgentInputs`
+  (:data:`AGENT_LAYOUT`): the same old and reference passes (a KL term
+  reads ``state.ref_params``), epochs and mini-batches (one mini-batch is
+  never shuffled), non-finite skip (``nonfinite_steps``) and realised
+  ``entropy_change``.
 
   Args:
     fns: model functions (``hidden``, ``head``).
@@ -196,116 +227,23 @@ def make_agent_train_step(fns: Any, objective: objectives_lib.Objective,
     recompute_old_logp: old log-probs from the model (True) or the
       sampler's (False). With one gradient step the old pass is the
       current one (``old = sg(current)``).
-    token_chunk, vocab_chunk: chunking of the statistics pass.
+    token_chunk, vocab_chunk, compute_dtype: chunking of the statistics
+      pass.
+    fuse_old_pass, measure_entropy_change, shuffle: as
+      :func:`~entropy_rl.training.make_train_step`.
 
   Returns:
     The pure step (jit it).
   """
-  if epochs < 1 or minibatches < 1:
-    raise ValueError(f"epochs ({epochs}) and minibatches ({minibatches}) "
-                     "must be at least 1")
-  needs = transform.needs
-  n_steps = epochs * minibatches
-  fused = n_steps == 1 and recompute_old_logp
-  kw = dict(temperature=temperature, token_chunk=token_chunk,
-            vocab_chunk=vocab_chunk)
-  both_vocab = types.Needs(needs.fields, {**needs.vocab, **needs.old_vocab})
-
-  def stats(params, inp, needs_, old):
-    return sequence_stats(fns, params, inp.tokens, inp.attn_mask,
-                          inp.batch.logp.shape[1], needs_, old=old, **kw)
-
-  def with_old(pb, st):
-    keys = needs.old_vocab
-    return pb._replace(
-        logp=sg(st["logp"]), old_logp=sg(st["logp"]),
-        entropy=sg(st["entropy"]), old_entropy=sg(st["entropy"]),
-        old_vocab_stats=sg(forward.reductions_of(st, keys)))
-
-  def current(pb, st):
-    return pb._replace(logp=st["logp"], entropy=st["entropy"],
-                       vocab_stats=forward.reductions_of(st, needs.vocab))
-
-  def loss(b, tstate, rng, step):
-    return loss_lib.policy_loss(b, transform, tstate, objective=objective,
-                                rng=rng, step=step, stat_scope=stat_scope)
-
-  def fused_loss(params, inp, tstate, k_prep, k_loss, step):
-    st = stats(params, inp, both_vocab, False)
-    pb = with_old(inp.batch, st)
-    pb, tstate, prep_m = loss_lib.prepare_batch(pb, transform, tstate,
-                                                rng=k_prep, step=step)
-    value, (tstate, m) = loss(current(pb, st), tstate, k_loss, step)
-    return value, (tstate, {**prep_m, **m})
-
-  def fused_step(state, inp):
-    k_prep = train_types.step_key(state, "prepare")
-    k_loss = train_types.step_key(state, "loss")
-    (value, (tstate, m)), grads = jax.value_and_grad(
-        fused_loss, has_aux=True)(state.params, inp, state.transform_state,
-                                  k_prep, k_loss, state.step)
-    params, opt_state, ok, gnorm = step_lib.apply_gradients(
-        optimizer, state.params, state.opt_state, grads, value,
-        max_grad_norm)
-    tstate = jax.tree.map(lambda a, b: jnp.where(ok, a, b), tstate,
-                          state.transform_state)
-    return finish(state, params, opt_state, tstate, (~ok).astype(jnp.int32),
-                  {**m, "grad_norm": gnorm})
-
-  def finish(state, params, opt_state, tstate, skipped, metrics):
-    nonfinite = state.nonfinite_steps + skipped
-    metrics["skipped_steps"] = skipped.astype(jnp.float32)
-    return state._replace(step=state.step + 1, params=params,
-                          opt_state=opt_state, transform_state=tstate,
-                          nonfinite_steps=nonfinite), metrics
-
-  def multi_step(state, inp):
-    rows = inp.tokens.shape[0]
-    if rows % minibatches:
-      raise ValueError(f"{rows} rows do not split into {minibatches} "
-                       "minibatches")
-    pb = inp.batch
-    old = stats(state.params, inp, types.Needs(needs.fields, {},
-                                               needs.old_vocab), True)
-    pb = with_old(pb, old)
-    if not recompute_old_logp:
-      pb = pb._replace(old_logp=inp.batch.old_logp)
-    pb, tstate, prep_m = loss_lib.prepare_batch(
-        pb, transform, state.transform_state,
-        rng=train_types.step_key(state, "prepare"), step=state.step)
-    k_shuf = train_types.step_key(state, "shuffle")
-    k_loss = train_types.step_key(state, "loss")
-    mb = rows // minibatches
-    idx = jnp.concatenate([
-        jax.random.permutation(jax.random.fold_in(k_shuf, e), rows).reshape(
-            minibatches, mb) for e in range(epochs)], 0)
-    inp = inp._replace(batch=pb)
-
-    def body(carry, xs):
-      params, opt_state, tstate, skipped = carry
-      i, rows_i = xs
-      mb_inp = _take_rows(inp, rows_i, rows)
-
-      def f(p):
-        st = stats(p, mb_inp, needs, False)
-        return loss(current(mb_inp.batch, st), tstate,
-                    jax.random.fold_in(k_loss, i), state.step)
-
-      (value, (new_ts, m)), grads = jax.value_and_grad(f, has_aux=True)(
-          params)
-      params, opt_state, ok, gnorm = step_lib.apply_gradients(
-          optimizer, params, opt_state, grads, value, max_grad_norm)
-      tstate = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new_ts, tstate)
-      return (params, opt_state, tstate,
-              skipped + (~ok).astype(jnp.int32)), {**m, "grad_norm": gnorm}
-
-    carry = (state.params, state.opt_state, tstate, jnp.zeros((), jnp.int32))
-    (params, opt_state, tstate, skipped), ms = jax.lax.scan(
-        body, carry, (jnp.arange(n_steps), idx))
-    metrics = {**prep_m, **{k: jnp.nanmean(v, 0) for k, v in ms.items()}}
-    return finish(state, params, opt_state, tstate, skipped, metrics)
-
-  return fused_step if fused else multi_step
+  return step_lib.make_train_step(
+      fns, objective, transform, optimizer, epochs=epochs,
+      minibatches=minibatches, max_grad_norm=max_grad_norm,
+      stat_scope=stat_scope, temperature=temperature,
+      token_chunk=token_chunk, vocab_chunk=vocab_chunk,
+      compute_dtype=compute_dtype, recompute_old_logp=recompute_old_logp,
+      fuse_old_pass=fuse_old_pass,
+      measure_entropy_change=measure_entropy_change, shuffle=shuffle,
+      layout=AGENT_LAYOUT)
 
 
 def mix_replay(inputs: AgentInputs, replay_inputs: AgentInputs,

@@ -84,6 +84,7 @@ import numpy as np
 from entropy_rl import parallel
 from entropy_rl.core import types
 from entropy_rl.models import attention as attention_lib
+from entropy_rl.models import decoder as decoder_lib
 from entropy_rl.sampling import methods as methods_lib
 
 Array = types.Array
@@ -217,11 +218,6 @@ def _validate(fns, params, prompt_tokens, prompt_mask, *, max_new_tokens,
 
 # ----------------------------------------------------------------------------
 # The jitted program.
-
-
-def _positions(mask: Array) -> Array:
-  """RoPE positions of left-padded rows: cumsum(mask) − 1, clipped at 0."""
-  return jnp.maximum(jnp.cumsum(mask.astype(jnp.int32), -1) - 1, 0)
 
 
 def _repeat_rows(x: Array, n: int, axis: int) -> Array:
@@ -427,7 +423,8 @@ def _sample_impl(params, prompt_tokens, prompt_mask, rng, cache,
   # The barrier keeps XLA from constant-folding attention over the empty cache.
   small = lax.optimization_barrier(
       fns.init_cache(b, p, dtype=jax.tree.leaves(cache.k)[0].dtype))
-  h, small = fns.hidden(params, tokens, _positions(mask), mask, small)
+  h, small = fns.hidden(params, tokens,
+                        decoder_lib.positions_from_mask(mask), mask, small)
   # Vocabulary-major logits [V, R] where the draw runs on them (TPU), else
   # [R, V] rows (see `_vocab_major`).
   vocab_major = _vocab_major(fns, params, procs, sampling)
@@ -772,8 +769,7 @@ def feed_tokens(fns, params, state: DecodeState, tokens: Array,
   (unchanged for a row with none).
   """
   mask = mask.astype(bool)
-  positions = state.pos[:, None] + jnp.maximum(
-      jnp.cumsum(mask.astype(jnp.int32), axis=1) - 1, 0)
+  positions = state.pos[:, None] + decoder_lib.positions_from_mask(mask)
   h, cache = fns.hidden(params, tokens.astype(jnp.int32), positions, mask,
                         state.cache)
   s = tokens.shape[1]

@@ -2,7 +2,9 @@
 
 * :func:`make_train_step` -- one RL update over a rollout (old/ref passes,
   ``prepare``, epochs x mini-batches, clipping, non-finite skip, realised
-  entropy change); :func:`make_sft_step` -- supervised warm-up.
+  entropy change), for any :class:`BatchLayout` (default
+  :data:`RLVR_LAYOUT`; the agents pass theirs); :func:`make_sft_step` --
+  supervised warm-up.
 * :func:`make_rollout_fn`, :func:`make_rl_iteration`, :func:`vmap_seeds` --
   rollout + JAX reward + update as one jitted program, over seeds;
   :func:`python_reward_iteration` for host-side checkers.
@@ -32,8 +34,10 @@ from entropy_rl.training.metrics import MetricWriter
 from entropy_rl.training.metrics import pass_at_k
 from entropy_rl.training.metrics import Progress
 from entropy_rl.training.step import apply_gradients
+from entropy_rl.training.step import BatchLayout
 from entropy_rl.training.step import make_sft_step
 from entropy_rl.training.step import make_train_step
+from entropy_rl.training.step import RLVR_LAYOUT
 from entropy_rl.training.types import init_train_state
 from entropy_rl.training.types import Rollout
 from entropy_rl.training.types import SFTBatch
@@ -41,9 +45,9 @@ from entropy_rl.training.types import step_key
 from entropy_rl.training.types import TrainState
 
 __all__ = (
-    "Checkpointer", "Experiment", "MetricWriter", "Preempted", "Progress",
-    "Prompts", "Rollout", "SFTBatch", "Settings", "TrainState",
-    "apply_gradients", "init_train_state", "make_rl_iteration",
+    "BatchLayout", "Checkpointer", "Experiment", "MetricWriter", "Preempted",
+    "Progress", "Prompts", "RLVR_LAYOUT", "Rollout", "SFTBatch", "Settings",
+    "TrainState", "apply_gradients", "init_train_state", "make_rl_iteration",
     "make_rollout_fn", "make_sft_step", "make_train_step", "pass_at_k",
     "python_reward_iteration", "run", "run_rl", "run_sft", "score",
     "stack_states", "step_key", "unstack_state", "vmap_seeds", "with_rewards",

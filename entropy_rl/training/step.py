@@ -1,7 +1,7 @@
-"""Pure train steps: the RL update over a rollout, and the SFT warm-up step.
+"""Pure train steps: the RL update over a batch, and the SFT warm-up step.
 
 ``make_train_step(fns, objective, transform, optimizer, ...)`` returns
-``train_step(state, rollout) -> (state, metrics)``, one RL update:
+``train_step(state, batch) -> (state, metrics)``, one RL update:
 
 1. the old-policy pass (no gradient) computes ``old_logp`` and exactly what
    ``transform.needs`` asks of the old policy (``old_entropy``, ``old_vocab``
@@ -20,13 +20,24 @@ With a single gradient step per rollout the old pass is fused into the
 current one (``old = sg(current)``, exact since the parameters are the same;
 contract pitfall 7), saving a forward pass.
 
+The only layout-specific piece is a :class:`BatchLayout`: the rows of the
+batch as a :class:`~entropy_rl.PolicyBatch`, the model inputs, and the
+statistics pass over them. :data:`RLVR_LAYOUT` (the default) reads a
+:class:`~entropy_rl.training.types.Rollout` (prompt + response rows,
+:func:`~entropy_rl.training.stats_pass.response_stats`); the agents pass
+their interleaved observation/action rows
+(``entropy_rl.agents.make_agent_train_step``). Everything else (PPO
+epochs, mini-batches, the fused old pass, the reference pass,
+``stat_scope``, the non-finite skip, the entropy-change measurement)
+exists once, here.
+
 Nothing here mentions a mesh: wrap the step with
 :func:`entropy_rl.parallel.shard_train_step`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -34,16 +45,49 @@ import optax
 
 from entropy_rl.core import loss as loss_lib
 from entropy_rl.core import objectives as objectives_lib
+from entropy_rl.core import ops
 from entropy_rl.core import token_stats as token_stats_lib
 from entropy_rl.core import types as core_types
-from entropy_rl.training import forward
+from entropy_rl.models import decoder as decoder_lib
+from entropy_rl.training import stats_pass
 from entropy_rl.training import types
 
 Array = jax.Array
 TrainState = types.TrainState
 Rollout = types.Rollout
 sg = jax.lax.stop_gradient
-StepFn = Callable[[TrainState, Rollout], tuple[TrainState, dict[str, Array]]]
+StepFn = Callable[[TrainState, Any], tuple[TrainState, dict[str, Array]]]
+
+
+class BatchLayout(NamedTuple):
+  """How the RL step reads one kind of batch: its only layout-specific part.
+
+  Every function sees a batch of B rows; the step splits what
+  ``model_inputs`` and ``policy_batch`` return into row blocks (leaves
+  whose leading axis is B), so both must keep rows independent.
+
+  Attributes:
+    policy_batch: ``batch -> PolicyBatch`` [B, N], the rollout's side:
+      ``mask`` (loss tokens), ``logp = old_logp`` the sampler's log-probs,
+      ``entropy = old_entropy`` the sampler's entropies (or None),
+      ``advantages`` zeros, and whatever rewards, ids, weights and ``aux``
+      the transforms read; its ``mask``'s rows are the batch's rows. The
+      step fills ``logp``, ``old_logp``, ``entropy``, ``old_entropy``,
+      ``old_vocab_stats``, ``ref_logp`` and ``vocab_stats`` from its old,
+      reference and current passes.
+    model_inputs: ``batch -> tree`` of [B, ...] arrays the statistics pass
+      reads.
+    stats: ``(fns, params, inputs, *, needs, old, temperature, token_chunk,
+      vocab_chunk, compute_dtype) -> dict`` of [B, N] statistics of the
+      ``policy_batch`` tokens (``logp``, ``entropy`` and the reductions of
+      ``needs``, as
+      :func:`~entropy_rl.core.token_stats.stats_for_needs`); ``old``: the
+      old-policy pass (no gradient; ``needs.old_vocab`` reductions).
+  """
+
+  policy_batch: Callable[[Any], core_types.PolicyBatch]
+  model_inputs: Callable[[Any], Any]
+  stats: Callable[..., dict[str, Array]]
 
 
 def _select(ok: Array, new: Any, old: Any) -> Any:
@@ -85,6 +129,8 @@ def apply_gradients(optimizer: optax.GradientTransformation, params: Any,
 
 
 def _take_rows(tree: Any, idx: Array, rows: int) -> Any:
+  """The rows ``idx`` of every leaf of ``tree`` whose leading axis is
+  ``rows`` (the others, e.g. scalars, pass through)."""
   def take(x):
     if hasattr(x, "ndim") and x.ndim >= 1 and x.shape[0] == rows:
       return jnp.take(x, idx, axis=0)
@@ -106,25 +152,40 @@ def _merge_needs(a: core_types.Needs, extra_vocab) -> core_types.Needs:
   return core_types.Needs(a.fields, vocab, {})
 
 
-def _policy_batch(ro: Rollout, old_logp, old_entropy, old_vocab, ref_logp
-                  ) -> core_types.PolicyBatch:
+def _rollout_policy_batch(ro: Rollout) -> core_types.PolicyBatch:
   mask = ro.response_mask.astype(jnp.float32)
   return core_types.PolicyBatch(
-      logp=old_logp, old_logp=old_logp,
-      advantages=jnp.zeros_like(old_logp), mask=mask,
-      entropy=old_entropy, old_entropy=old_entropy, ref_logp=ref_logp,
+      logp=ro.logp, old_logp=ro.logp, advantages=jnp.zeros_like(ro.logp),
+      mask=mask, entropy=ro.entropy, old_entropy=ro.entropy,
       rewards=None if ro.rewards is None else ro.rewards.astype(jnp.float32),
       group_ids=None if ro.group_ids is None else ro.group_ids.astype(
           jnp.int32),
-      old_vocab_stats=old_vocab, aux=ro.aux)
+      aux=ro.aux)
 
 
-def _rollout_metrics(ro: Rollout) -> dict[str, Array]:
-  m = ro.response_mask.astype(jnp.float32)
+def _rollout_inputs(ro: Rollout) -> Rollout:
+  return Rollout(ro.prompt, ro.prompt_mask, ro.response, ro.response_mask,
+                 ro.logp)
+
+
+# A Rollout: rows of concat(prompt, response), statistics of the response.
+RLVR_LAYOUT = BatchLayout(_rollout_policy_batch, _rollout_inputs,
+                          stats_pass.response_stats)
+
+
+def _with_old(pb: core_types.PolicyBatch, old_logp, old_entropy, old_vocab,
+              ref_logp) -> core_types.PolicyBatch:
+  return pb._replace(logp=old_logp, old_logp=old_logp, entropy=old_entropy,
+                     old_entropy=old_entropy, old_vocab_stats=old_vocab,
+                     ref_logp=ref_logp)
+
+
+def _rollout_metrics(pb: core_types.PolicyBatch) -> dict[str, Array]:
+  m = pb.mask
   out = {"response_length": jnp.mean(m.sum(-1)),
-         "sampler_logp": forward.masked_mean(ro.logp, m)}
-  if ro.rewards is not None:
-    out["reward"] = jnp.mean(ro.rewards.astype(jnp.float32))
+         "sampler_logp": ops.masked_mean(pb.old_logp, m)}
+  if pb.rewards is not None:
+    out["reward"] = jnp.mean(pb.rewards)
   return out
 
 
@@ -139,8 +200,9 @@ def make_train_step(fns: Any, objective: objectives_lib.Objective,
                     recompute_old_logp: bool = True,
                     fuse_old_pass: bool = True,
                     measure_entropy_change: bool = True,
-                    shuffle: bool = True) -> StepFn:
-  """Builds the RL update ``train_step(state, rollout) -> (state, metrics)``.
+                    shuffle: bool = True,
+                    layout: BatchLayout = RLVR_LAYOUT) -> StepFn:
+  """Builds the RL update ``train_step(state, batch) -> (state, metrics)``.
 
   Args:
     fns: model functions (``hidden(params, tokens, positions, mask, cache)``
@@ -163,7 +225,10 @@ def make_train_step(fns: Any, objective: objectives_lib.Objective,
       ``old_logp``, take the old statistics from the current pass.
     measure_entropy_change: run the new parameters over the batch after the
       update and report ``entropy_change`` (one forward pass).
-    shuffle: shuffle rows between mini-batches (per epoch).
+    shuffle: shuffle rows between mini-batches (per epoch; one mini-batch
+      is never shuffled).
+    layout: what a batch is (:class:`BatchLayout`); default a
+      :class:`~entropy_rl.training.types.Rollout`.
 
   Returns:
     The pure step; metrics are scalars (means over the gradient steps).
@@ -179,54 +244,51 @@ def make_train_step(fns: Any, objective: objectives_lib.Objective,
             vocab_chunk=vocab_chunk, compute_dtype=compute_dtype)
   cur_needs = _merge_needs(needs, needs.old_vocab) if fused else needs
 
-  def stats(params, ro, needs_, old):
-    return forward.response_stats(fns, params, ro, needs=needs_, old=old, **kw)
+  def stats(params, inputs, needs_, old):
+    return layout.stats(fns, params, inputs, needs=needs_, old=old, **kw)
 
-  def full_pass(params, ro, needs_):
-    seq = Rollout(ro.prompt, ro.prompt_mask, ro.response, ro.response_mask,
-                  ro.logp)
-    return forward.map_rows(lambda r: stats(params, r, needs_, True), seq,
-                            minibatches)
+  def full_pass(params, inputs, needs_):
+    return stats_pass.map_rows(lambda r: stats(params, r, needs_, True),
+                               inputs, minibatches)
 
-  def ref_pass(state, ro):
+  def ref_pass(state, inputs):
     if not need_ref:
       return None
     if state.ref_params is None:
       raise ValueError("the transform reads ref_logp (a KL term) but the "
                        "train state has no ref_params")
-    return sg(full_pass(state.ref_params, ro, core_types.Needs())["logp"])
+    return sg(full_pass(state.ref_params, inputs, core_types.Needs())["logp"])
 
-  def loss_fn(params, pb, ro, tstate, rng, step):
-    st = stats(params, ro, needs, False)
+  def loss_fn(params, pb, inputs, tstate, rng, step):
+    st = stats(params, inputs, needs, False)
     b = pb._replace(logp=st["logp"], entropy=st["entropy"],
-                    vocab_stats=forward.reductions_of(st, needs.vocab))
+                    vocab_stats=stats_pass.reductions_of(st, needs.vocab))
     loss, (tstate, m) = loss_lib.policy_loss(
         b, transform, tstate, objective=objective, rng=rng, step=step,
         stat_scope=stat_scope)
     return loss, (tstate, m)
 
-  def fused_loss_fn(params, ro, ref_logp, tstate, k_prep, k_loss, step):
-    st = stats(params, ro, cur_needs, False)
+  def fused_loss_fn(params, batch, ref_logp, tstate, k_prep, k_loss, step):
+    st = stats(params, layout.model_inputs(batch), cur_needs, False)
     old_ent = sg(st["entropy"])
-    pb = _policy_batch(ro, sg(st["logp"]), old_ent,
-                       sg(forward.reductions_of(st, needs.old_vocab)),
-                       ref_logp)
+    pb = _with_old(layout.policy_batch(batch), sg(st["logp"]), old_ent,
+                   sg(stats_pass.reductions_of(st, needs.old_vocab)),
+                   ref_logp)
     pb, tstate, prep_m = loss_lib.prepare_batch(pb, transform, tstate,
                                                 rng=k_prep, step=step)
     b = pb._replace(logp=st["logp"], entropy=st["entropy"],
-                    vocab_stats=forward.reductions_of(st, needs.vocab))
+                    vocab_stats=stats_pass.reductions_of(st, needs.vocab))
     loss, (tstate, m) = loss_lib.policy_loss(
         b, transform, tstate, objective=objective, rng=k_loss, step=step,
         stat_scope=stat_scope)
     return loss, (tstate, m, prep_m, old_ent)
 
-  def measure(params, ro, old_entropy):
+  def measure(params, inputs, mask, old_entropy):
     if not measure_entropy_change:
       return {}
-    mask = ro.response_mask
-    new = full_pass(params, ro, core_types.Needs())["entropy"]
-    before = forward.masked_mean(old_entropy, mask)
-    after = forward.masked_mean(new, mask)
+    new = full_pass(params, inputs, core_types.Needs())["entropy"]
+    before = ops.masked_mean(old_entropy, mask)
+    after = ops.masked_mean(new, mask)
     return {"entropy_before": before, "entropy_after": after,
             "entropy_change": after - before}
 
@@ -239,40 +301,44 @@ def make_train_step(fns: Any, objective: objectives_lib.Objective,
                                nonfinite_steps=nonfinite)
     return new_state, metrics
 
-  def fused_step(state, ro):
+  def fused_step(state, batch):
     k_prep = types.step_key(state, "prepare")
     k_loss = jax.random.fold_in(types.step_key(state, "loss"), 0)
-    ref_logp = ref_pass(state, ro)
+    inputs = layout.model_inputs(batch)
+    ref_logp = ref_pass(state, inputs)
     grad_fn = jax.value_and_grad(fused_loss_fn, has_aux=True)
     (loss, (tstate, m, prep_m, old_ent)), grads = grad_fn(
-        state.params, ro, ref_logp, state.transform_state, k_prep, k_loss,
+        state.params, batch, ref_logp, state.transform_state, k_prep, k_loss,
         state.step)
     params, opt_state, ok, gnorm = apply_gradients(
         optimizer, state.params, state.opt_state, grads, loss, max_grad_norm)
     tstate = _select(ok, tstate, state.transform_state)
-    metrics = {**_rollout_metrics(ro), **prep_m, **m, "grad_norm": gnorm}
-    metrics.update(measure(params, ro, old_ent))
+    base = layout.policy_batch(batch)
+    metrics = {**_rollout_metrics(base), **prep_m, **m, "grad_norm": gnorm}
+    metrics.update(measure(params, inputs, base.mask, old_ent))
     return finish(state, params, opt_state, tstate,
                   (~ok).astype(jnp.int32), metrics)
 
-  def multi_step(state, ro):
-    rows = ro.response.shape[0]
+  def multi_step(state, batch):
+    base = layout.policy_batch(batch)
+    inputs = layout.model_inputs(batch)
+    rows = base.mask.shape[0]
     if rows % minibatches:
       raise ValueError(f"rollout rows ({rows}) must divide into "
                        f"{minibatches} minibatches")
     need_old_pass = (recompute_old_logp or bool(needs.old_vocab) or (
-        ro.entropy is None and ("old_entropy" in needs.fields or
-                                measure_entropy_change)))
+        base.old_entropy is None and ("old_entropy" in needs.fields or
+                                      measure_entropy_change)))
     if need_old_pass:
-      old = full_pass(state.params, ro, _old_needs(needs))
-      old_logp = old["logp"] if recompute_old_logp else ro.logp
+      old = full_pass(state.params, inputs, _old_needs(needs))
+      old_logp = old["logp"] if recompute_old_logp else base.old_logp
       old_ent = old["entropy"]
-      old_vocab = forward.reductions_of(old, needs.old_vocab)
+      old_vocab = stats_pass.reductions_of(old, needs.old_vocab)
     else:
-      old_logp, old_ent, old_vocab = ro.logp, ro.entropy, None
+      old_logp, old_ent, old_vocab = base.old_logp, base.old_entropy, None
     old_logp, old_ent = sg(old_logp), None if old_ent is None else sg(old_ent)
-    pb = _policy_batch(ro, old_logp, old_ent, old_vocab,
-                       ref_pass(state, ro))
+    pb = _with_old(base, old_logp, old_ent, old_vocab,
+                   ref_pass(state, inputs))
     pb, tstate, prep_m = loss_lib.prepare_batch(
         pb, transform, state.transform_state,
         rng=types.step_key(state, "prepare"), step=state.step)
@@ -288,16 +354,14 @@ def make_train_step(fns: Any, objective: objectives_lib.Objective,
       return perm.reshape(minibatches, mb)
 
     idx = jnp.concatenate([epoch_rows(e) for e in range(epochs)], 0)
-    seq = Rollout(ro.prompt, ro.prompt_mask, ro.response, ro.response_mask,
-                  ro.logp)
 
     def body(carry, xs):
       params, opt_state, tstate, skipped = carry
       i, rows_i = xs
       mb_pb = _take_rows(pb, rows_i, rows)
-      mb_ro = _take_rows(seq, rows_i, rows)
+      mb_in = _take_rows(inputs, rows_i, rows)
       (loss, (new_ts, m)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-          params, mb_pb, mb_ro, tstate, jax.random.fold_in(k_loss, i),
+          params, mb_pb, mb_in, tstate, jax.random.fold_in(k_loss, i),
           state.step)
       params, opt_state, ok, gnorm = apply_gradients(
           optimizer, params, opt_state, grads, loss, max_grad_norm)
@@ -308,9 +372,9 @@ def make_train_step(fns: Any, objective: objectives_lib.Objective,
     carry = (state.params, state.opt_state, tstate, jnp.zeros((), jnp.int32))
     (params, opt_state, tstate, skipped), ms = jax.lax.scan(
         body, carry, (jnp.arange(n_steps), idx))
-    metrics = {**_rollout_metrics(ro), **prep_m, **_mean_metrics(ms)}
+    metrics = {**_rollout_metrics(base), **prep_m, **_mean_metrics(ms)}
     if old_ent is not None:
-      metrics.update(measure(params, ro, old_ent))
+      metrics.update(measure(params, inputs, base.mask, old_ent))
     return finish(state, params, opt_state, tstate, skipped, metrics)
 
   return fused_step if fused else multi_step
@@ -344,18 +408,18 @@ def make_sft_step(fns: Any, optimizer: optax.GradientTransformation, *,
   def loss_fn(params, batch: types.SFTBatch):
     mask = batch.mask.astype(bool)
     tokens = batch.tokens.astype(jnp.int32)
-    hidden, _ = fns.hidden(params, tokens, forward.positions_from_mask(mask),
-                           mask, None)
+    hidden, _ = fns.hidden(params, tokens,
+                           decoder_lib.positions_from_mask(mask), mask, None)
     st = token_stats_lib.stats_for_needs(
         hidden[:, :-1], fns.head(params), tokens[:, 1:], core_types.Needs(),
         token_chunk=token_chunk, vocab_chunk=vocab_chunk,
         compute_dtype=compute_dtype)
     lm = batch.loss_mask[:, 1:].astype(jnp.float32)
-    nll = -forward.masked_mean(st["logp"], lm)
+    nll = -ops.masked_mean(st["logp"], lm)
     greedy = (st["logp"] + st["lse"] >= st["max_logit"] - 1e-6)
     metrics = {"sft_nll": nll,
-               "sft_token_acc": forward.masked_mean(greedy, lm),
-               "sft_entropy": forward.masked_mean(sg(st["entropy"]), lm)}
+               "sft_token_acc": ops.masked_mean(greedy, lm),
+               "sft_entropy": ops.masked_mean(sg(st["entropy"]), lm)}
     return nll, metrics
 
   def sft_step(state: TrainState, batch: types.SFTBatch):

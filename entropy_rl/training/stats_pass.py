@@ -4,7 +4,9 @@
 the hidden states that predict the response, with the LM head, to
 :func:`entropy_rl.core.token_stats.stats_for_needs`: log-probs, entropies and
 exactly the vocabulary reductions a transform declared, without [N, V]
-logits.
+logits. It is the RLVR layout's statistics pass
+(:data:`entropy_rl.training.step.RLVR_LAYOUT`); the agents' interleaved
+layout has its own (``entropy_rl.agents.sequence_stats``).
 """
 
 from __future__ import annotations
@@ -16,15 +18,11 @@ import jax.numpy as jnp
 
 from entropy_rl.core import token_stats as token_stats_lib
 from entropy_rl.core import types as core_types
+from entropy_rl.models import decoder as decoder_lib
 from entropy_rl.training import types
 
 Array = jax.Array
 CORE_KEYS = token_stats_lib.CORE_KEYS
-
-
-def positions_from_mask(mask: Array) -> Array:
-  """RoPE positions of left-padded rows: ``cumsum(mask) − 1``, at least 0."""
-  return jnp.maximum(jnp.cumsum(mask.astype(jnp.int32), axis=-1) - 1, 0)
 
 
 def sequence(prompt: Array, prompt_mask: Array, response: Array,
@@ -32,7 +30,7 @@ def sequence(prompt: Array, prompt_mask: Array, response: Array,
   """``(tokens, positions, mask)`` [B, P + N] of prompt + response."""
   tokens = jnp.concatenate([prompt, response], axis=1).astype(jnp.int32)
   mask = jnp.concatenate([prompt_mask.astype(bool), response_mask > 0], 1)
-  return tokens, positions_from_mask(mask), mask
+  return tokens, decoder_lib.positions_from_mask(mask), mask
 
 
 def response_stats(fns: Any, params: Any, rollout: types.Rollout, *,
@@ -104,8 +102,3 @@ def map_rows(fn: Callable[[Any], Any], tree: Any, chunks: int) -> Any:
   out = jax.lax.map(fn, split)
   return jax.tree.map(
       lambda x: jnp.swapaxes(x, 0, 1).reshape((rows,) + x.shape[2:]), out)
-
-
-def masked_mean(x: Array, mask: Array) -> Array:
-  m = mask.astype(jnp.float32)
-  return jnp.sum(jnp.where(m > 0, x, 0.0) * m) / jnp.maximum(m.sum(), 1.0)
