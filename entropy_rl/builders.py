@@ -12,12 +12,12 @@ command line (ml_collections cannot address list items)::
     config.regularizers.advantages = dict(kind="grpo_advantages")
     config.regularizers.steer = dict(kind="steer", w_min=0.8, w_max=1.2)
 
-``kind`` names a constructor of :mod:`entropy_rl.regularizers` (every public
-function returning an ``EntropyTransform`` is registered automatically; an
-unknown kind is an error listing the valid ones); the other keys are its
-keyword arguments. A value ``dict(schedule="linear", init=..., end=...,
-steps=...)`` (or ``"cosine"``, ``"constant"``) becomes an optax schedule of
-the step.
+``kind`` names a constructor in the explicit registries of
+:mod:`entropy_rl.regularizers` (``TRANSFORMS``, ``OBJECTIVES``,
+``ROLLOUT_HOOKS``; an unknown kind is an error listing the valid ones); the
+other keys are its keyword arguments. A value ``dict(schedule="linear",
+init=..., end=..., steps=...)`` (or ``"cosine"``, ``"constant"``) becomes an
+optax schedule of the step.
 """
 
 from __future__ import annotations
@@ -30,8 +30,10 @@ import jax.numpy as jnp
 import optax
 
 from entropy_rl import parallel
+from entropy_rl import regularizers
 from entropy_rl.core import combine
 from entropy_rl.core import objectives as objectives_lib
+from entropy_rl.core import rollout as rollout_lib
 from entropy_rl.core import types as core_types
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16,
@@ -53,42 +55,19 @@ def _unknown(what: str, name: str, valid) -> ValueError:
   return ValueError(f"unknown {what} {name!r}{hint} Valid: {', '.join(valid)}")
 
 
-def _returns(fn: Callable, name: str) -> bool:
-  try:
-    ann = inspect.signature(fn).return_annotation
-  except (TypeError, ValueError):
-    return False
-  text = ann if isinstance(ann, str) else getattr(ann, "__name__", str(ann))
-  return name in str(text)
-
-
 # ------------------------------------------------------------- registries
 
 
 def regularizer_registry() -> dict[str, Callable[..., Any]]:
-  """``kind -> constructor`` of every transform in entropy_rl.regularizers."""
-  from entropy_rl import regularizers  # pylint: disable=import-outside-toplevel
-  out = {}
-  for name in dir(regularizers):
-    fn = getattr(regularizers, name)
-    if (not name.startswith("_") and inspect.isfunction(fn) and
-        _returns(fn, "EntropyTransform")):
-      out[name] = fn
-  return out
+  """``kind -> constructor`` of every chain member
+  (``entropy_rl.regularizers.TRANSFORMS``)."""
+  return dict(regularizers.TRANSFORMS)
 
 
 def objective_registry() -> dict[str, Callable[..., Any]]:
   """``kind -> constructor`` of every objective (core presets and the
-  method-specific ``*_objective`` of entropy_rl.regularizers)."""
-  from entropy_rl import regularizers  # pylint: disable=import-outside-toplevel
-  out = {n: getattr(objectives_lib, n) for n in
-         ("ppo_clip", "grpo", "dr_grpo", "dapo", "gspo", "reinforce", "none")}
-  for name in dir(regularizers):
-    fn = getattr(regularizers, name)
-    if (name.endswith("_objective") and inspect.isfunction(fn) and
-        _returns(fn, "Objective")):
-      out[name[:-len("_objective")]] = fn
-  return out
+  methods' own: ``entropy_rl.regularizers.OBJECTIVES``)."""
+  return dict(regularizers.OBJECTIVES)
 
 
 def _schedule(spec: Mapping[str, Any]) -> Callable[[Any], Any]:
@@ -289,13 +268,22 @@ def _sampling_method(method: str, t: float, spec: Mapping[str, Any]) -> Any:
   raise _unknown("sampling method", method, _METHODS)
 
 
+def _members_of_kind(config: Any, kind: str) -> list[str]:
+  """Names in ``config.regularizers.order`` whose entry has ``kind``."""
+  return [n for n in config.regularizers.order
+          if config.regularizers[n].kind == kind]
+
+
 def build_rollout_processors(config: Any) -> tuple[tuple, Any]:
-  """Rollout-side hooks whose parameters live in transform state.
+  """Rollout-side logits processors whose parameters live in transform state.
 
   ``config.sampling.hapo_tau > 0``: HAPO's per-token adaptive temperature
-  ``T_t = T₀(1 + τ ĥ_t)`` (T₀ = ``config.sampling.temperature``), with
-  the entropy normalisation the ``hapo`` chain member stored at the last
-  step (its first rollout uses T₀).
+  ``T_t = T₀(1 + τ ĥ_t)`` (T₀ = ``config.sampling.temperature``), built
+  with the settings it shares with the ``hapo`` chain member (the same
+  keyword arguments: ``regularizers.hapo_sampler_kwargs``, e.g. its
+  ``sign_mode``), with the entropy normalisation the member stored at the
+  last step (``regularizers.hapo_sampler_params``; the first rollout uses
+  T₀).
 
   Returns:
     ``(processors, processor_params_fn)`` for the Experiment.
@@ -305,74 +293,71 @@ def build_rollout_processors(config: Any) -> tuple[tuple, Any]:
     return (), None
   from entropy_rl import sampling  # pylint: disable=import-outside-toplevel
   t0 = float(config.sampling.temperature)
-  proc = sampling.hapo_temperature(tau, t0)
-  names = [n for n in config.regularizers.order
-           if config.regularizers[n].kind == "hapo"]
+  names = _members_of_kind(config, "hapo")
   if not names:
     raise ValueError("config.sampling.hapo_tau > 0 needs a regularizer of "
                      "kind 'hapo' in config.regularizers.order")
   name = names[0]
+  kw = _kwargs(_as_dict(config.regularizers[name]))
+  proc = sampling.hapo_temperature(tau, t0,
+                                   **regularizers.hapo_sampler_kwargs(**kw))
 
   def params_fn(transform_state):
-    st = combine.get_state(transform_state, name)
-    base = proc.init()
-    stats = st.sampler_stats
-    pick = lambda new, old: jnp.where(st.ready, new, old)  # noqa: E731
-    return ({**base, "q": pick(stats.q, base["q"]),
-             "s": pick(stats.s, base["s"]),
-             "inv_p": pick(stats.inv_p, base["inv_p"]),
-             "inv_n": pick(stats.inv_n, base["inv_n"])},)
+    return (regularizers.hapo_sampler_params(
+        combine.get_state(transform_state, name), proc.init()),)
 
   return (proc,), params_fn
 
 
-def build_rollout_hooks(config: Any, tokenizer: Any = None
-                        ) -> dict[str, Any]:
-  """``config.rollout`` -> the Experiment's rollout-hook settings.
+def build_rollout_hook(config: Any, tokenizer: Any = None
+                       ) -> rollout_lib.RolloutHookSpec | None:
+  """``config.rollout`` -> the Experiment's rollout hook (None: plain).
 
-  * ``dynamic_sampling.enabled``: DAPO's filter of all-tied groups, with at
-    most ``max_rounds`` generation rounds per step;
-  * ``aepo.enabled``: AEPO's regulariser rollout on ``prompt_fraction`` of
-    the prompts; the controller's settings are read from the regularizer
-    entry of kind ``aepo`` (which must be in ``config.regularizers.order``);
-  * ``cure.enabled``: CURE's first-stage branches (``n2``, ``top_k``,
-    eligibility rule ``eligible`` = multichar | non_special | all,
-    ``reward_on`` = continuation | full).
+  Every enabled entry ``config.rollout.<name>`` but ``dynamic_sampling``
+  names a factory of ``entropy_rl.regularizers.ROLLOUT_HOOKS`` (at most one
+  may be enabled), called with the entry's other keys and, where the
+  factory declares them, ``tokenizer`` and ``member_kwargs`` /
+  ``state_name`` (the chain member of kind ``<name>``, which must be in
+  ``config.regularizers.order``). ``dynamic_sampling.enabled`` wraps the
+  result (or the plain rollout) in DAPO's filter of all-tied groups, with
+  at most ``max_rounds`` generation rounds per step.
 
   Returns:
-    ``dict(dynamic_sampling=..., aepo_rollout=..., cure_rollout=...)``
-    (None where off); a config without ``rollout`` has every hook off.
+    A ``RolloutHookSpec``, or None when every entry is off (a config
+    without ``rollout`` has every hook off).
   """
   from entropy_rl.training import hooks  # pylint: disable=import-outside-toplevel
-  out = dict(dynamic_sampling=None, aepo_rollout=None, cure_rollout=None)
   r = _as_dict(config.get("rollout"))
+  specs = []
+  for name, entry in r.items():
+    entry = dict(entry or {})
+    if name == "dynamic_sampling" or not entry.pop("enabled", False):
+      continue
+    if name not in regularizers.ROLLOUT_HOOKS:
+      raise _unknown("rollout hook (config.rollout)", name,
+                     list(regularizers.ROLLOUT_HOOKS) + ["dynamic_sampling"])
+    factory = regularizers.ROLLOUT_HOOKS[name]
+    params = inspect.signature(factory).parameters
+    kw = _kwargs(entry)
+    if "tokenizer" in params:
+      kw["tokenizer"] = tokenizer
+    if "member_kwargs" in params:
+      names = _members_of_kind(config, name)
+      if not names:
+        raise ValueError(f"config.rollout.{name}.enabled needs a regularizer "
+                         f"of kind {name!r} in config.regularizers.order")
+      kw["member_kwargs"] = _kwargs(_as_dict(config.regularizers[names[0]]))
+      kw["state_name"] = names[0]
+    specs.append(_call("rollout hook", name, factory, kw))
+  if len(specs) > 1:
+    raise ValueError(f"the {' and '.join(s.name for s in specs)} rollouts "
+                     "cannot be combined")
+  spec = specs[0] if specs else None
   ds = dict(r.get("dynamic_sampling") or {})
   if ds.get("enabled"):
-    out["dynamic_sampling"] = hooks.DynamicSampling(
-        max_rounds=int(ds.get("max_rounds", 3)))
-  ae = dict(r.get("aepo") or {})
-  if ae.get("enabled"):
-    names = [n for n in config.regularizers.order
-             if config.regularizers[n].kind == "aepo"]
-    if not names:
-      raise ValueError("config.rollout.aepo.enabled needs a regularizer of "
-                       "kind 'aepo' in config.regularizers.order")
-    reg = _as_dict(config.regularizers[names[0]])
-    fields = {f for f in hooks.AepoRollout.__dataclass_fields__}
-    kw = {k: v for k, v in reg.items() if k in fields}
-    out["aepo_rollout"] = hooks.AepoRollout(
-        state_name=names[0], **kw,
-        prompt_fraction=float(ae.get("prompt_fraction", 0.25)),
-        eps=float(ae.get("eps", 1e-6)))
-  cu = dict(r.get("cure") or {})
-  if cu.get("enabled"):
-    rule = str(cu.get("eligible", "multichar"))
-    table = (None if tokenizer is None
-             else hooks.eligible_table(tokenizer, rule))
-    out["cure_rollout"] = hooks.CureRollout(
-        n2=int(cu.get("n2", 3)), top_k=int(cu.get("top_k", 20)),
-        eligible=table, reward_on=str(cu.get("reward_on", "continuation")))
-  return out
+    spec = hooks.dynamic_sampling_hook(
+        spec, max_rounds=int(ds.get("max_rounds", 3)))
+  return spec
 
 
 def build_mesh(cfg: Any):
@@ -655,14 +640,12 @@ def build_experiment(config: Any, *, reuse: Any = None,
              weight_decay=float(c.sft.weight_decay),
              schedule=str(c.sft.schedule)), int(c.sft.steps))
   processors, params_fn = build_rollout_processors(c)
-  hooks_kw = build_rollout_hooks(c, tokenizer)
+  hook = build_rollout_hook(c, tokenizer)
   group = int(c.data.num_samples)
-  if hooks_kw["cure_rollout"] is not None:
-    group *= 1 + hooks_kw["cure_rollout"].n2
   extra = ()
-  if hooks_kw["aepo_rollout"] is not None:
-    from entropy_rl.training import hooks  # pylint: disable=import-outside-toplevel
-    extra = (("aepo_rollout_advantages", hooks.assembled_advantages()),)
+  if hook is not None:
+    group = hook.rows_per_prompt(group)
+    extra = tuple(hook.after_advantages)
   exp = loop.Experiment(
       fns=fns, params=params, logical_axes=axes, tokenizer=tokenizer,
       task=task,
@@ -678,7 +661,7 @@ def build_experiment(config: Any, *, reuse: Any = None,
                                    temperature=float(c.eval.temperature)),
       step_kwargs=step_kwargs(c),
       sampler_kwargs=build_sampler_kwargs(c.sampling),
-      settings=build_settings(c), config=c, **hooks_kw)
+      settings=build_settings(c), config=c, rollout_hook=hook)
   return exp
 
 
@@ -742,7 +725,8 @@ def variants(config: Any) -> list[tuple[str, Any]]:
 
 __all__ = (
     "build_experiment", "build_mesh", "build_model", "build_objective",
-    "build_optimizer", "build_rollout_hooks", "build_sampling",
+    "build_optimizer", "build_rollout_hook", "build_rollout_processors",
+    "build_sampling",
     "build_schedule", "build_settings",
     "build_task", "build_tokenizer", "build_transform", "deep_update",
     "objective_registry", "regularizer_registry", "step_kwargs", "variants",

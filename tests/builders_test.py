@@ -9,8 +9,12 @@ import optax
 
 import entropy_rl as er
 from entropy_rl import builders
+from entropy_rl import regularizers
+from entropy_rl import sampling
+from entropy_rl.core import combine
 from experiments.configs import base
 from experiments.configs import default
+from experiments.configs import hapo as hapo_config
 
 
 def cd(**kw):
@@ -28,6 +32,19 @@ class RegistryTest(absltest.TestCase):
     obj = builders.objective_registry()
     for kind in ("grpo", "dapo", "dr_grpo", "clip_cov", "kl_cov", "siren"):
       self.assertIn(kind, obj)
+
+  def test_registries_are_explicit_and_sorted(self):
+    for table in (regularizers.TRANSFORMS, regularizers.OBJECTIVES,
+                  regularizers.ROLLOUT_HOOKS):
+      self.assertEqual(list(table), sorted(table))
+    self.assertEqual(builders.regularizer_registry(), regularizers.TRANSFORMS)
+    self.assertEqual(builders.objective_registry(), regularizers.OBJECTIVES)
+    # Public transforms that are not config kinds stay out (the AEPO
+    # hook's member is inserted by its hook, not named by a config).
+    self.assertNotIn("aepo_rollout_advantages", regularizers.TRANSFORMS)
+    self.assertIs(regularizers.OBJECTIVES["dapo"], er.dapo)
+    self.assertIs(regularizers.OBJECTIVES["siren"],
+                  regularizers.siren_objective)
 
   def test_transform_chain_in_order_with_names(self):
     cfg = cd(order=("advantages", "bonus"),
@@ -106,6 +123,61 @@ class OptimizerTest(absltest.TestCase):
     spec.update(share_prompt="on", num_buckets=-1)
     with self.assertRaisesRegex(ValueError, "num_buckets must be >= 0"):
       builders.build_sampler_kwargs(spec)
+
+
+class RolloutProcessorsTest(absltest.TestCase):
+
+  def sampler_logits(self, sign_mode):
+    """HAPO's adaptive temperature as built from a config whose ``hapo``
+    member has ``sign_mode``, after one prepare (statistics ready)."""
+    c = hapo_config.get_config("tiny")
+    c.regularizers.hapo.sign_mode = sign_mode
+    procs, params_fn = builders.build_rollout_processors(c)
+    (proc,) = procs
+    t = builders.build_transform(c.regularizers)
+    # One prepare on the spec's example, old entropies H = (0.05, 0.2, 1,
+    # 2, 0.5): the member stores q = 0, s = 1.582758, 1/P = 2.283437,
+    # 1/N = -0.528337 for the next rollout.
+    h = jnp.array([[0.05, 0.2, 1.0, 2.0, 0.5]])
+    batch = er.PolicyBatch(
+        logp=jnp.zeros((1, 5)), old_logp=jnp.zeros((1, 5)),
+        advantages=jnp.zeros((1, 5)), mask=jnp.ones((1, 5)), entropy=h,
+        old_entropy=h, rewards=jnp.ones((1,)),
+        group_ids=jnp.zeros((1,), jnp.int32))
+    _, ts, _ = er.prepare_batch(batch, t, t.init(None))
+    np.testing.assert_allclose(combine.get_state(ts, "hapo").sampler_stats.s,
+                               1.582758, rtol=1e-5)
+    (params,) = params_fn(ts)
+    # A low-entropy row (H = 0.0517 < e^q = 1): h < 0.
+    z = jnp.array([[6.0, 0.0, 0.0, 0.0]])
+    return z, proc.apply(z, params, rng=None, pos=0), params
+
+  def test_hapo_sampler_follows_the_members_sign_mode(self):
+    for sign in ("intended", "released"):
+      z, got, params = self.sampler_logits(sign)
+      want = sampling.hapo_temperature(0.05, 1.0, sign).apply(
+          z, params, rng=None, pos=0)
+      np.testing.assert_allclose(got, want, rtol=1e-6)
+      other = sampling.hapo_temperature(
+          0.05, 1.0, {"intended": "released", "released": "intended"}[sign]
+      ).apply(z, params, rng=None, pos=0)
+      self.assertFalse(np.allclose(got, other), sign)
+      # Low entropy, H(softmax z) = 0.0517: h = log(0.0517) / 1.582758 =
+      # -1.8714; intended ĥ = h·|1/N| = -0.9887 cools the row, T = 1 +
+      # 0.05·ĥ = 0.95056; released ĥ = h·(1/N) = +0.9887 heats it, 1.04944.
+      t_eff = float(z[0, 0] / got[0, 0])
+      self.assertAlmostEqual(
+          t_eff, {"intended": 0.95056, "released": 1.04944}[sign], places=4)
+      self.assertEqual(float(params["t0"]), 1.0)
+      self.assertAlmostEqual(float(params["tau"]), 0.05)
+
+  def test_hapo_sampler_needs_a_member(self):
+    c = hapo_config.get_config("tiny")
+    c.regularizers.order = ()
+    with self.assertRaisesRegex(ValueError, "kind 'hapo'"):
+      builders.build_rollout_processors(c)
+    self.assertEqual(builders.build_rollout_processors(base.get_config()),
+                     ((), None))
 
 
 class ConfigTest(absltest.TestCase):

@@ -1,13 +1,14 @@
 """CURE (spec §11) with a deterministic fake sampler."""
 
 import importlib
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from absl.testing import absltest
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from entropy_rl.core import rollout as rollout_lib
 from entropy_rl.regularizers import _cure as cure
 
 
@@ -89,6 +90,57 @@ class RolloutTest(absltest.TestCase):
     ref = fake_sample()(pt, jnp.ones((1, 2), bool), None, 4)
     np.testing.assert_array_equal(out.tokens, ref.tokens)
     self.assertEqual(out.tokens.shape[0], 4)
+
+
+class _State(NamedTuple):
+  params: Any = None
+  transform_state: Any = None
+
+
+class HookTest(absltest.TestCase):
+
+  def test_hook_rows_are_the_rollout_with_branch_marks(self):
+    pt = jnp.array([[0, 3], [4, 10]])
+    pm = jnp.array([[0, 1], [1, 1]], bool)
+    fake = fake_sample()
+    spec = cure.cure_rollout_hook(n2=3, top_k=2, eligible=None)
+    self.assertEqual(spec.rows_per_prompt(2), 8)
+    hook = spec.build(rollout_lib.HookContext(
+        sample_fn=lambda prm, t, m, k, n, ts: fake(t, m, k, n),
+        num_samples=2, pad_id=0))
+    self.assertIsNone(hook.reward_view)  # reward on the continuation
+    class Prompts(NamedTuple):
+      tokens: Any
+      mask: Any
+
+    key = jax.random.key(0)
+    (ro,) = hook.rollouts(_State(), Prompts(pt, pm), key)
+    want = cure.cure_rollout(fake, pt, pm, key, n1=2, n2=3, top_k=2)
+    np.testing.assert_array_equal(ro.response, want.tokens)
+    np.testing.assert_array_equal(ro.group_ids, want.group_ids)
+    np.testing.assert_array_equal(
+        ro.aux[cure.PREFIX_KEY],
+        np.concatenate([np.zeros(4), np.repeat(want.t_star, 3)]))
+    np.testing.assert_array_equal(ro.aux[cure.BRANCH_KEY],
+                                  np.repeat([0.0, 1.0], [4, 12]))
+    rewards = jnp.arange(16, dtype=jnp.float32)
+    out, m = hook.finish(_State(), Prompts(pt, pm),
+                         (ro._replace(rewards=rewards),))
+    self.assertIs(out.rewards, rewards)
+    # Mean reward of the 12 branch rows 4..15: 9.5.
+    self.assertAlmostEqual(float(m["cure/branch_reward"]), 9.5)
+    self.assertAlmostEqual(float(m["cure/prefix_len"]),
+                           float(np.mean(want.t_star)))
+
+  def test_settings_are_checked(self):
+    with self.assertRaisesRegex(ValueError, "reward_on"):
+      cure.cure_rollout_hook(reward_on="prefix")
+    with self.assertRaisesRegex(ValueError, "eligibility rule"):
+      cure.eligible_table(None, "short")
+    # A rule without a tokenizer filters nothing.
+    spec = cure.cure_rollout_hook(eligible="multichar", reward_on="full")
+    hook = spec.build(rollout_lib.HookContext())
+    self.assertIs(hook.reward_view, cure.full_response_view)
 
 
 if __name__ == "__main__":

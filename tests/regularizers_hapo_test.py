@@ -97,5 +97,33 @@ def jax_slice(b, i):
   return jax.tree.map(lambda x: x[i:i + 4], b)
 
 
+class SamplerSideTest(absltest.TestCase):
+
+  DEFAULTS = {"q": 0.0, "s": 1.0, "inv_p": 0.0, "inv_n": 0.0, "t0": 1.0,
+              "tau": 0.05}
+
+  def test_sampler_params_wait_for_the_first_prepare(self):
+    st = hapo.hapo().init(None)  # not ready: the defaults, T = T0
+    p = hapo.hapo_sampler_params(st, self.DEFAULTS)
+    for k, v in self.DEFAULTS.items():
+      np.testing.assert_allclose(p[k], v, err_msg=k)
+    stats = hapo.entropy_score_stats(H, M, 0.8)
+    p = hapo.hapo_sampler_params(hapo.HapoState(stats, jnp.ones((), bool)),
+                                 self.DEFAULTS)
+    # q = 0, s = 1.582758, 1/P = 1/0.437936, 1/N = 1/-1.892730.
+    np.testing.assert_allclose([p["q"], p["s"], p["inv_p"], p["inv_n"]],
+                               [0.0, 1.582758, 2.283437, -0.528337],
+                               atol=1e-5)
+    self.assertEqual((p["t0"], p["tau"]), (1.0, 0.05))
+
+  def test_sampler_kwargs_follow_the_constructor(self):
+    self.assertEqual(hapo.hapo_sampler_kwargs(), {"sign_mode": "intended"})
+    self.assertEqual(
+        hapo.hapo_sampler_kwargs(pivot=0.5, sign_mode="released"),
+        {"sign_mode": "released"})
+    with self.assertRaises(TypeError):
+      hapo.hapo_sampler_kwargs(sign="released")
+
+
 if __name__ == "__main__":
   absltest.main()

@@ -1,4 +1,5 @@
-"""Rollout-side trainer hooks: DAPO dynamic sampling, AEPO, CURE."""
+"""Rollout hooks: the generic machinery, DAPO dynamic sampling, and the
+AEPO and CURE hooks run by the loop."""
 
 from absl.testing import absltest
 import jax
@@ -8,7 +9,9 @@ import numpy as np
 from entropy_rl import builders
 from entropy_rl import regularizers
 from entropy_rl.core import combine
+from entropy_rl.core import rollout as rollout_lib
 from entropy_rl.core import types as core_types
+from entropy_rl.regularizers import _cure as cure_lib
 from entropy_rl.training import hooks
 from entropy_rl.training import iteration as it_lib
 from entropy_rl.training import loop
@@ -155,9 +158,9 @@ class AepoHookTest(absltest.TestCase):
     r_rew = [0, 1]  # GRPO: A = (-0.707, +0.707): row 1 selected
     d = self.rollout(8, 4, d_rew, 100)
     r = self.rollout(2, 1, r_rew, 200)
-    settings = hooks.AepoRollout(state_name="aepo", target_entropy=0.5,
-                                 n_max=60)
-    hook = hooks.aepo_hook(None, None, settings, num_prompts=4)
+    spec = regularizers.aepo_rollout_hook(
+        dict(target_entropy=0.5, n_max=60), state_name="aepo")
+    hook = spec.build(rollout_lib.HookContext(num_prompts=4))
     tstate = combine.named_chain(
         ("aepo", regularizers.aepo(0.5))).init(None)
     state = types.TrainState(step=0, params=None, opt_state=None,
@@ -186,20 +189,44 @@ class AepoHookTest(absltest.TestCase):
         logp=jnp.zeros((8, N)), old_logp=jnp.zeros((8, N)),
         advantages=jnp.full((8, N), 7.0),
         mask=jnp.ones((8, N)).at[0, 1].set(0.0), aux=out.aux)
-    pb2, _ = hooks.assembled_advantages().prepare(pb, ())
+    pb2, _ = regularizers.aepo_rollout_advantages().prepare(pb, ())
     np.testing.assert_allclose(pb2.advantages[:, 0],
                                [1, -s, 0, 0, 0, 0, s, -s], atol=1e-6)
     self.assertEqual(float(pb2.advantages[0, 1]), 0.0)  # masked token
 
+    # The controller settings are the chain member's: n_max = 0 is GRPO.
+    hook0 = regularizers.aepo_rollout_hook(dict(n_max=0)).build(
+        rollout_lib.HookContext(num_prompts=4))
+    out0, m0 = hook0.finish(state, prompts, (d, r))
+    self.assertEqual(float(m0["aepo/n_reg_rows"]), 0.0)
+    np.testing.assert_array_equal(out0.response[:, 0], np.arange(100, 108))
+    with self.assertRaisesRegex(TypeError, "target"):
+      regularizers.aepo_rollout_hook(dict(target=0.5))
+
   def test_builders_insert_advantage_member_after_estimator(self):
     c = aepo_config.get_config("tiny")
-    kw = builders.build_rollout_hooks(c)
-    self.assertEqual(kw["aepo_rollout"].state_name, "aepo")
-    self.assertEqual(kw["aepo_rollout"].t_high, 1.2)
-    self.assertIsNone(kw["cure_rollout"])
+    spec = builders.build_rollout_hook(c)
+    self.assertEqual(spec.name, "aepo")
+    self.assertTrue(spec.mixes_groups)
+    self.assertEqual(spec.rows_per_prompt(4), 4)
+    self.assertEqual([n for n, _ in spec.after_advantages],
+                     ["aepo_rollout_advantages"])
     t = builders.build_transform(
-        c.regularizers, after_advantages=(("x", hooks.assembled_advantages()),))
+        c.regularizers, after_advantages=(
+            ("x", regularizers.aepo_rollout_advantages()),))
     self.assertEqual(list(t.init(None).keys()), ["advantages", "x", "aepo"])
+    # AEPO replaces rows across groups: no group filter, no second hook.
+    c.rollout.dynamic_sampling.enabled = True
+    with self.assertRaisesRegex(ValueError, "dynamic sampling"):
+      builders.build_rollout_hook(c)
+    c.rollout.dynamic_sampling.enabled = False
+    c.rollout.cure.enabled = True
+    with self.assertRaisesRegex(ValueError, "cannot be combined"):
+      builders.build_rollout_hook(c)
+    c = aepo_config.get_config("tiny")
+    c.regularizers.order = ("advantages",)
+    with self.assertRaisesRegex(ValueError, "kind 'aepo'"):
+      builders.build_rollout_hook(c)
 
 
 class WithModelTest(training_loop_test.TinyExperimentTest):
@@ -211,9 +238,7 @@ class WithModelTest(training_loop_test.TinyExperimentTest):
 
   def test_disabled_hooks_are_the_plain_loop(self):
     exp = self.exp
-    self.assertIsNone(exp.dynamic_sampling)
-    self.assertIsNone(exp.aepo_rollout)
-    self.assertIsNone(exp.cure_rollout)
+    self.assertIsNone(exp.rollout_hook)
     fns = loop._step_functions(exp)
     self.assertNotIn("hook", fns)
     p = loop._prompts(self.batch, True)
@@ -248,14 +273,16 @@ class WithModelTest(training_loop_test.TinyExperimentTest):
   def test_cure_rows_and_prefixes(self):
     exp = self.exp
     tok = exp.tokenizer
-    settings = hooks.CureRollout(
-        n2=2, top_k=3, eligible=hooks.eligible_table(tok, "non_special"),
-        reward_on="full")
+    table = cure_lib.eligible_table(tok, "non_special")
+    spec = regularizers.cure_rollout_hook(n2=2, top_k=3, eligible=table,
+                                          reward_on="full")
+    self.assertEqual(spec.rows_per_prompt(2), 6)
     base = loop._sample_fn(exp, exp.sampling)
-    hook = hooks.cure_hook(
-        lambda prm, t, m, k, n, ts: base(exp.fns, prm, t, m, k,
-                                         num_samples=n),
-        settings, num_samples=2, pad_id=tok.pad_id)
+    hook = spec.build(rollout_lib.HookContext(
+        sample_fn=lambda prm, t, m, k, n, ts: base(exp.fns, prm, t, m, k,
+                                                   num_samples=n),
+        num_samples=2, pad_id=tok.pad_id))
+    self.assertIs(hook.reward_view, cure_lib.full_response_view)
     p = loop._prompts(self.batch, True)
     (ro,) = hook.rollouts(self.state0, p, jax.random.PRNGKey(3))
     n, plen = 4, 8  # max_new_tokens, prompt length
@@ -269,7 +296,6 @@ class WithModelTest(training_loop_test.TinyExperimentTest):
     resp, rmask = np.asarray(ro.response), np.asarray(ro.response_mask)
     t = np.asarray(ro.aux["cure_prefix_len"])
     np.testing.assert_array_equal(t[:r1], 0)
-    table = settings.eligible
     branched = 0
     for i in range(r1):
       orig_prompt = toks[i][pm[i]]
@@ -289,7 +315,7 @@ class WithModelTest(training_loop_test.TinyExperimentTest):
         want = np.concatenate([orig_prompt, resp[i, :ts]])
         np.testing.assert_array_equal(toks[row][pm[row]], want)
         # The reward view is y[:t*] ⊕ continuation.
-        _, full, fmask = hooks.full_response_view(
+        _, full, fmask = cure_lib.full_response_view(
             jax.tree.map(lambda x: x[row:row + 1], ro))
         cont = resp[row][rmask[row] > 0]
         np.testing.assert_array_equal(
@@ -301,24 +327,32 @@ class WithModelTest(training_loop_test.TinyExperimentTest):
 class ConfigsTest(absltest.TestCase):
 
   def test_configs_select_hooks(self):
-    kw = builders.build_rollout_hooks(dapo_config.get_config("tiny"))
-    self.assertEqual(kw["dynamic_sampling"].max_rounds, 3)
-    self.assertIsNone(kw["aepo_rollout"])
+    spec = builders.build_rollout_hook(dapo_config.get_config("tiny"))
+    self.assertEqual(spec.name, "plain")  # dynamic sampling of the plain
+    self.assertEqual(spec.prompt_batches, 3)
+    self.assertEqual(spec.rows_per_prompt(8), 8)
+    self.assertIsNotNone(spec.wrap_collect)
+    self.assertIsNotNone(spec.host_rounds)
     c = cure_config.get_config("tiny")
-    kw = builders.build_rollout_hooks(c, builders.build_tokenizer(
+    spec = builders.build_rollout_hook(c, builders.build_tokenizer(
         c.tokenizer))
-    self.assertEqual(kw["cure_rollout"].n2, 3)
-    self.assertEqual(kw["cure_rollout"].reward_on, "full")
-    self.assertEqual(kw["dynamic_sampling"].max_rounds, 2)
+    self.assertEqual(spec.name, "cure")
+    self.assertEqual(spec.rows_per_prompt(4), 4 * (1 + 3))  # n2 = 3
+    self.assertEqual(spec.prompt_batches, 2)  # dynamic sampling, 2 rounds
+    hook = spec.build(rollout_lib.HookContext())
+    self.assertIs(hook.reward_view, cure_lib.full_response_view)
     # Character tokenizer: the reference's multi-character rule admits no
     # token; "non_special" admits all but pad/unk/bos/eos.
     tok = builders.build_tokenizer(c.tokenizer)
-    self.assertFalse(hooks.eligible_table(tok, "multichar").any())
-    self.assertEqual(int(hooks.eligible_table(tok, "non_special").sum()),
+    self.assertFalse(cure_lib.eligible_table(tok, "multichar").any())
+    self.assertEqual(int(cure_lib.eligible_table(tok, "non_special").sum()),
                      tok.vocab_size - 4)
-    base = builders.build_rollout_hooks(training_loop_test.tiny_config())
-    self.assertEqual(base, dict(dynamic_sampling=None, aepo_rollout=None,
-                                cure_rollout=None))
+    self.assertIsNone(builders.build_rollout_hook(
+        training_loop_test.tiny_config()))
+    c.rollout.cure.update(enabled=False)
+    c.rollout.update(nope=dict(enabled=True))
+    with self.assertRaisesRegex(ValueError, "unknown rollout hook"):
+      builders.build_rollout_hook(c)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ rewards, preemption, checkpoints, metrics and pass@k."""
 
 import json
 import os
+import re
 import signal
 import tempfile
 
@@ -208,6 +209,16 @@ class LoopTest(FastCompiles):
     params = loop.run_sft(exp, os.path.join(workdir, "sft"))
     self.assertEqual(jax.tree.structure(params),
                      jax.tree.structure(exp.params))
+
+
+class LayoutTest(absltest.TestCase):
+
+  def test_the_loop_names_no_method(self):
+    # Rollout-side methods reach the loop as hooks (Experiment.rollout_hook).
+    with open(loop.__file__, encoding="utf-8") as f:
+      src = f.read()
+    self.assertIsNone(re.search("aepo|cure|dapo|dynamic_sampling|hapo", src,
+                                re.IGNORECASE))
 
 
 class MetricsTest(absltest.TestCase):

@@ -24,22 +24,30 @@ One RL step (the train loop does steps 1-4; this module gives the pieces)::
     old pass at T = 1 on batch                     # old_logp, no correction
     batch, state, _ = prepare_batch(batch, aepo(...), state)   # controller
     loss = policy_loss(batch, ..., objective=aepo_objective())
+
+In the trainer, :func:`aepo_rollout_hook` is these steps as a rollout hook
+(``entropy_rl.core.rollout``), and :func:`aepo_rollout_advantages` the chain
+member that makes the assembled advantages the batch's.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import inspect
+from typing import Any, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from entropy_rl.core import advantages as adv_lib
+from entropy_rl.core import combine
 from entropy_rl.core import objectives
 from entropy_rl.core import ops
+from entropy_rl.core import rollout as rollout_lib
 from entropy_rl.core import types
 
 Array = types.Array
 REG_KEY = "aepo_reg"  # batch.aux key: 1 on regulariser rows [B]
+ADV_KEY = "aepo_adv"  # batch.aux key: per-row advantage of the batch [B]
 _DICT_FIELDS = ("vocab_stats", "old_vocab_stats", "aux", "loss_terms",
                 "metrics")
 
@@ -289,3 +297,128 @@ def temperature_processor() -> types.LogitsProcessor:
     return logits / t
 
   return types.LogitsProcessor(init, apply)
+
+
+# ------------------------------------------------------------ rollout hook
+
+
+def _member_state(transform_state: Any, state_name: str) -> AepoState:
+  st = combine.get_state(transform_state, state_name)
+  if st is None:
+    raise ValueError(f"the AEPO rollout needs a chain member named "
+                     f"{state_name!r} of kind 'aepo'")
+  return st
+
+
+def aepo_rollout_hook(member_kwargs: Mapping[str, Any] | None = None, *,
+                      state_name: str = "aepo", prompt_fraction: float = 0.25,
+                      eps: float = 1e-6) -> rollout_lib.RolloutHookSpec:
+  """AEPO's batch (spec §5, steps 1-4) as a rollout hook.
+
+  Each step: the main rollout D (T = 1, the loop's); an extra rollout R of
+  the first ⌊P·``prompt_fraction``⌋ prompts (at least one) at the
+  controller's temperature ``T_reg`` (:func:`temperature_processor` last,
+  its parameter the ``state_name`` member's ``temperature``); GRPO
+  advantages of D; the selection ``A > select_threshold`` of R
+  (:func:`aepo_select`); ``n_reg`` from :func:`aepo_controller` and
+  ``concat(R_sel[:n_reg], D[n_reg:])`` at the rollout level. Regulariser
+  rows carry ``aux["aepo_reg"] = 1``; every row its advantage in
+  ``aux["aepo_adv"]`` (D's GRPO advantage, computed before the
+  replacement as in the reference; 1 on regulariser rows), which
+  :func:`aepo_rollout_advantages` (``after_advantages``) writes into the
+  batch. Metrics: ``aepo/n_sel``, ``aepo/n_reg_rows``,
+  ``aepo/reg_temperature``, ``aepo/reg_reward``.
+
+  Args:
+    member_kwargs: the keyword arguments of the :func:`aepo` chain member
+      (its controller settings; its defaults where absent), so the
+      controller is declared once.
+    state_name: the name of the :func:`aepo` member in the chain.
+    prompt_fraction: the fraction of the prompts sampled again at T_reg.
+    eps: ε of the GRPO normalisation.
+
+  Returns:
+    A :class:`~entropy_rl.core.rollout.RolloutHookSpec`; its batch replaces
+    rows across groups (``mixes_groups``), so no group filter can wrap it.
+  """
+  bound = inspect.signature(aepo).bind(**dict(member_kwargs or {}))
+  bound.apply_defaults()
+  c = bound.arguments
+
+  def build(ctx: rollout_lib.HookContext) -> rollout_lib.RolloutHook:
+    b_reg = max(1, int(ctx.num_prompts * prompt_fraction))
+    reg_fn = None
+    if ctx.with_processors is not None:
+      reg_fn = ctx.with_processors(
+          (temperature_processor(),),
+          lambda ts: (_member_state(ts, state_name).temperature,))
+
+    def rollouts(state, prompts, key):
+      d = ctx.rollout_fn(state.params, prompts, key, state.transform_state)
+      sub = jax.tree.map(lambda x: x[:b_reg], prompts)
+      r = reg_fn(state.params, sub, rollout_lib.fold_name(key, "aepo"),
+                 state.transform_state)
+      return d, r
+
+    def finish(state, prompts, scored):
+      d, r = scored
+      st = _member_state(state.transform_state, state_name)
+      rows, rows_r = d.response.shape[0], r.response.shape[0]
+      sel = aepo_select(r.rewards, r.group_ids,
+                        threshold=c["select_threshold"], eps=eps)
+      n_sel = jnp.sum(sel).astype(jnp.int32)
+      _, n_reg = aepo_controller(st.h_prev, c["target_entropy"], n_sel,
+                                 t_high=c["t_high"], t_low=c["t_low"],
+                                 n_max=c["n_max"])
+      n_reg = jnp.minimum(n_reg, rows)
+      order = jnp.argsort(~sel, stable=True)  # selected first, in order
+      src = order[jnp.minimum(jnp.arange(rows), rows_r - 1)]
+      use = jnp.arange(rows) < n_reg
+      adv_d = adv_lib.grpo(d.rewards, d.group_ids, prompts.tokens.shape[0],
+                           eps=eps)
+      d2 = d._replace(aux={**(d.aux or {}),
+                           REG_KEY: jnp.zeros((rows,), jnp.float32),
+                           ADV_KEY: adv_d})
+      r2 = r._replace(aux={**(r.aux or {}),
+                           REG_KEY: jnp.ones((rows_r,), jnp.float32),
+                           ADV_KEY: jnp.ones((rows_r,), jnp.float32)})
+
+      def pick(xd, xr):
+        u = use.reshape((rows,) + (1,) * (xd.ndim - 1))
+        return jnp.where(u, jnp.take(xr, src, axis=0).astype(xd.dtype), xd)
+
+      out = jax.tree.map(pick, d2, r2)
+      m = {"aepo/n_sel": n_sel.astype(jnp.float32),
+           "aepo/n_reg_rows": n_reg.astype(jnp.float32),
+           "aepo/reg_temperature": st.temperature,
+           "aepo/reg_reward": jnp.mean(r.rewards)}
+      return out, m
+
+    return rollout_lib.RolloutHook(rollouts, finish, None, "aepo")
+
+  return rollout_lib.RolloutHookSpec(
+      build, name="aepo",
+      after_advantages=(("aepo_rollout_advantages",
+                         aepo_rollout_advantages()),),
+      mixes_groups=True)
+
+
+def aepo_rollout_advantages() -> types.EntropyTransform:
+  """Writes ``aux["aepo_adv"]`` (per row) as the advantages, if present.
+
+  :func:`aepo_rollout_hook` computes the main batch's GRPO advantages before
+  its first rows are replaced (as the reference) and A ≡ 1 for the
+  regulariser rows; this member, placed after the advantage estimator,
+  makes them the batch's advantages. Without the key it is the identity.
+  """
+
+  def prepare(batch, state, *, rng=None, step=None, **extra):
+    del rng, step, extra
+    adv = (batch.aux or {}).get(ADV_KEY)
+    if adv is None:
+      return batch, state
+    return batch._replace(advantages=adv_lib.to_tokens(
+        adv.astype(jnp.float32), batch.mask)), state
+
+  return types.EntropyTransform(types.init_empty_state,
+                                types.identity_update, prepare)

@@ -16,6 +16,9 @@ group is the n₁ + n₁·n₂ responses sharing x's id; the reward is computed 
 the continuation alone; the loss is DAPO's.
 
 Everything is static-shape: the branched prompt has P + N slots, left-padded.
+
+In the trainer, :func:`cure_rollout_hook` is this stage as a rollout hook
+(``entropy_rl.core.rollout``) around the loop's sampler.
 """
 
 from __future__ import annotations
@@ -24,10 +27,16 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from entropy_rl.core import rollout as rollout_lib
 from entropy_rl.core import types
 
 Array = types.Array
+PREFIX_KEY = "cure_prefix_len"  # rollout aux: t* of a branch row (0: original)
+BRANCH_KEY = "cure_branch"  # rollout aux: 1 on branch rows
+ELIGIBLE_RULES = ("multichar", "non_special", "all")
+REWARD_ON = ("continuation", "full")
 
 
 def select_critical_positions(entropy: Array, mask: Array, eligible: Array,
@@ -157,3 +166,125 @@ def cure_rollout(sample_fn: SampleFn, prompt_tokens: Array, prompt_mask: Array,
       prompt_tokens=cat(orig_pt, jnp.repeat(bt, n2, axis=0)),
       prompt_mask=cat(orig_pm, jnp.repeat(bm, n2, axis=0)),
       t_star=t_star)
+
+
+# ------------------------------------------------------------ rollout hook
+
+
+def eligible_table(tokenizer: Any, rule: str) -> np.ndarray | None:
+  """A bool [V] table of tokens that may be CURE branch points.
+
+  ``"multichar"`` (the reference): not special and the decoded text,
+  stripped, is longer than one character; ``"non_special"``: every token
+  but pad/bos/eos/unk/end tokens; ``"all"``: None (no filter).
+  """
+  if rule == "all":
+    return None
+  if rule not in ELIGIBLE_RULES:
+    raise ValueError(f"unknown CURE eligibility rule {rule!r}; valid: "
+                     f"{', '.join(ELIGIBLE_RULES)}")
+  v = int(tokenizer.vocab_size)
+  special = {int(i) for i in tuple(getattr(tokenizer, "end_ids", ())) + tuple(
+      getattr(tokenizer, a, None) for a in ("pad_id", "bos_id", "eos_id",
+                                           "unk_id")) if i is not None}
+  table = np.ones((v,), bool)
+  for i in special:
+    if 0 <= i < v:
+      table[i] = False
+  if rule == "multichar":
+    for i in range(v):
+      if table[i]:
+        table[i] = len(tokenizer.decode([i]).strip()) > 1
+  return table
+
+
+def full_response_view(ro: rollout_lib.Rollout) -> tuple[Array, Array, Array]:
+  """``(prompt, y[:t*] ⊕ continuation [R, 2N], mask)``: the whole response
+  of a CURE branch row (originals: their response, then padding)."""
+  n = ro.response.shape[1]
+  t = ro.aux[PREFIX_KEY].astype(jnp.int32)[:, None]
+  cat = jnp.concatenate([ro.prompt[:, -n:], ro.response], 1)
+  catm = jnp.concatenate([jnp.ones_like(ro.response_mask),
+                          ro.response_mask.astype(jnp.float32)], 1)
+  src = jnp.arange(2 * n)[None, :] + n - t
+  inside = src < 2 * n
+  src = jnp.clip(src, 0, 2 * n - 1)
+  toks = jnp.take_along_axis(cat, src, 1)
+  mask = jnp.take_along_axis(catm, src, 1) * inside
+  return ro.prompt, toks, mask
+
+
+def cure_rollout_hook(n2: int = 3, top_k: int = 20,
+                      eligible: str | np.ndarray | None = "multichar",
+                      reward_on: str = "continuation", *,
+                      tokenizer: Any = None) -> rollout_lib.RolloutHookSpec:
+  """CURE's first-stage rollout (spec §11) as a rollout hook.
+
+  Rows are the n₁ originals of every prompt (n₁: the loop's samples per
+  prompt; prompt left-padded to P + N), then the n₂ branches of each
+  original (prompt ``x ⊕ y[:t*]``, :func:`cure_rollout` around the loop's
+  sampler); ``group_ids`` is the prompt (one group of n₁(1 + n₂) rows);
+  ``aux["cure_prefix_len"]`` holds t* on branch rows (0 on originals) and
+  ``aux["cure_branch"]`` marks them. Metrics: ``cure/branch_reward``,
+  ``cure/prefix_len``.
+
+  Args:
+    n2: continuations per branch.
+    top_k: K, candidates per response.
+    eligible: a bool [V] table of tokens that may be branch points, None
+      (every token), or a rule of :func:`eligible_table` applied to
+      ``tokenizer`` (no tokenizer: no filter).
+    reward_on: ``"continuation"`` (the reference) or ``"full"`` (the
+      reward reads ``y[:t*] ⊕ continuation``, :func:`full_response_view`).
+    tokenizer: the tokenizer of an ``eligible`` rule.
+
+  Returns:
+    A :class:`~entropy_rl.core.rollout.RolloutHookSpec` with 1 + n₂ rows
+    per sample.
+  """
+  if reward_on not in REWARD_ON:
+    raise ValueError(f"CURE reward_on must be 'continuation' or 'full', got "
+                     f"{reward_on!r}")
+  if isinstance(eligible, str):
+    eligible = (None if tokenizer is None
+                else eligible_table(tokenizer, eligible))
+  n2, top_k = int(n2), int(top_k)
+
+  def build(ctx: rollout_lib.HookContext) -> rollout_lib.RolloutHook:
+    table = None if eligible is None else jnp.asarray(eligible, bool)
+
+    def rollouts(state, prompts, key):
+      fn = lambda t, m, k, n: ctx.sample_fn(  # noqa: E731
+          state.params, t, m, k, n, state.transform_state)
+      elig = None if table is None else (lambda toks: jnp.take(
+          table, jnp.clip(toks, 0, table.shape[0] - 1)))
+      c = cure_rollout(fn, prompts.tokens, prompts.mask, key,
+                       n1=ctx.num_samples, n2=n2, top_k=top_k,
+                       eligible_fn=elig, pad_id=ctx.pad_id)
+      r1 = c.t_star.shape[0]
+      prefix = jnp.concatenate([jnp.zeros((r1,), jnp.int32),
+                                jnp.repeat(c.t_star, n2)])
+      ro = rollout_lib.Rollout(
+          prompt=c.prompt_tokens.astype(jnp.int32),
+          prompt_mask=c.prompt_mask.astype(bool),
+          response=c.tokens.astype(jnp.int32),
+          response_mask=c.mask.astype(jnp.float32),
+          logp=c.logp.astype(jnp.float32),
+          entropy=c.entropy.astype(jnp.float32), rewards=None,
+          group_ids=c.group_ids.astype(jnp.int32),
+          aux={PREFIX_KEY: prefix,
+               BRANCH_KEY: c.is_branch.astype(jnp.float32)})
+      return (ro,)
+
+    def finish(state, prompts, scored):
+      del state, prompts
+      (ro,) = scored
+      branch = ro.aux[BRANCH_KEY]
+      nb = jnp.maximum(jnp.sum(branch), 1.0)
+      return ro, {"cure/branch_reward": jnp.sum(ro.rewards * branch) / nb,
+                  "cure/prefix_len": jnp.sum(ro.aux[PREFIX_KEY] * branch) / nb}
+
+    view = full_response_view if reward_on == "full" else None
+    return rollout_lib.RolloutHook(rollouts, finish, view, "cure")
+
+  return rollout_lib.RolloutHookSpec(build, name="cure", rows_per_sample=1 + n2)

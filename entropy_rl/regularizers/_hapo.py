@@ -20,11 +20,18 @@ with ``s = sqrt(max(mean (e − q)², 1e-8))``, ``P = max(max_{h>0} h, 1e-8)``,
 (h ≤ 0). The released code computes ``h·(1/N)`` for h ≤ 0, which makes ĥ ≥ 0
 for low-entropy tokens too (an apparent sign error): ``sign_mode="released"``
 reproduces it; the default follows the paper.
+
+The rollout side reads this transform: :func:`hapo_sampler_params` turns its
+state into the parameters of the sampler's adaptive temperature
+(``entropy_rl.sampling.hapo_temperature``), and :func:`hapo_sampler_kwargs`
+gives that processor the settings it shares with the transform
+(``sign_mode``), from the same keyword arguments as :func:`hapo`.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import inspect
+from typing import Any, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -220,3 +227,42 @@ def hapo(pivot: float = 0.8, clip_alpha: float = 1.0, adv_beta: float = 1.0,
   return types.EntropyTransform(init, update, prepare,
                                 types.Needs(frozenset({"entropy", "rewards",
                                                        "group_ids"})))
+
+
+def hapo_sampler_kwargs(**hapo_kwargs: Any) -> dict[str, Any]:
+  """The adaptive temperature's settings shared with :func:`hapo`.
+
+  Args:
+    **hapo_kwargs: the keyword arguments of the :func:`hapo` chain member
+      (its defaults where absent; unknown names raise ``TypeError``).
+
+  Returns:
+    ``{"sign_mode": ...}``: keyword arguments of
+    ``entropy_rl.sampling.hapo_temperature``, so the sampler scores ĥ with
+    the transform's sign.
+  """
+  bound = inspect.signature(hapo).bind(**hapo_kwargs)
+  bound.apply_defaults()
+  return {"sign_mode": bound.arguments["sign_mode"]}
+
+
+def hapo_sampler_params(state: HapoState, defaults: Mapping[str, Array]
+                        ) -> dict[str, Array]:
+  """The adaptive temperature's parameters from the transform's state.
+
+  Args:
+    state: the :func:`hapo` member's :class:`HapoState`.
+    defaults: the processor's ``init()`` (``q``, ``s``, ``inv_p``, ``inv_n``,
+      ``t0``, ``tau``).
+
+  Returns:
+    ``defaults`` with the entropy normalisation stored at the last
+    ``prepare`` (before the first one, ``ready`` is False and the defaults
+    stay: ĥ = 0, T = T₀).
+  """
+  stats = state.sampler_stats
+  pick = lambda new, old: jnp.where(state.ready, new, old)  # noqa: E731
+  return {**defaults, "q": pick(stats.q, defaults["q"]),
+          "s": pick(stats.s, defaults["s"]),
+          "inv_p": pick(stats.inv_p, defaults["inv_p"]),
+          "inv_n": pick(stats.inv_n, defaults["inv_n"])}

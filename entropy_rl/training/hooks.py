@@ -1,62 +1,43 @@
-"""Rollout-side trainer hooks: DAPO dynamic sampling, AEPO, CURE.
+"""The generic side of rollout hooks: scoring, one jitted iteration, DAPO.
 
-A hook changes how one RL step's training batch is collected; the update is
-unchanged. Hooks are chosen by ``config.rollout`` (read only in
-``entropy_rl.builders``, which turns it into the plain dataclasses below on
-the :class:`~entropy_rl.training.loop.Experiment`); nothing here sees a
-ConfigDict, and every function is pure and static-shape, so a hooked step is
-still one jitted (and seed-vmapped, mesh-sharded) program when the task's
-reward is a JAX function.
+The protocol (:class:`~entropy_rl.core.rollout.RolloutHook`, its
+:class:`~entropy_rl.core.rollout.RolloutHookSpec` and the
+:class:`~entropy_rl.core.rollout.HookContext` the loop builds it with) lives
+in ``entropy_rl.core.rollout``, so each rollout-side method implements its
+hook in its own module (``regularizers.aepo_rollout_hook``,
+``regularizers.cure_rollout_hook``) without importing training. This module
+runs any hook; nothing here names a method or sees a ConfigDict, and every
+function is pure and static-shape, so a hooked step is still one jitted (and
+seed-vmapped, mesh-sharded) program when the task's reward is a JAX function.
 
-A :class:`RolloutHook` has two pure halves around the reward:
-
-* ``rollouts(state, prompts, key) -> tuple[Rollout, ...]`` samples (no
-  rewards yet);
-* ``finish(state, prompts, scored) -> (Rollout, metrics)`` turns the scored
-  rollouts into the training batch.
-
-The reward runs between them: on device (:func:`jax_collect`) or on the host
-(the loop's Python-reward path), with each row's answer looked up by its
-``group_ids`` (the prompt it answers).
+The reward runs between a hook's two halves: on device (:func:`jax_collect`)
+or on the host (the loop's Python-reward path), with each row's answer looked
+up by its ``group_ids`` (the prompt it answers); :func:`finish_fn` adds the
+reward metrics of the main rollout to the hook's own.
 
 * :func:`plain_hook` -- one rollout (the loop without hooks).
-* :func:`aepo_hook` -- AEPO (methods_rlvr.md §5, steps 1-4): an extra
-  rollout of the first ⌊P·``prompt_fraction``⌋ prompts at the controller's
-  temperature ``T_reg`` (read from the ``aepo`` member's state), GRPO
-  advantages of the main batch, selection ``A > threshold`` and
-  ``concat(S[:n_reg], D[n_reg:])`` at the rollout level; the regulariser rows
-  carry ``aux["aepo_reg"] = 1`` and every row its advantage in
-  ``aux["aepo_adv"]`` (1 on regulariser rows), which
-  :func:`assembled_advantages` (a chain member the builders insert after the
-  advantage estimator) writes into the batch.
-* :func:`cure_hook` -- CURE's first stage (§11): n₁ samples, a critical
-  high-entropy token t* per sample (``regularizers.cure``), n₂ continuations
-  of ``x ⊕ y[:t*]``; one group of n₁(1 + n₂) rows per prompt.
-* :func:`dynamic_sampling` -- DAPO's filter (§1.4): groups whose rewards are
-  all equal are dropped and more generation rounds are sampled until the
-  batch is full or ``max_rounds`` rounds ran; the batch keeps its static
-  size: missing groups are filled with dropped ones whose response mask is
-  zeroed. On device the rounds run in a ``lax.while_loop`` that stops as
-  soon as the batch is full (the loop feeds ``max_rounds`` prompt batches
+* :func:`dynamic_sampling_hook` -- DAPO's filter (§1.4) around any hook
+  spec: groups whose rewards are all equal are dropped and more generation
+  rounds are sampled until the batch is full or ``max_rounds`` rounds ran;
+  the batch keeps its static size: missing groups are filled with dropped
+  ones whose response mask is zeroed. On device the rounds run in a
+  ``lax.while_loop`` that stops as soon as the batch is full
+  (:func:`dynamic_sampling`; the loop feeds ``max_rounds`` prompt batches
   per step; the prompts of rounds that are not needed are skipped). The
   Python-reward path runs the same rounds in the Python loop between jitted
-  calls (``select_groups`` is shared).
+  calls (:func:`python_dynamic_sampling`; ``select_groups`` is shared).
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Callable, NamedTuple, Sequence
+import functools
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from entropy_rl.core import advantages as adv_lib
-from entropy_rl.core import combine
-from entropy_rl.core import ops
-from entropy_rl.core import types as core_types
-from entropy_rl import regularizers
+from entropy_rl.core import rollout as rollout_lib
 from entropy_rl.training import iteration as it_lib
 from entropy_rl.training import types
 
@@ -64,66 +45,12 @@ Array = jax.Array
 Rollout = types.Rollout
 Prompts = it_lib.Prompts
 TrainState = types.TrainState
-
-AEPO_REG_KEY = "aepo_reg"  # aux: 1 on AEPO regulariser rows (the aepo member's)
-AEPO_ADV_KEY = "aepo_adv"  # aux: per-row advantage of an AEPO batch [B]
-CURE_PREFIX_KEY = "cure_prefix_len"  # aux: t* of a branch row (0: original)
-CURE_BRANCH_KEY = "cure_branch"  # aux: 1 on branch rows
-
-
-# ------------------------------------------------------------- settings
-
-
-@dataclasses.dataclass(frozen=True)
-class DynamicSampling:
-  """DAPO dynamic sampling: at most ``max_rounds`` generation rounds
-  (``max_num_gen_batches``) of ``prompts_per_step`` prompts each."""
-  max_rounds: int = 3
-
-
-@dataclasses.dataclass(frozen=True)
-class AepoRollout:
-  """AEPO's rollout side; the controller settings are the ``aepo`` chain
-  member's (``state_name``)."""
-  state_name: str = "aepo"
-  target_entropy: float = 0.5
-  t_high: float = 1.2
-  t_low: float = 0.8
-  n_max: int = 60
-  select_threshold: float = 0.05
-  prompt_fraction: float = 0.25
-  eps: float = 1e-6
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class CureRollout:
-  """CURE's first stage: ``n2`` continuations per branch, ``top_k``
-  candidates, ``eligible`` a bool table over the vocabulary (None: every
-  token), reward on the ``"continuation"`` (reference) or the ``"full"``
-  response ``y[:t*] ⊕ continuation``."""
-  n2: int = 3
-  top_k: int = 20
-  eligible: Any = None
-  reward_on: str = "continuation"
+HookContext = rollout_lib.HookContext
+RolloutHook = rollout_lib.RolloutHook
+RolloutHookSpec = rollout_lib.RolloutHookSpec
 
 
 # ----------------------------------------------------------------- hooks
-
-
-class RolloutHook(NamedTuple):
-  """See the module docstring.
-
-  Attributes:
-    rollouts: ``(state, prompts, key) -> tuple[Rollout, ...]`` (unscored).
-    finish: ``(state, prompts, scored) -> (Rollout, metrics)``.
-    reward_view: ``rollout -> (prompt, response, mask)`` the reward reads
-      (None: the rollout's own fields).
-    name: for messages.
-  """
-  rollouts: Callable[..., tuple]
-  finish: Callable[..., tuple]
-  reward_view: Callable[[Rollout], tuple] | None = None
-  name: str = "plain"
 
 
 def plain_hook(rollout_fn: Callable[..., Rollout]) -> RolloutHook:
@@ -133,12 +60,31 @@ def plain_hook(rollout_fn: Callable[..., Rollout]) -> RolloutHook:
     return (rollout_fn(state.params, prompts, key, state.transform_state),)
 
   def finish(state, prompts, scored):
-    del state
+    del state, prompts
     (ro,) = scored
-    return ro, it_lib.reward_metrics(ro.rewards, ro.group_ids,
-                                     prompts.tokens.shape[0])
+    return ro, {}
 
   return RolloutHook(rollouts, finish, None, "plain")
+
+
+def plain_spec() -> RolloutHookSpec:
+  """The spec of :func:`plain_hook` around the loop's main rollout."""
+  return RolloutHookSpec(lambda ctx: plain_hook(ctx.rollout_fn), "plain")
+
+
+def finish_fn(hook: RolloutHook) -> Callable[..., tuple]:
+  """``finish(state, prompts, scored) -> (batch, metrics)``: the hook's,
+  its metrics after the reward metrics of ``scored[0]`` (the main
+  rollout: the policy's accuracy on this step's prompts)."""
+
+  def finish(state, prompts, scored):
+    batch, own = hook.finish(state, prompts, scored)
+    m = it_lib.reward_metrics(scored[0].rewards, scored[0].group_ids,
+                              prompts.tokens.shape[0])
+    m.update(own)
+    return batch, m
+
+  return finish
 
 
 def row_answers(answer: Any, group_ids: Array) -> Any:
@@ -163,12 +109,13 @@ def jax_collect(hook: RolloutHook, jax_reward_fn: Callable[..., Array]
                 ) -> Callable[..., tuple[Rollout, dict[str, Array]]]:
   """``collect(state, prompts, key) -> (batch, metrics)`` with an on-device
   reward."""
+  finish = finish_fn(hook)
 
   def collect(state, prompts, key):
     ros = hook.rollouts(state, prompts, key)
     ros = tuple(score_rows(jax_reward_fn, r, prompts.answer, hook.reward_view)
                 for r in ros)
-    return hook.finish(state, prompts, ros)
+    return finish(state, prompts, ros)
 
   return collect
 
@@ -186,202 +133,6 @@ def make_hooked_iteration(collect: Callable[..., tuple],
     return state, metrics
 
   return iteration
-
-
-# ----------------------------------------------------------------- AEPO
-
-
-def aepo_hook(rollout_fn: Callable[..., Rollout],
-              reg_rollout_fn: Callable[..., Rollout], settings: AepoRollout,
-              *, num_prompts: int) -> RolloutHook:
-  """AEPO's batch (spec §5, steps 1-4).
-
-  Args:
-    rollout_fn: the main rollout (T = 1), ``rollout_fn(params, prompts, rng,
-      transform_state)``.
-    reg_rollout_fn: the same with AEPO's temperature processor last, whose
-      parameter is ``T_reg`` of the ``aepo`` member's state.
-    settings: :class:`AepoRollout`.
-    num_prompts: P, prompts per step.
-  """
-  s = settings
-  b_reg = max(1, int(num_prompts * s.prompt_fraction))
-
-  def rollouts(state, prompts, key):
-    d = rollout_fn(state.params, prompts, key, state.transform_state)
-    sub = jax.tree.map(lambda x: x[:b_reg], prompts)
-    r = reg_rollout_fn(state.params, sub,
-                       jax.random.fold_in(key, types.tag("aepo")),
-                       state.transform_state)
-    return d, r
-
-  def finish(state, prompts, scored):
-    d, r = scored
-    st = combine.get_state(state.transform_state, s.state_name)
-    if st is None:
-      raise ValueError(f"the AEPO rollout needs a chain member named "
-                       f"{s.state_name!r} of kind 'aepo'")
-    rows, rows_r = d.response.shape[0], r.response.shape[0]
-    sel = regularizers.aepo_select(r.rewards, r.group_ids,
-                               threshold=s.select_threshold, eps=s.eps)
-    n_sel = jnp.sum(sel).astype(jnp.int32)
-    _, n_reg = regularizers.aepo_controller(st.h_prev, s.target_entropy, n_sel,
-                                        t_high=s.t_high, t_low=s.t_low,
-                                        n_max=s.n_max)
-    n_reg = jnp.minimum(n_reg, rows)
-    order = jnp.argsort(~sel, stable=True)  # selected first, in order
-    src = order[jnp.minimum(jnp.arange(rows), rows_r - 1)]
-    use = jnp.arange(rows) < n_reg
-    adv_d = adv_lib.grpo(d.rewards, d.group_ids, prompts.tokens.shape[0],
-                         eps=s.eps)
-    d2 = d._replace(aux={**(d.aux or {}),
-                         AEPO_REG_KEY: jnp.zeros((rows,), jnp.float32),
-                         AEPO_ADV_KEY: adv_d})
-    r2 = r._replace(aux={**(r.aux or {}),
-                         AEPO_REG_KEY: jnp.ones((rows_r,), jnp.float32),
-                         AEPO_ADV_KEY: jnp.ones((rows_r,), jnp.float32)})
-
-    def pick(xd, xr):
-      u = use.reshape((rows,) + (1,) * (xd.ndim - 1))
-      return jnp.where(u, jnp.take(xr, src, axis=0).astype(xd.dtype), xd)
-
-    out = jax.tree.map(pick, d2, r2)
-    m = it_lib.reward_metrics(d.rewards, d.group_ids, prompts.tokens.shape[0])
-    m.update({"aepo/n_sel": n_sel.astype(jnp.float32),
-              "aepo/n_reg_rows": n_reg.astype(jnp.float32),
-              "aepo/reg_temperature": st.temperature,
-              "aepo/reg_reward": jnp.mean(r.rewards)})
-    return out, m
-
-  return RolloutHook(rollouts, finish, None, "aepo")
-
-
-def assembled_advantages() -> core_types.EntropyTransform:
-  """Writes ``aux["aepo_adv"]`` (per row) as the advantages, if present.
-
-  The AEPO rollout hook computes the main batch's GRPO advantages before
-  its first rows are replaced (as the reference) and A ≡ 1 for the
-  regulariser rows; this member, placed after the advantage estimator,
-  makes them the batch's advantages. Without the key it is the identity.
-  """
-
-  def prepare(batch, state, *, rng=None, step=None, **extra):
-    del rng, step, extra
-    adv = (batch.aux or {}).get(AEPO_ADV_KEY)
-    if adv is None:
-      return batch, state
-    return batch._replace(advantages=adv_lib.to_tokens(
-        adv.astype(jnp.float32), batch.mask)), state
-
-  return core_types.EntropyTransform(
-      core_types.init_empty_state, core_types.identity_update, prepare)
-
-
-# ----------------------------------------------------------------- CURE
-
-
-def eligible_table(tokenizer: Any, rule: str) -> np.ndarray | None:
-  """A bool [V] table of tokens that may be CURE branch points.
-
-  ``"multichar"`` (the reference): not special and the decoded text,
-  stripped, is longer than one character; ``"non_special"``: every token
-  but pad/bos/eos/unk/end tokens; ``"all"``: None (no filter).
-  """
-  if rule == "all":
-    return None
-  if rule not in ("multichar", "non_special"):
-    raise ValueError(f"unknown CURE eligibility rule {rule!r}; valid: "
-                     "multichar, non_special, all")
-  v = int(tokenizer.vocab_size)
-  special = {int(i) for i in tuple(getattr(tokenizer, "end_ids", ())) + tuple(
-      getattr(tokenizer, a, None) for a in ("pad_id", "bos_id", "eos_id",
-                                           "unk_id")) if i is not None}
-  table = np.ones((v,), bool)
-  for i in special:
-    if 0 <= i < v:
-      table[i] = False
-  if rule == "multichar":
-    for i in range(v):
-      if table[i]:
-        table[i] = len(tokenizer.decode([i]).strip()) > 1
-  return table
-
-
-def cure_hook(sample_fn: Callable[..., Any], settings: CureRollout, *,
-              num_samples: int, pad_id: int) -> RolloutHook:
-  """CURE's first-stage rollout (spec §11) as a hook.
-
-  Args:
-    sample_fn: ``sample_fn(params, tokens, mask, rng, num_samples,
-      transform_state) -> SampleOutput``.
-    settings: :class:`CureRollout`.
-    num_samples: n₁.
-    pad_id: the padding token.
-
-  Rows are the n₁ originals of every prompt (prompt left-padded to P + N)
-  then the n₂ branches of each original (prompt ``x ⊕ y[:t*]``);
-  ``group_ids`` is the prompt; ``aux["cure_prefix_len"]`` holds t* on
-  branch rows (0 on originals) and ``aux["cure_branch"]`` marks them.
-  """
-  s = settings
-  table = None if s.eligible is None else jnp.asarray(s.eligible, bool)
-  if s.reward_on not in ("continuation", "full"):
-    raise ValueError(f"CURE reward_on must be 'continuation' or 'full', got "
-                     f"{s.reward_on!r}")
-
-  def rollouts(state, prompts, key):
-    fn = lambda t, m, k, n: sample_fn(  # noqa: E731
-        state.params, t, m, k, n, state.transform_state)
-    elig = None if table is None else (lambda toks: jnp.take(
-        table, jnp.clip(toks, 0, table.shape[0] - 1)))
-    c = regularizers.cure_rollout(fn, prompts.tokens, prompts.mask, key,
-                              n1=num_samples, n2=s.n2, top_k=s.top_k,
-                              eligible_fn=elig, pad_id=pad_id)
-    r1 = c.t_star.shape[0]
-    prefix = jnp.concatenate([jnp.zeros((r1,), jnp.int32),
-                              jnp.repeat(c.t_star, s.n2)])
-    ro = Rollout(
-        prompt=c.prompt_tokens.astype(jnp.int32),
-        prompt_mask=c.prompt_mask.astype(bool),
-        response=c.tokens.astype(jnp.int32),
-        response_mask=c.mask.astype(jnp.float32),
-        logp=c.logp.astype(jnp.float32),
-        entropy=c.entropy.astype(jnp.float32), rewards=None,
-        group_ids=c.group_ids.astype(jnp.int32),
-        aux={CURE_PREFIX_KEY: prefix,
-             CURE_BRANCH_KEY: c.is_branch.astype(jnp.float32)})
-    return (ro,)
-
-  def finish(state, prompts, scored):
-    del state
-    (ro,) = scored
-    m = it_lib.reward_metrics(ro.rewards, ro.group_ids,
-                              prompts.tokens.shape[0])
-    branch = ro.aux[CURE_BRANCH_KEY]
-    nb = jnp.maximum(jnp.sum(branch), 1.0)
-    m.update({"cure/branch_reward": jnp.sum(ro.rewards * branch) / nb,
-              "cure/prefix_len": jnp.sum(
-                  ro.aux[CURE_PREFIX_KEY] * branch) / nb})
-    return ro, m
-
-  view = full_response_view if s.reward_on == "full" else None
-  return RolloutHook(rollouts, finish, view, "cure")
-
-
-def full_response_view(ro: Rollout) -> tuple[Array, Array, Array]:
-  """``(prompt, y[:t*] ⊕ continuation [R, 2N], mask)``: the whole response
-  of a CURE branch row (originals: their response, then padding)."""
-  n = ro.response.shape[1]
-  t = ro.aux[CURE_PREFIX_KEY].astype(jnp.int32)[:, None]
-  cat = jnp.concatenate([ro.prompt[:, -n:], ro.response], 1)
-  catm = jnp.concatenate([jnp.ones_like(ro.response_mask),
-                          ro.response_mask.astype(jnp.float32)], 1)
-  src = jnp.arange(2 * n)[None, :] + n - t
-  inside = src < 2 * n
-  src = jnp.clip(src, 0, 2 * n - 1)
-  toks = jnp.take_along_axis(cat, src, 1)
-  mask = jnp.take_along_axis(catm, src, 1) * inside
-  return ro.prompt, toks, mask
 
 
 # ----------------------------------------------------- dynamic sampling
@@ -587,9 +338,48 @@ def python_dynamic_sampling(collect_round: Callable[[int], tuple],
   return out, m
 
 
+def dynamic_sampling_hook(spec: RolloutHookSpec | None = None, *,
+                          max_rounds: int = 3) -> RolloutHookSpec:
+  """DAPO dynamic sampling around ``spec`` (None: the plain rollout).
+
+  Args:
+    spec: the hook whose groups are filtered; its batch must keep whole
+      groups (not ``mixes_groups``).
+    max_rounds: generation rounds at most (``max_num_gen_batches``), each
+      of ``prompts_per_step`` prompts.
+
+  Returns:
+    ``spec`` reading ``max_rounds`` prompt batches per step, its collection
+    wrapped by :func:`dynamic_sampling` (on device) and
+    :func:`python_dynamic_sampling` (host rewards).
+  """
+  spec = plain_spec() if spec is None else spec
+  if max_rounds < 1:
+    raise ValueError(f"max_rounds must be >= 1, got {max_rounds}")
+  if spec.mixes_groups:
+    raise ValueError(f"the {spec.name} rollout replaces rows across groups; "
+                     "it cannot be combined with dynamic sampling")
+  if spec.wrap_collect is not None or spec.host_rounds is not None:
+    raise ValueError(f"the {spec.name} rollout already runs its own rounds")
+
+  def wrap_collect(collect, *, num_groups):
+    return dynamic_sampling(collect, num_groups=num_groups,
+                            max_rounds=max_rounds)
+
+  def host_rounds(*, num_groups, seeds):
+    select = functools.partial(select_groups, num_groups=num_groups)
+    select = jax.jit(jax.vmap(select)) if seeds > 1 else select
+    return lambda collect_round: python_dynamic_sampling(
+        collect_round, select, num_groups=num_groups, max_rounds=max_rounds,
+        seeds=seeds)
+
+  return spec._replace(prompt_batches=int(max_rounds),
+                       wrap_collect=wrap_collect, host_rounds=host_rounds)
+
+
 __all__: Sequence[str] = (
-    "AepoRollout", "CureRollout", "DynamicSampling", "RolloutHook",
-    "aepo_hook", "assembled_advantages", "cure_hook", "dynamic_sampling",
-    "eligible_table", "full_response_view", "group_keep", "group_sorted",
-    "jax_collect", "make_hooked_iteration", "plain_hook",
-    "python_dynamic_sampling", "row_answers", "score_rows", "select_groups")
+    "HookContext", "RolloutHook", "RolloutHookSpec", "dynamic_sampling",
+    "dynamic_sampling_hook", "finish_fn", "group_keep", "group_sorted",
+    "jax_collect", "make_hooked_iteration", "plain_hook", "plain_spec",
+    "python_dynamic_sampling", "round_key", "round_prompts", "row_answers",
+    "score_rows", "select_groups")

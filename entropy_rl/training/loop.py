@@ -100,15 +100,13 @@ class Experiment:
     sampling: the rollout ``SamplingMethod``.
     eval_sampling: the ``SamplingMethod`` of pass@k samples.
     rollout_processors: extra ``LogitsProcessor``s of training rollouts
-      (applied before the method's), e.g. HAPO's adaptive temperature.
+      (applied before the method's), e.g. an entropy-adaptive temperature.
     processor_params_fn: ``fn(transform_state) -> params`` of those
       processors (None: their defaults).
-    dynamic_sampling: DAPO dynamic sampling
-      (:class:`~entropy_rl.training.hooks.DynamicSampling`; None: off).
-    aepo_rollout: AEPO's regulariser rollout
-      (:class:`~entropy_rl.training.hooks.AepoRollout`; None: off).
-    cure_rollout: CURE's critical-token branches
-      (:class:`~entropy_rl.training.hooks.CureRollout`; None: off).
+    rollout_hook: how a step's batch is collected
+      (:class:`~entropy_rl.core.rollout.RolloutHookSpec`, e.g. a
+      rollout-side method's hook, or dynamic sampling around one; None:
+      one plain rollout).
     step_kwargs: keyword arguments of ``make_train_step``.
     sampler_kwargs: extra keyword arguments of ``sampling.sample``.
     settings: :class:`Settings`.
@@ -132,9 +130,7 @@ class Experiment:
   config: Any = None
   rollout_processors: tuple = ()
   processor_params_fn: Any = None
-  dynamic_sampling: Any = None
-  aepo_rollout: Any = None
-  cure_rollout: Any = None
+  rollout_hook: hooks_lib.RolloutHookSpec | None = None
 
 
 # --------------------------------------------------------------- preemption
@@ -546,9 +542,8 @@ def _step_functions(exp: Experiment) -> dict[str, Any]:
   # One seed: no outer jit, the sampler's own jit (cached by its static
   # arguments) is shared by every run of the process.
   out["rollout"] = jax.jit(roll) if s.num_seeds > 1 else roll
-  hook = _rollout_hook(exp, rollout_fn)
-  if hook is not None:
-    _hook_functions(exp, hook, train_step, vm, out)
+  if exp.rollout_hook is not None:
+    _hook_functions(exp, rollout_fn, train_step, vm, out)
   elif exp.task.jax_reward_fn is not None:
     out["iteration"] = vm(it_lib.make_rl_iteration(
         rollout_fn, exp.task.jax_reward_fn, train_step,
@@ -585,22 +580,22 @@ def _python_step(exp: Experiment, roll, update, state: TrainState,
 
 
 def _rounds(exp: Experiment) -> int:
-  """Prompt batches fed per step (dynamic sampling's rounds, else 1)."""
-  ds = exp.dynamic_sampling
-  return 1 if ds is None else int(ds.max_rounds)
+  """Prompt batches fed per step (the hook's rounds, else 1)."""
+  spec = exp.rollout_hook
+  return 1 if spec is None else int(spec.prompt_batches)
 
 
 def rows_per_step(exp: Experiment) -> int:
   """Rows of one step's training batch (all seeds)."""
   s = exp.settings
-  per_prompt = s.num_samples
-  if exp.cure_rollout is not None:
-    per_prompt *= 1 + int(exp.cure_rollout.n2)
+  spec = exp.rollout_hook
+  per_prompt = (s.num_samples if spec is None
+                else spec.rows_per_prompt(s.num_samples))
   return s.prompts_per_step * per_prompt * s.num_seeds
 
 
 class _Batches(NamedTuple):
-  """Several host prompt batches stacked on rows (dynamic sampling)."""
+  """Several host prompt batches stacked on rows (one per round)."""
   tokens: np.ndarray
   mask: np.ndarray
   answer: Any
@@ -622,70 +617,53 @@ def _next_batch(it: Any, rounds: int) -> Any:
       index=cat([b.index for b in bs]))
 
 
-def _rollout_hook(exp: Experiment, rollout_fn: Any
-                  ) -> hooks_lib.RolloutHook | None:
-  """The experiment's rollout hook (None: the plain loop)."""
+def hook_context(exp: Experiment, rollout_fn: Any) -> hooks_lib.HookContext:
+  """What a rollout hook's ``build`` gets from the loop: the main rollout
+  ``rollout_fn``, the same with extra logits processors, the raw sampler
+  (with the experiment's processors and their parameters) and the sizes."""
   s = exp.settings
-  if exp.aepo_rollout is not None and exp.cure_rollout is not None:
-    raise ValueError("the AEPO and CURE rollouts cannot be combined")
-  if exp.aepo_rollout is not None:
-    if exp.dynamic_sampling is not None:
-      raise ValueError("AEPO's rollout replaces rows across groups; it "
-                       "cannot be combined with dynamic sampling")
-    a = exp.aepo_rollout
-    from entropy_rl.core import combine  # pylint: disable=import-outside-toplevel
-    from entropy_rl import regularizers  # pylint: disable=import-outside-toplevel
-    procs = tuple(exp.rollout_processors)
-    base_fn = exp.processor_params_fn
+  procs = tuple(exp.rollout_processors)
+  base_fn = exp.processor_params_fn
 
+  def with_processors(extra: tuple, extra_params_fn: Any) -> Any:
     def params_fn(ts):
       base = (tuple(base_fn(ts)) if base_fn is not None
               else tuple(p.init() for p in procs))
-      st = combine.get_state(ts, a.state_name)
-      if st is None:
-        raise ValueError(f"the AEPO rollout needs a chain member named "
-                         f"{a.state_name!r} of kind 'aepo'")
-      return base + (st.temperature,)
+      return base + tuple(extra_params_fn(ts))
 
-    reg_fn = it_lib.make_rollout_fn(
-        exp.fns, _sample_fn(exp, exp.sampling,
-                            procs + (regularizers.temperature_processor(),)),
+    return it_lib.make_rollout_fn(
+        exp.fns, _sample_fn(exp, exp.sampling, procs + tuple(extra)),
         num_samples=s.num_samples, processor_params_fn=params_fn,
         param_axes=exp.logical_axes)
-    return hooks_lib.aepo_hook(rollout_fn, reg_fn, a,
-                               num_prompts=s.prompts_per_step)
-  if exp.cure_rollout is not None:
-    base = _sample_fn(exp, exp.sampling, exp.rollout_processors)
-    pfn = exp.processor_params_fn
 
-    def sample_fn(params, tokens, mask, rng, n, transform_state):
-      kw = {}
-      if pfn is not None and transform_state is not None:
-        kw["processor_params"] = pfn(transform_state)
-      return base(exp.fns, params, tokens, mask, rng, num_samples=n, **kw)
+  base = _sample_fn(exp, exp.sampling, procs)
 
-    return hooks_lib.cure_hook(sample_fn, exp.cure_rollout,
-                               num_samples=s.num_samples,
-                               pad_id=int(exp.tokenizer.pad_id))
-  if exp.dynamic_sampling is not None:
-    return hooks_lib.plain_hook(rollout_fn)
-  return None
+  def sample_fn(params, tokens, mask, rng, n, transform_state):
+    kw = {}
+    if base_fn is not None and transform_state is not None:
+      kw["processor_params"] = base_fn(transform_state)
+    return base(exp.fns, params, tokens, mask, rng, num_samples=n, **kw)
+
+  return hooks_lib.HookContext(
+      rollout_fn=rollout_fn, with_processors=with_processors,
+      sample_fn=sample_fn, num_prompts=s.prompts_per_step,
+      num_samples=s.num_samples, pad_id=int(exp.tokenizer.pad_id))
 
 
-def _hook_functions(exp: Experiment, hook: hooks_lib.RolloutHook,
-                    train_step: Any, vm: Any, out: dict[str, Any]) -> None:
+def _hook_functions(exp: Experiment, rollout_fn: Any, train_step: Any,
+                    vm: Any, out: dict[str, Any]) -> None:
   """The hooked step functions: one jitted iteration (JAX reward) and the
   pieces of the Python-reward path."""
   s = exp.settings
   b = s.prompts_per_step
-  ds = exp.dynamic_sampling
+  spec = exp.rollout_hook
   seeds = s.num_seeds
+  hook = spec.build(hook_context(exp, rollout_fn))
   out["hook"] = hook
   if exp.task.jax_reward_fn is not None:
     collect = hooks_lib.jax_collect(hook, exp.task.jax_reward_fn)
-    if ds is not None:
-      collect = hooks_lib.dynamic_sampling(collect, num_groups=b,
-                                           max_rounds=int(ds.max_rounds))
+    if spec.wrap_collect is not None:
+      collect = spec.wrap_collect(collect, num_groups=b)
     out["iteration"] = vm(hooks_lib.make_hooked_iteration(collect,
                                                           train_step),
                           (0, None))
@@ -693,11 +671,11 @@ def _hook_functions(exp: Experiment, hook: hooks_lib.RolloutHook,
   out["hook_rollouts"] = jit(vm(
       lambda st, pr, r: hook.rollouts(st, pr, hooks_lib.round_key(
           types.step_key(st, "rollout"), r)), (0, None, None)))
-  out["hook_finish"] = jit(vm(hook.finish, (0, None, 0)))
+  out["hook_finish"] = jit(vm(hooks_lib.finish_fn(hook), (0, None, 0)))
   view = hook.reward_view
   out["reward_view"] = None if view is None else jit(vm(view, (0,)))
-  out["select"] = jit(vm(functools.partial(hooks_lib.select_groups,
-                                           num_groups=b), (0, 0)))
+  out["host_rounds"] = (None if spec.host_rounds is None else
+                        spec.host_rounds(num_groups=b, seeds=seeds))
 
 
 def _host_rewards(exp: Experiment, fns: dict[str, Any], ro: types.Rollout,
@@ -735,13 +713,8 @@ def _python_hooked_step(exp: Experiment, fns: dict[str, Any], update: Any,
       scored.append(it_lib.with_rewards(ro, rewards))
     return fns["hook_finish"](state, pr, tuple(scored))
 
-  ds = exp.dynamic_sampling
-  if ds is None:
-    ro, hm = collect_round(0)
-  else:
-    ro, hm = hooks_lib.python_dynamic_sampling(
-        collect_round, fns["select"], num_groups=b,
-        max_rounds=int(ds.max_rounds), seeds=seeds)
+  drive = fns["host_rounds"]
+  ro, hm = collect_round(0) if drive is None else drive(collect_round)
   hm = jax.device_get(hm)  # may alias the state, which update donates
   state, m = update(state, ro)
   m = dict(m)
@@ -770,4 +743,4 @@ def describe(exp: Experiment) -> str:
 
 __all__: Sequence[str] = (
     "Evaluator", "Experiment", "Preempted", "Settings", "StopSignal",
-    "describe", "init_rl_state", "run", "run_rl", "run_sft")
+    "describe", "hook_context", "init_rl_state", "run", "run_rl", "run_sft")

@@ -203,8 +203,9 @@ def _end_and_pad(exp: Any) -> tuple[tuple[int, ...], int]:
 def train_program(exp: Any, mesh, *, rows: int | None = None) -> Program:
   """The RL update of ``exp`` on ``rows`` rows (default: one RL step's)."""
   s = exp.settings
-  rows = int(rows or s.prompts_per_step * s.num_samples * (
-      1 if exp.cure_rollout is None else 1 + int(exp.cure_rollout.n2)))
+  hook = exp.rollout_hook
+  rows = int(rows or s.prompts_per_step * (
+      s.num_samples if hook is None else hook.rows_per_prompt(s.num_samples)))
   p, n = s.max_prompt_len, s.max_new_tokens
   kw = dict(exp.step_kwargs)
   step = step_lib.make_train_step(exp.fns, exp.objective, exp.transform,

@@ -9,12 +9,13 @@ exactly the keys an uninterrupted run would.
 from __future__ import annotations
 
 import zlib
-from typing import Any, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from entropy_rl.core import rollout as core_rollout
 from entropy_rl.core import types as core_types
 
 Array = jax.Array
@@ -81,33 +82,10 @@ def step_key(state: TrainState, name: str) -> Array:
                             tag(name))
 
 
-class Rollout(NamedTuple):
-  """One rollout batch: prompts, sampled responses and their rewards.
-
-  Rows are samples (``B`` = prompts x samples per prompt). The policy's
-  sequence is ``concat(prompt, response)``; response token t is predicted
-  from position ``P + t − 1``.
-
-  Attributes:
-    prompt: [B, P] int32, left-padded.
-    prompt_mask: [B, P] bool, real prompt tokens.
-    response: [B, N] int32 sampled tokens.
-    response_mask: [B, N] float32, 1 up to and including the end token.
-    logp: [B, N] behaviour log-probs from the sampler.
-    entropy: [B, N] sampler entropies, or None.
-    rewards: [B] float32 outcome rewards (None until scored).
-    group_ids: [B] int32 prompt group of each row, in [0, B).
-    aux: per-method inputs ([B] or [B, N] arrays), or None.
-  """
-  prompt: Array
-  prompt_mask: Array
-  response: Array
-  response_mask: Array
-  logp: Array
-  entropy: Array | None = None
-  rewards: Array | None = None
-  group_ids: Array | None = None
-  aux: Mapping[str, Array] | None = None
+# The rollout batch lives in the core beside the rollout-hook protocol
+# (``entropy_rl.core.rollout``), so rollout-side methods can build it without
+# importing training; this is the same class.
+Rollout = core_rollout.Rollout
 
 
 class SFTBatch(NamedTuple):
