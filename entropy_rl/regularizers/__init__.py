@@ -155,6 +155,7 @@ TRANSFORMS = {
     "egsw": egsw,
     "em_ft": em_ft,
     "em_rl": em_rl,
+    "entrocraft": entrocraft,
     "entropy_bonus": entropy_bonus,
     "era_llm": era_llm,
     "forking_tokens": forking_tokens,
