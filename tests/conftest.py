@@ -6,8 +6,11 @@ step, its sampler, ...) in separate processes (the two pytest-xdist
 workers, and the ``experiments.main``, notebook and pre-flight
 subprocesses some tests start) or from freshly built ``jax.jit`` wrappers
 that the in-memory cache does not share. JAX's persistent compilation cache
-is keyed by the lowered program, its compile options, the backend and the
-XLA flags, so a hit is the executable the compiler would have produced.
+is keyed by the lowered program, its compile options, the backend, the
+jaxlib version and the XLA flags, so a hit is an executable that the
+compiler produced for the same program and options. (Not always byte for
+byte the one a fresh compile gives: XLA:CPU may emit the same kernels in
+another order, which is why JAX's cache-contents check fails on CPU.)
 The first process (the xdist controller, or pytest itself without ``-n``)
 makes a temporary directory and exports it as ``JAX_COMPILATION_CACHE_DIR``
 before JAX is imported; workers and subprocesses inherit the variable, and
@@ -21,7 +24,6 @@ again, as it would without the cache; that warning is silenced here.
 import os
 import shutil
 import tempfile
-import warnings
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -34,15 +36,19 @@ if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
 # Every program is written, however fast its compile (JAX's default skips
 # those under a second: most of the tests' are, with the small configs).
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-warnings.filterwarnings(
-    "ignore", category=UserWarning,
-    message=(r"Error reading persistent compilation cache entry for '[^']*': "
-             r"JaxRuntimeError: INVALID_ARGUMENT: PjRtCompiler must be "
-             r"constructed with a Client"))
 
 
 import chex  # noqa: E402  (after the XLA flags above)
 import pytest  # noqa: E402
+
+
+def pytest_configure(config):
+  # A filter's fields are split at colons: "." stands for each in the text.
+  config.addinivalue_line(
+      "filterwarnings",
+      r"ignore:Error reading persistent compilation cache entry for '[^']*'. "
+      r"JaxRuntimeError. INVALID_ARGUMENT. PjRtCompiler must be constructed "
+      r"with a Client:UserWarning")
 
 
 def pytest_unconfigure(config):
