@@ -55,20 +55,22 @@ class ResumeTest(absltest.TestCase):
   def test_two_steps_then_resume_in_a_fresh_process_equals_four(self):
     root = tempfile.mkdtemp()
     straight, split = os.path.join(root, "a"), os.path.join(root, "b")
+    # The 2-step run first: the straight run and the resume then find its
+    # programs in the session's compilation cache (tests/conftest.py).
+    p = subprocess.run(main_cmd(split, "--config.train.num_steps=2"),
+                       cwd=ROOT, env=ENV, capture_output=True, text=True,
+                       timeout=600, check=False)
+    self.assertEqual(p.returncode, 0, p.stdout[-2000:] + p.stderr[-3000:])
+    # A fresh process resumes the 2-step run, beside the straight run.
     procs = [subprocess.Popen(main_cmd(straight, "--config.train.num_steps=4"),
                               cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True),
-             subprocess.Popen(main_cmd(split, "--config.train.num_steps=2"),
+             subprocess.Popen(main_cmd(split, "--config.train.num_steps=4"),
                               cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)]
     for p in procs:
       out, _ = p.communicate(timeout=600)
       self.assertEqual(p.returncode, 0, out[-3000:])
-    # A fresh process resumes the 2-step run.
-    p = subprocess.run(main_cmd(split, "--config.train.num_steps=4"),
-                       cwd=ROOT, env=ENV, capture_output=True, text=True,
-                       timeout=600, check=False)
-    self.assertEqual(p.returncode, 0, p.stdout[-2000:] + p.stderr[-3000:])
 
     a, b = records(straight), records(split)
     self.assertEqual([(r["phase"], r["step"]) for r in a],

@@ -4,9 +4,13 @@ Each notebook runs in a fresh kernel of this interpreter (``sys.executable``,
 so it works wherever only the venv exists: no installed kernel spec is
 needed) with ``ENTROPY_RL_CPU_SMALL=1`` and its own ``ENTROPY_RL_NB_OUT``
 directory; the test asserts that it finished without error and wrote its
-figures there. A second test checks the committed files: outputs stripped,
-an Open-in-Colab badge pointing at the notebook's own path, a title, an
-install cell guarded by an import, and ``# @param`` form fields.
+figures there. The kernels compile with most XLA optimisations off
+(``JAX_DISABLE_MOST_OPTIMIZATIONS=1``, as the ``experiments.main`` tests
+do): at the CPU size a notebook's time is mostly the compiles of each
+method's RL iteration, and the test reads no number it prints. A second
+test checks the committed files: outputs stripped, an Open-in-Colab badge
+pointing at the notebook's own path, a title, an install cell guarded by
+an import, and ``# @param`` form fields.
 """
 
 from __future__ import annotations
@@ -92,6 +96,7 @@ def execute(name: str, out_dir: str, devices: int, timeout: int
   env = dict(
       ENTROPY_RL_CPU_SMALL="1", ENTROPY_RL_NB_OUT=out_dir,
       JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3", MPLBACKEND="Agg",
+      JAX_DISABLE_MOST_OPTIMIZATIONS="1",  # faster compiles
       XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
       PYTHONPATH=os.pathsep.join(
           [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(
