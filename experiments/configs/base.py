@@ -71,7 +71,9 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
       num_buckets=0,
       share_prompt="auto",  # auto (n > 1) | on | off: one prompt cache
       hapo_tau=0.0))  # > 0: HAPO's adaptive temperature (needs a hapo member)
-  # Rollout-side trainer hooks (entropy_rl.training.hooks), all off here.
+  # Rollout-side hooks, all off here: each enabled name is looked up in
+  # entropy_rl.regularizers.ROLLOUT_HOOKS (AEPO, CURE); dynamic sampling wraps
+  # any of them (entropy_rl.training.hooks.dynamic_sampling_hook).
   c.rollout = ml_collections.ConfigDict(dict(
       # DAPO: drop groups whose rewards all tie; sample more rounds of
       # prompts_per_step prompts until the batch is full (at most
