@@ -9,11 +9,11 @@
    logits are computed.
 2. **Fan-out**: row ``b·n + j`` of the R = B·n decode rows is sample j of
    prompt b. With ``share_prompt`` (the default for n > 1 on models that
-   support it, see :func:`sample`) the prefilled prompt cache is *shared*:
-   each decode step attends over it as a prefix of B rows, read once per
-   prompt instead of once per sample, and the decode cache holds only the
-   generated tokens. Otherwise the prefilled cache (not the prompt) is
-   repeated n times into the R-row decode cache with one
+   support it, see :class:`DecodeSettings`) the prefilled prompt cache is
+   *shared*: each decode step attends over it as a prefix of B rows, read
+   once per prompt instead of once per sample, and the decode cache holds
+   only the generated tokens. Otherwise the prefilled cache (not the
+   prompt) is repeated n times into the R-row decode cache with one
    ``dynamic_update_slice``.
 3. **Decode**: a ``lax.while_loop`` over blocks of ``block_size`` steps, each
    block a ``lax.scan`` of single-token steps through ``fns.hidden``; the
