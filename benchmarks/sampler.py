@@ -131,11 +131,14 @@ def bench_ours(args):
   sampler = sampling.make_sampler(
       fns, max_new_tokens=n,
       sampling=sampling.SamplingMethod((), args.draw), end_ids=(),
-      block_size=args.block_size, early_stop=False,
       num_samples=args.num_samples,
-      share_prompt={"auto": None, "on": True, "off": False}[args.share_prompt],
-      num_buckets=args.buckets or None,
-      cache_dtype=jnp.dtype(args.cache_dtype) if args.cache_dtype else None)
+      settings=sampling.DecodeSettings(
+          block_size=args.block_size, early_stop=False,
+          share_prompt={"auto": None, "on": True,
+                        "off": False}[args.share_prompt],
+          num_buckets=args.buckets or None,
+          cache_dtype=(jnp.dtype(args.cache_dtype) if args.cache_dtype
+                       else None)))
   cache = sampler.init_cache(b, p)
   key = jax.random.key(0)
 

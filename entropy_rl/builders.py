@@ -230,24 +230,17 @@ def build_optimizer(cfg: Any, num_steps: int
 _METHODS = ("temperature", "greedy", "top_k", "top_p", "min_p", "top_h")
 
 
-_SAMPLING_CACHE: dict[tuple, Any] = {}
-
-
 def build_sampling(cfg: Any, *, temperature: float | None = None) -> Any:
   """``config.sampling`` -> a ``SamplingMethod`` (the rollout policy).
 
-  Equal settings return the same object, so the sampler's compilation
-  (keyed by the method) is shared by runs in one process.
+  Methods are values: equal settings give equal methods, so the sampler's
+  compilation (keyed by the method) is shared by runs in one process.
   """
   spec = _as_dict(cfg)
   method = spec.get("method", "temperature")
   t = float(spec.get("temperature", 1.0) if temperature is None
             else temperature)
-  key = (method, t, spec.get("top_k"), spec.get("top_p"), spec.get("min_p"),
-         spec.get("top_h_alpha"), spec.get("top_h_n"))
-  if key not in _SAMPLING_CACHE:
-    _SAMPLING_CACHE[key] = _sampling_method(method, t, spec)
-  return _SAMPLING_CACHE[key]
+  return _sampling_method(method, t, spec)
 
 
 def _sampling_method(method: str, t: float, spec: Mapping[str, Any]) -> Any:

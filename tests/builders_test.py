@@ -106,7 +106,9 @@ class OptimizerTest(absltest.TestCase):
                                    top_p=0.9))
     b = builders.build_sampling(cd(method="top_p", temperature=0.7,
                                    top_p=0.9))
-    self.assertIs(a, b)
+    # Values: equal settings are equal methods (one sampler compilation).
+    self.assertEqual(a, b)
+    self.assertEqual(hash(a), hash(b))
     with self.assertRaisesRegex(ValueError, "sampling method"):
       builders.build_sampling(cd(method="nucleus"))
 

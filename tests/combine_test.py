@@ -7,6 +7,7 @@ import numpy as np
 
 import entropy_rl as er
 from entropy_rl import regularizers
+from entropy_rl.core import reductions
 from tests import test_utils
 
 
@@ -114,11 +115,13 @@ class NamedChainTest(absltest.TestCase):
                         float(out2.metrics["x/draw"]))
 
   def test_equal_reductions_merge_different_ones_raise(self):
-    from entropy_rl.core import token_stats
     t = er.chain(regularizers.siren(0.1), regularizers.siren(0.2, term="s2"))
     self.assertEqual(sorted(t.needs.vocab), ["nucleus_entropy"])
+    # Reductions are values: equal settings are equal (no identity cache).
+    self.assertEqual(t.needs.vocab["nucleus_entropy"],
+                     reductions.nucleus_entropy(0.8))
     self.assertIs(t.needs.vocab["nucleus_entropy"],
-                  token_stats.nucleus_entropy(0.8))
+                  t.needs.old_vocab["nucleus_entropy"])
     with self.assertRaisesRegex(ValueError, "different vocabulary reductions"):
       er.chain(regularizers.siren(0.1),
                regularizers.siren(0.1, p_top=0.9, term="s2"))

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import entropy_rl as er
+from entropy_rl.core import reductions
 from entropy_rl.core import token_stats
 
 from entropy_rl.regularizers import _era as era
@@ -73,7 +74,7 @@ class EraTest(absltest.TestCase):
     self.assertFalse(bool(sharp[2] or flat[2]))  # A < 0: untouched
 
   def test_topk_with_full_vocab_equals_log_softmax_and_loss_runs(self):
-    red = token_stats.topk_logp(64, 1.0)
+    red = reductions.topk_logp(64, 1.0)
     rng = np.random.default_rng(1)
     h = jnp.asarray(rng.normal(size=(4, 8)), jnp.float32)
     w = jnp.asarray(rng.normal(size=(8, 64)), jnp.float32)

@@ -14,7 +14,7 @@ import numpy as np
 
 import entropy_rl as er
 from entropy_rl import regularizers
-from entropy_rl.core import token_stats
+from entropy_rl.core import reductions
 from tests import test_utils
 
 # The package re-exports the constructor under the module's name.
@@ -70,7 +70,7 @@ class NucleusEntropyTest(absltest.TestCase):
 
   def test_spec_hand_values(self):
     # p = (.5, .25, .15, .1): C = (.5, .75, .9, 1), J = 2, keep {.5, .25}.
-    fn = token_stats.nucleus_entropy(0.8).fn
+    fn = reductions.nucleus_entropy(0.8).fn
     z = jnp.log(jnp.array([[0.5, 0.25, 0.15, 0.1],
                            [0.85, 0.1, 0.05, 1e-9]], jnp.float32))
     h = fn(z, jnp.zeros(2, jnp.int32), None)

@@ -15,7 +15,8 @@ import numpy as np
 from scipy import stats
 
 from entropy_rl import sampling
-from entropy_rl.sampling import methods
+from entropy_rl.core import types
+from entropy_rl.sampling import processors
 from tests import sampling_fakes as fakes
 
 try:
@@ -350,7 +351,7 @@ class DrawTest(parameterized.TestCase):
     for base in (jax.random.key(3), jax.random.PRNGKey(3)):
       keys = jax.vmap(lambda t, b=base: jax.random.split(
           jax.random.fold_in(b, t), 6))(jnp.arange(4))  # [L=4, R=6]
-      us = methods.cdf_uniforms(keys)
+      us = processors.cdf_uniforms(keys)
       self.assertEqual(us.shape, (4, 6))
       for t in range(4):
         want = sampling.draw_and_stats(z, keys[t], "cdf")
@@ -387,7 +388,7 @@ class VocabMajorDrawTest(parameterized.TestCase):
   inverse-CDF rule, exact frequencies."""
 
   def test_chunks(self):
-    vm = methods.vocab_major_chunk
+    vm = processors.vocab_major_chunk
     self.assertEqual(vm(151_936), 128)  # Qwen2.5: (C, S) = (1187, 128)
     self.assertEqual(vm(49_152), 128)
     self.assertEqual(vm(152), 8)  # 8 · 19
@@ -402,7 +403,7 @@ class VocabMajorDrawTest(parameterized.TestCase):
     z = z.at[:, 1].set(-jnp.inf)  # removed tokens are never drawn
     keys = jax.random.split(jax.random.key(1), r)
     want = jax.jit(sampling.draw_and_stats, static_argnums=2)(z, keys, draw)
-    got = jax.jit(methods.draw_and_stats_vocab_major, static_argnums=2)(
+    got = jax.jit(processors.draw_and_stats_vocab_major, static_argnums=2)(
         z.T, keys, draw)
     # logp and entropy: the same sums in another order (float32 rounding).
     np.testing.assert_allclose(got[1], want[1], rtol=2e-6, atol=2e-6)
@@ -425,7 +426,7 @@ class VocabMajorDrawTest(parameterized.TestCase):
     rows = 20000
     zt = jnp.broadcast_to(z[:, None], (v, rows))
     keys = jax.random.split(jax.random.key(6), rows)
-    tok, logp, ent = jax.jit(methods.draw_and_stats_vocab_major,
+    tok, logp, ent = jax.jit(processors.draw_and_stats_vocab_major,
                              static_argnums=2)(zt, keys, "cdf")
     probs = np.asarray(jax.nn.softmax(z), np.float64)
     counts = np.bincount(np.asarray(tok), minlength=v)
@@ -444,25 +445,88 @@ class VocabMajorDrawTest(parameterized.TestCase):
   def test_precomputed_uniforms_equal_the_keys(self):
     zt = jax.random.normal(jax.random.key(2), (152, 6)) * 2.0
     keys = jax.random.split(jax.random.key(3), 6)
-    want = methods.draw_and_stats_vocab_major(zt, keys, "cdf")
-    got = methods.draw_and_stats_vocab_major(
-        zt, None, "cdf", methods.cdf_uniforms(keys))
+    want = processors.draw_and_stats_vocab_major(zt, keys, "cdf")
+    got = processors.draw_and_stats_vocab_major(
+        zt, None, "cdf", processors.cdf_uniforms(keys))
     for a, b in zip(got, want):
       np.testing.assert_array_equal(a, b)
 
   def test_processors(self):
     temp = sampling.scale_by_temperature(0.7)
     top = sampling.truncate_top_k(3)
-    self.assertTrue(methods.supports_vocab_major(()))
-    self.assertTrue(methods.supports_vocab_major((temp,)))
-    self.assertFalse(methods.supports_vocab_major((temp, top)))
+    self.assertTrue(processors.supports_vocab_major(()))
+    self.assertTrue(processors.supports_vocab_major((temp,)))
+    self.assertFalse(processors.supports_vocab_major((temp, top)))
     z = jax.random.normal(jax.random.key(0), (4, 24))
     for prm in ({"temperature": jnp.float32(0.7)},
                 {"temperature": jnp.array([0.5, 1.0, 2.0, 0.3])}):
-      want = methods.apply_processors(z, (temp,), (prm,), rng=KEY, pos=0)
-      got = methods.apply_processors_vocab_major(z.T, (temp,), (prm,),
-                                                 rng=KEY, pos=0)
+      want = processors.apply_processors(z, (temp,), (prm,), rng=KEY, pos=0)
+      got = processors.apply_processors_vocab_major(z.T, (temp,), (prm,),
+                                                    rng=KEY, pos=0)
       np.testing.assert_array_equal(got, want.T)
+
+class ValueSemanticsTest(absltest.TestCase):
+
+  def test_equal_settings_are_equal_values(self):
+    makers = (
+        lambda: sampling.scale_by_temperature(0.7),
+        lambda: sampling.truncate_top_k(5),
+        lambda: sampling.truncate_top_p(0.9, max_candidates=64),
+        lambda: sampling.truncate_min_p(0.1),
+        lambda: sampling.truncate_top_h(0.4, 50),
+        lambda: sampling.hapo_temperature(0.05, 1.0, "released"),
+        lambda: sampling.em_inf(0.3, 0.05, 0.1, 3),
+        lambda: sampling.em_inf_temperature(max_iter=20),
+        lambda: sampling.greedy(), lambda: sampling.temperature(0.7),
+        lambda: sampling.top_k(5, 0.7), lambda: sampling.top_p(0.9, 0.7),
+        lambda: sampling.min_p(0.1, 0.7), lambda: sampling.top_h(0.4, 50),
+        lambda: sampling.compose(sampling.em_inf(), sampling.top_p(0.9)))
+    for make in makers:
+      a, b = make(), make()
+      self.assertIsNot(a, b)
+      self.assertEqual(a, b)
+      self.assertEqual(hash(a), hash(b))
+    self.assertEqual(sampling.truncate_top_k(5), processors.TruncateTopK(k=5))
+    self.assertNotEqual(sampling.top_k(5), sampling.top_k(6))
+    self.assertNotEqual(sampling.top_k(5), sampling.top_k(5, 0.7))
+    self.assertNotEqual(sampling.top_k(5), sampling.top_k(5, draw="gumbel"))
+    self.assertNotEqual(sampling.truncate_top_h(0.4, 50),
+                        sampling.truncate_top_h(0.4, 51))
+    # A list of processors is stored as a tuple (hashable).
+    self.assertEqual(sampling.SamplingMethod([sampling.truncate_top_k(5)]),
+                     sampling.SamplingMethod((sampling.truncate_top_k(5),)))
+
+  def test_equal_methods_compile_once(self):
+    z = jax.random.normal(KEY, (3, 20))
+
+    def run(z, method):
+      for proc, prm in zip(method.processors, method.init()):
+        z = proc.apply(z, prm, rng=KEY, pos=0)
+      return z
+
+    f = jax.jit(run, static_argnums=1)
+    a = f(z, sampling.top_k(5, 0.7))
+    b = f(z, sampling.top_k(5, 0.7))
+    self.assertEqual(f._cache_size(), 1)  # pylint: disable=protected-access
+    np.testing.assert_array_equal(a, b)
+    f(z, sampling.top_k(6, 0.7))
+    self.assertEqual(f._cache_size(), 2)  # pylint: disable=protected-access
+
+  def test_function_form(self):
+    # LogitsProcessor(init, apply) still builds a processor (closures),
+    # equal only to one made of the same functions.
+    init = lambda: {"b": jnp.float32(1.0)}  # noqa: E731
+    apply_fn = lambda z, prm, *, rng=None, pos=None: z + prm["b"]  # noqa
+    proc = types.LogitsProcessor(init, apply_fn)
+    self.assertIsInstance(proc, types.LogitsProcessor)
+    self.assertIsNone(proc.apply_vocab_major)
+    self.assertEqual(proc, types.LogitsProcessor(init, apply_fn))
+    self.assertNotEqual(proc, types.LogitsProcessor(dict, apply_fn))
+    self.assertFalse(processors.supports_vocab_major((proc,)))
+    m = sampling.compose(proc, sampling.temperature(2.0))
+    np.testing.assert_allclose(
+        apply(m.processors[0], [0.0, 1.0]), [[1.0, 2.0]])
+    self.assertEqual(len(m.init()), 2)
 
 
 if __name__ == "__main__":

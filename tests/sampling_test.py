@@ -215,6 +215,81 @@ class DeterministicTest(parameterized.TestCase):
       call(processors=(lambda z: z,))
 
 
+class DecodeSettingsTest(absltest.TestCase):
+  """One static settings value; methods and settings hash by value."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.fns, cls.params = fakes.fixed_logits_model(np.linspace(-2.0, 2.0, V))
+
+  def _sample(self, **kw):
+    return sampling.sample(self.fns, self.params, PROMPTS, MASKS,
+                           jax.random.key(4), max_new_tokens=9,
+                           end_ids=(END,), **kw)
+
+  def test_settings_equal_the_deprecated_keywords(self):
+    kw = dict(block_size=4, num_buckets=3, early_stop=False, max_len=14,
+              share_prompt=False)
+    old = self._sample(sampling=sampling.top_k(6, 0.8), num_samples=2, **kw)
+    new = self._sample(sampling=sampling.top_k(6, 0.8), num_samples=2,
+                       settings=sampling.DecodeSettings(**kw))
+    for a, b in zip(old, new):
+      np.testing.assert_array_equal(a, b)
+    self.assertEqual(int(new.num_steps), 9)
+    # Keywords apply over settings=.
+    mixed = self._sample(sampling=sampling.top_k(6, 0.8), num_samples=2,
+                         settings=sampling.DecodeSettings(block_size=2,
+                                                          max_len=14),
+                         block_size=4, num_buckets=3, early_stop=False,
+                         share_prompt=False)
+    for a, b in zip(old, mixed):
+      np.testing.assert_array_equal(a, b)
+    self.assertEqual(
+        sampler_lib._decode_settings(sampling.DecodeSettings(block_size=2),
+                                     dict(block_size=4), "sample"),
+        sampling.DecodeSettings(block_size=4))
+    # sample_traced and make_sampler take the same settings.
+    traced = sampling.sample_traced(
+        self.fns, self.params, jnp.asarray(PROMPTS), jnp.asarray(MASKS),
+        jax.random.key(4), max_new_tokens=9, end_ids=(END,),
+        sampling=sampling.top_k(6, 0.8), num_samples=2,
+        settings=sampling.DecodeSettings(**kw))
+    np.testing.assert_array_equal(traced.tokens, new.tokens)
+    s = sampling.make_sampler(self.fns, max_new_tokens=9, end_ids=(END,),
+                              sampling=sampling.top_k(6, 0.8),
+                              num_samples=2,
+                              settings=sampling.DecodeSettings(**kw))
+    out, _ = s.generate(self.params, PROMPTS, MASKS, jax.random.key(4),
+                        s.init_cache(3, 4))
+    np.testing.assert_array_equal(out.tokens, new.tokens)
+    with self.assertRaisesRegex(TypeError, "block_sise"):
+      self._sample(block_sise=4)
+    with self.assertRaisesRegex(ValueError, "DecodeSettings"):
+      self._sample(settings=dict(block_size=4))
+
+  def test_equal_methods_and_settings_compile_once(self):
+    kw = dict(sampling=sampling.top_p(0.9, 0.7),
+              settings=sampling.DecodeSettings(block_size=3))
+    first = self._sample(**kw)
+    size = sampler_lib._sample_jit._cache_size()
+    # Rebuilt, equal method and settings: the same compilation.
+    again = self._sample(sampling=sampling.top_p(0.9, 0.7),
+                         settings=sampling.DecodeSettings(block_size=3))
+    self.assertEqual(sampler_lib._sample_jit._cache_size(), size)
+    for a, b in zip(first, again):
+      np.testing.assert_array_equal(a, b)
+    self._sample(sampling=sampling.top_p(0.9, 0.7), block_size=3)
+    self.assertEqual(sampler_lib._sample_jit._cache_size(), size)
+    # Different settings: a new one.
+    self._sample(sampling=sampling.top_p(0.8, 0.7),
+                 settings=sampling.DecodeSettings(block_size=3))
+    self.assertEqual(sampler_lib._sample_jit._cache_size(), size + 1)
+    self._sample(sampling=sampling.top_p(0.9, 0.7),
+                 settings=sampling.DecodeSettings(block_size=2))
+    self.assertEqual(sampler_lib._sample_jit._cache_size(), size + 2)
+
+
 class AttentionModelTest(absltest.TestCase):
   """The small transformer: cache vs recompute, padding, stats, donation."""
 

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from entropy_rl.core import reductions as rd
 from entropy_rl.core import token_stats as ts
 from entropy_rl.core import types
 
@@ -55,14 +56,6 @@ def _stats_and_grads(stats_fn, keys=("logp", "entropy")):
   return lambda h, w: (lambda r: (r[0][1], r[1]))(vg(h, w))
 
 
-def _sort_nucleus(z, p_top):
-  """SIREN's definition with a sort (differentiable; the mask is constant)."""
-  zs = -jnp.sort(-z, -1)  # descending
-  p = jax.nn.softmax(jax.lax.stop_gradient(zs), -1)
-  kept = jnp.cumsum(p, -1) < p_top
-  return ts.masked_entropy(zs, kept)
-
-
 class CoreMatchesNaiveTest(parameterized.TestCase):
 
   @parameterized.named_parameters(
@@ -88,7 +81,7 @@ class CoreMatchesNaiveTest(parameterized.TestCase):
   def test_jit_equals_no_jit(self):
     h, w, y = _problem(10, 4, 40, seed=3)
     f = lambda a, b: ts.token_stats(a, b, y, token_chunk=5, vocab_chunk=16,
-                                    reductions={"era": ts.scaled_logp(2.0)})
+                                    reductions={"era": rd.scaled_logp(2.0)})
     with jax.disable_jit():
       eager = f(h, w)
     jitted = jax.jit(f)(h, w)
@@ -139,142 +132,6 @@ class HandValuesTest(absltest.TestCase):
                          vocab_chunk=2)["entropy"]
     np.testing.assert_allclose(got, [0.44106], atol=1e-5)
 
-  def test_siren_nucleus_entropy(self):
-    # p = (.5, .25, .15, .1), p_top = .8: C = (.5, .75, .9, 1), J = 2, the
-    # token crossing .8 is excluded, q = (2/3, 1/3), H = 0.636514.
-    # p = (.85, .1, .05): p_max ≥ p_top, J = 0, H = 0.
-    logits = jnp.log(jnp.array([[0.5, 0.25, 0.15, 0.1],
-                                [0.85, 0.1, 0.05, 1e-30]]))
-    y = jnp.array([0, 0])
-    red = {"nuc": ts.nucleus_entropy(0.8),
-           "nuc_k": ts.nucleus_entropy_topk(0.8, 3)}
-    out = ts.token_stats_from_logits(logits, y, reductions=red)
-    np.testing.assert_allclose(out["nuc"], [0.636514, 0.0], atol=1e-6)
-    np.testing.assert_allclose(out["nuc_k"], [0.636514, 0.0], atol=1e-6)
-    np.testing.assert_array_equal(out["nuc_k/exact"], [True, True])
-    # Top-2 mass .75 < .8: the approximation is flagged inexact.
-    out2 = ts.token_stats_from_logits(
-        logits, y, reductions={"nuc_k": ts.nucleus_entropy_topk(0.8, 2)})
-    np.testing.assert_array_equal(out2["nuc_k/exact"], [False, True])
-
-  def test_lpreg_minp_proxy(self):
-    # p = (.6, .3, .09, .007, .003), κ = .02: threshold .012 keeps 3 tokens;
-    # proxy(y=2) = .09/.99, so ℓᵖ − ℓ = −log .99 = 0.010050.
-    logits = jnp.log(jnp.array([[0.6, 0.3, 0.09, 0.007, 0.003]] * 3))
-    y = jnp.array([2, 1, 3])
-    red = {"rel": ts.minp_logp(0.02),
-           "rel_half": ts.minp_logp(0.5),  # keeps p ≥ .3: (.6, .3)
-           "abs_half": ts.minp_logp(0.5, relative=False)}  # keeps p ≥ .5
-    out = ts.token_stats_from_logits(logits, y, reductions=red)
-    np.testing.assert_allclose(out["rel"][0] - out["logp"][0], 0.010050,
-                               atol=1e-6)
-    np.testing.assert_allclose(out["rel"][2], -1e4 - math.log(0.99),
-                               rtol=1e-6)  # y = 3 is filtered
-    np.testing.assert_allclose(out["rel_half"][1], math.log(0.3 / 0.9),
-                               atol=1e-6)
-    np.testing.assert_allclose(out["abs_half"][1], -1e4 - math.log(0.6),
-                               rtol=1e-6)
-
-  def test_topk_logp_with_full_k_is_log_softmax(self):
-    z = jnp.array([[2.0, 1.0, 0.0, -1.0]])
-    y = jnp.array([1])
-    out = ts.token_stats_from_logits(
-        z, y, reductions={"k4": ts.topk_logp(4, kappa=2.0),
-                          "k2": ts.topk_logp(2), "k1": ts.topk_logp(1)})
-    np.testing.assert_allclose(out["k4"], jax.nn.log_softmax(2 * z)[:, 1],
-                               atol=1e-6)
-    np.testing.assert_allclose(out["k2"], [1.0 - math.log(math.e**2 + math.e)],
-                               atol=1e-6)  # renormalised over {2, 1}
-    np.testing.assert_allclose(out["k1"], [-1e4 - 2.0], atol=1e-6)
-
-
-class ReductionsTest(parameterized.TestCase):
-
-  def test_monoids_chunked_match_full_rows(self):
-    h, w, y = _problem(100, 16, 1000, seed=1, scale=4.0)
-    red = {"era": ts.scaled_logp(2.0),
-           "top": ts.topk_logits(8, with_indices=True),
-           "era_top": ts.topk_logp(20, kappa=0.5),
-           "nuc_k": ts.nucleus_entropy_topk(0.8, 32)}
-    keys = ("era", "top", "era_top", "nuc_k")
-    chunked = lambda a, b: ts.token_stats(a, b, y, reductions=red,
-                                          token_chunk=32, vocab_chunk=48)
-    rows = lambda a, b: ts.token_stats_from_logits(a @ b, y, reductions=red)
-    got, g_got = _stats_and_grads(chunked, keys)(h, w)
-    want, g_want = _stats_and_grads(rows, keys)(h, w)
-    self.assertEqual(set(got), set(CORE) | {"era", "top", "top/indices",
-                                            "era_top", "nuc_k", "nuc_k/exact"})
-    z = h @ w
-    np.testing.assert_allclose(
-        got["era"], jnp.take_along_axis(jax.nn.log_softmax(2 * z), y[:, None],
-                                        -1)[:, 0], rtol=1e-5)
-    vals, idx = jax.lax.top_k(z, 8)
-    np.testing.assert_allclose(got["top"], vals, rtol=1e-5)
-    np.testing.assert_array_equal(got["top/indices"], idx)
-    np.testing.assert_array_equal(got["nuc_k/exact"], want["nuc_k/exact"])
-    for k in keys:
-      self.assertLessEqual(_rel(got[k], want[k]), 1e-5, k)
-    self.assertLessEqual(_rel(g_got[0], g_want[0]), 1e-5)
-    self.assertLessEqual(_rel(g_got[1], g_want[1]), 1e-5)
-
-  def test_topk_with_chunks_smaller_than_k(self):
-    h, w, y = _problem(10, 4, 37, seed=2)
-    got = jax.jit(lambda h, w, y: ts.token_stats(
-        h, w, y, vocab_chunk=5,
-        reductions={"top": ts.topk_logits(12),  # chunks of 5 < k
-                    "all": ts.topk_logits(40)}))(h, w, y)  # k > V
-    np.testing.assert_allclose(got["top"], jax.lax.top_k(h @ w, 12)[0],
-                               rtol=1e-6)
-    np.testing.assert_array_equal(got["all"][:, 37:], np.float32(ts.NEG))
-
-  @parameterized.parameters(0.5, 0.8, 0.95)
-  def test_nucleus_bisection_equals_sort(self, p_top):
-    z = jax.random.normal(jax.random.key(5), (64, 512)) * 2.5
-    got = ts.token_stats_from_logits(
-        z, jnp.zeros(64, jnp.int32),
-        reductions={"nuc": ts.nucleus_entropy(p_top)})["nuc"]
-    np.testing.assert_allclose(got, _sort_nucleus(z, p_top), atol=1e-5)
-    self.assertGreater(float(jnp.mean(got)), 0.1)
-
-  def test_topk_approximation_exact_where_flagged(self):
-    # Mixed rows: peaked ones (top-16 holds .8) and flat ones (it does not).
-    scale = jnp.where(jnp.arange(64) < 32, 6.0, 0.5)[:, None]
-    z = jax.random.normal(jax.random.key(6), (64, 400)) * scale
-    red = {"exact": ts.nucleus_entropy(0.8),
-           "k16": ts.nucleus_entropy_topk(0.8, 16),
-           "all": ts.nucleus_entropy_topk(0.8, 400)}
-    out = ts.token_stats_from_logits(z, jnp.zeros(64, jnp.int32),
-                                     reductions=red)
-    flag = np.asarray(out["k16/exact"])
-    self.assertTrue(flag.any() and not flag.all())
-    np.testing.assert_allclose(np.asarray(out["k16"])[flag],
-                               np.asarray(out["exact"])[flag], atol=1e-5)
-    self.assertGreater(  # truncated where not flagged
-        float(np.max(np.abs(out["k16"] - out["exact"])[~flag])), 0.1)
-    self.assertTrue(np.all(out["all/exact"]))
-    np.testing.assert_allclose(out["all"], out["exact"], atol=1e-5)
-
-  def test_row_mode_values_and_grads(self):
-    h, w, y = _problem(100, 16, 1000, seed=8, scale=5.0)
-    red = {"nuc": ts.nucleus_entropy(0.8), "minp": ts.minp_logp(0.02),
-           "era": ts.scaled_logp(2.0)}
-    keys = ("entropy", "nuc", "minp", "era")
-    chunked = lambda a, b: ts.token_stats(a, b, y, reductions=red,
-                                          token_chunk=32)
-
-    def reference(a, b):  # full rows; the nucleus by sorting
-      z = a @ b
-      out = ts.token_stats_from_logits(
-          z, y, reductions={"minp": red["minp"], "era": red["era"]})
-      return {**out, "nuc": _sort_nucleus(z, 0.8)}
-
-    got, g_got = _stats_and_grads(chunked, keys)(h, w)
-    want, g_want = _stats_and_grads(reference, keys)(h, w)
-    for k in keys:
-      self.assertLessEqual(_rel(got[k], want[k]), 1e-5, k)
-    self.assertLessEqual(_rel(g_got[0], g_want[0]), 1e-5)
-    self.assertLessEqual(_rel(g_got[1], g_want[1]), 1e-5)
-
 
 class PrecisionAndMemoryTest(absltest.TestCase):
 
@@ -315,7 +172,7 @@ class PrecisionAndMemoryTest(absltest.TestCase):
     small = temp_bytes(lambda h, w, y: ts.token_stats(
         h, w, y, token_chunk=512, vocab_chunk=2048))
     rows = temp_bytes(lambda h, w, y: ts.token_stats(
-        h, w, y, token_chunk=256, reductions={"n": ts.nucleus_entropy(0.8)}))
+        h, w, y, token_chunk=256, reductions={"n": rd.nucleus_entropy(0.8)}))
     self.assertGreaterEqual(naive, nv_bytes)
     self.assertLess(chunked, nv_bytes / 4)
     self.assertLess(small, chunked)
@@ -325,8 +182,8 @@ class PrecisionAndMemoryTest(absltest.TestCase):
 class NeedsAndErrorsTest(absltest.TestCase):
 
   def test_stats_for_needs(self):
-    needs = types.Needs(vocab={"era": ts.scaled_logp(2.0)},
-                        old_vocab={"nuc": ts.nucleus_entropy(0.8)})
+    needs = types.Needs(vocab={"era": rd.scaled_logp(2.0)},
+                        old_vocab={"nuc": rd.nucleus_entropy(0.8)})
     h, w, y = _problem(24, 8, 64, seed=10)
     kw = dict(token_chunk=8, vocab_chunk=16)
 
@@ -364,11 +221,11 @@ class NeedsAndErrorsTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, "MonoidReduction"):
       ts.token_stats(h, w, y, reductions={"x": lambda z: z})
     with self.assertRaisesRegex(ValueError, "other than"):
-      ts.token_stats(h, w, y, reductions={"logp": ts.scaled_logp(2.0)})
+      ts.token_stats(h, w, y, reductions={"logp": rd.scaled_logp(2.0)})
     with self.assertRaisesRegex(ValueError, "p_top"):
-      ts.nucleus_entropy(1.5)
+      rd.nucleus_entropy(1.5)
     with self.assertRaisesRegex(ValueError, "kappa"):
-      ts.minp_logp(0.0)
+      rd.minp_logp(0.0)
     with self.assertRaisesRegex(ValueError, "targets"):
       ts.token_stats_from_logits(h @ w, y[:3])
 

@@ -19,15 +19,15 @@ from entropy_rl.agents import _envs as envs_lib
 from entropy_rl.agents import _layouts as layouts
 from entropy_rl.agents import _turns as turns_lib
 from entropy_rl.core import types
-from entropy_rl.sampling import methods as methods_lib
+from entropy_rl.sampling import processors as processors_lib
 
 PRNGKey = types.PRNGKey
 
 
 def rollout(fns: Any, params: Any, env: envs_lib.AgentEnv, rng: PRNGKey, *,
             num_groups: int, group_size: int,
-            sampling: methods_lib.SamplingMethod = (
-                methods_lib.SamplingMethod()),
+            sampling: processors_lib.SamplingMethod = (
+                processors_lib.SamplingMethod()),
             processors: Sequence[types.LogitsProcessor] = (),
             processor_params: Sequence[Any] | None = None,
             sampling_params: Sequence[Any] | None = None,

@@ -40,7 +40,7 @@ import numpy as np
 from entropy_rl.agents import _envs as envs_lib
 from entropy_rl.agents import _layouts as layouts
 from entropy_rl.core import types
-from entropy_rl.sampling import methods as methods_lib
+from entropy_rl.sampling import processors as processors_lib
 from entropy_rl.sampling import sampler as sampler_lib
 
 Array = types.Array
@@ -117,8 +117,8 @@ class TurnSample(NamedTuple):
 
 def sample_turn(fns: Any, params: Any, context: Array, context_mask: Array,
                 rng: PRNGKey, *, action_len: int,
-                sampling: methods_lib.SamplingMethod = (
-                    methods_lib.SamplingMethod()),
+                sampling: processors_lib.SamplingMethod = (
+                    processors_lib.SamplingMethod()),
                 processors: Sequence[types.LogitsProcessor] = (),
                 processor_params: Sequence[Any] | None = None,
                 sampling_params: Sequence[Any] | None = None,
@@ -166,8 +166,8 @@ def init_decode(fns: Any, params: Any, obs: Array, context_len: int,
 
 def policy_turn(fns: Any, params: Any, ds: DecodeState, rng: PRNGKey,
                 active: Array, *, action_len: int,
-                sampling: methods_lib.SamplingMethod = (
-                    methods_lib.SamplingMethod()),
+                sampling: processors_lib.SamplingMethod = (
+                    processors_lib.SamplingMethod()),
                 processors: Sequence[types.LogitsProcessor] = (),
                 processor_params: Sequence[Any] | None = None,
                 sampling_params: Sequence[Any] | None = None,
@@ -330,7 +330,7 @@ class Policy(NamedTuple):
 
   fns: Any
   spec: envs_lib.EnvSpec
-  sampling: methods_lib.SamplingMethod
+  sampling: processors_lib.SamplingMethod
   processors: tuple[types.LogitsProcessor, ...]
   decode: str
   cache_dtype: Any
@@ -362,7 +362,7 @@ class Policy(NamedTuple):
 
 
 def make_policy(fns: Any, spec: envs_lib.EnvSpec,
-                sampling: methods_lib.SamplingMethod,
+                sampling: processors_lib.SamplingMethod,
                 processors: Sequence[types.LogitsProcessor], decode: str,
                 cache_dtype: Any) -> Policy:
   """A :class:`Policy`; ``decode`` is one of :data:`DECODES` (see
@@ -378,8 +378,8 @@ def make_policy(fns: Any, spec: envs_lib.EnvSpec,
 
 def plain_rollout(fns: Any, params: Any, env: envs_lib.AgentEnv,
                   rng: PRNGKey, *, num_groups: int, group_size: int,
-                  sampling: methods_lib.SamplingMethod = (
-                      methods_lib.SamplingMethod()),
+                  sampling: processors_lib.SamplingMethod = (
+                      processors_lib.SamplingMethod()),
                   processors: Sequence[types.LogitsProcessor] = (),
                   processor_params: Sequence[Any] | None = None,
                   sampling_params: Sequence[Any] | None = None,
@@ -462,8 +462,8 @@ class PythonRollout(NamedTuple):
 
 def make_python_rollout(fns: Any, spec: envs_lib.EnvSpec, *,
                         group_size: int,
-                        sampling: methods_lib.SamplingMethod = (
-                            methods_lib.SamplingMethod()),
+                        sampling: processors_lib.SamplingMethod = (
+                            processors_lib.SamplingMethod()),
                         processors: Sequence[types.LogitsProcessor] = (),
                         decode: str = "cache", cache_dtype: Any = None
                         ) -> PythonRollout:
@@ -493,8 +493,8 @@ def _keys_jit(rng, num_groups, *, group_size):
 def python_rollout(fns: Any, params: Any,
                    envs: Sequence[envs_lib.PythonEnv],
                    spec: envs_lib.EnvSpec, rng: PRNGKey, *, group_size: int,
-                   sampling: methods_lib.SamplingMethod = (
-                       methods_lib.SamplingMethod()),
+                   sampling: processors_lib.SamplingMethod = (
+                       processors_lib.SamplingMethod()),
                    processors: Sequence[types.LogitsProcessor] = (),
                    processor_params: Any = None,
                    sampling_params: Sequence[Any] | None = None,

@@ -14,23 +14,23 @@ EntropyTransform = types.EntropyTransform
 PolicyBatch = types.PolicyBatch
 
 
-def _merge_needs(needs: Sequence[types.Needs],
-                 prefixes: Sequence[str] | None = None) -> types.Needs:
+def _merge_needs(needs: Sequence[types.Needs]) -> types.Needs:
+  """The union of the members' needs; a reduction name declared twice must
+  name equal reductions (reductions are values: equal settings, equal).
+  Equal reductions are merged into one object, the first declared."""
   fields: set[str] = set()
   vocab: dict[str, types.VocabReduction] = {}
   old_vocab: dict[str, types.VocabReduction] = {}
+  first: dict[types.VocabReduction, types.VocabReduction] = {}
   for n in needs:
     fields |= set(n.fields)
     for src, dst in ((n.vocab, vocab), (n.old_vocab, old_vocab)):
       for k, r in src.items():
-        if k in dst and dst[k] is not r:
+        if k in dst and dst[k] != r:
           raise ValueError(
               f"two transforms declare different vocabulary reductions "
-              f"named {k!r} (reductions are compared by identity; the "
-              f"token_stats constructors are cached, so equal arguments "
-              f"give the same object)")
-        dst[k] = r
-  del prefixes
+              f"named {k!r}: {dst[k]!r} and {r!r}")
+        dst[k] = first.setdefault(r, r)
   return types.Needs(frozenset(fields), vocab, old_vocab)
 
 

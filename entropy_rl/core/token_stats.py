@@ -16,14 +16,9 @@ instead of storing it, so neither pass holds an [N, V] (or [tc, V]) float32
 array. Methods that need more than these four numbers declare *vocabulary
 reductions* (:class:`~entropy_rl.core.types.MonoidReduction` for associative
 ones, :class:`~entropy_rl.core.types.RowReduction` for order statistics);
-the constructors of this module build the ones the method catalogue uses:
-
-* :func:`scaled_logp`: log-softmax(κ·z)[y] (ERA).
-* :func:`topk_logits`, :func:`topk_logp`: streaming top-k, and ERA's
-  top-k-renormalised log-prob.
-* :func:`nucleus_entropy` (exact, bisection) and :func:`nucleus_entropy_topk`
-  (associative approximation with an exactness flag): SIREN's top-p entropy.
-* :func:`minp_logp`: Lp-Reg's min-p proxy log-prob of the target.
+this module is the engine that runs them, and `entropy_rl.core.reductions`
+holds the online-softmax monoid and the catalogue's reductions (SIREN's
+nucleus entropy, Lp-Reg's min-p proxy, ERA's scaled log-probs).
 
 Sharded batches: inside ``jax.set_mesh`` whose mesh has the row axes of
 :class:`StatsSharding` (``data``, ``fsdp``), the pass runs under
@@ -37,11 +32,6 @@ numbers as one device (tested on 8 fake devices).
 References:
   Online softmax: Milakov & Gimelshein 2018, https://arxiv.org/abs/1805.02867.
   Gradient checkpointing: Chen et al. 2016, https://arxiv.org/abs/1604.06174.
-  SIREN: "Rethinking Entropy Regularization in Large Reasoning Models" (2025),
-    https://arxiv.org/abs/2509.25133.
-  Lp-Reg: Huang et al. 2025, https://arxiv.org/abs/2510.03222.
-  ERA: "Entropy Regularizing Activation" (2025),
-    https://arxiv.org/abs/2510.08549.
 """
 
 from __future__ import annotations
@@ -53,8 +43,8 @@ from typing import Any, Mapping, NamedTuple
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jax import ad_checkpoint
 
+from entropy_rl.core import reductions as reductions_lib
 from entropy_rl.core import types
 
 Array = types.Array
@@ -64,397 +54,23 @@ VocabReduction = types.VocabReduction
 Needs = types.Needs
 sg = lax.stop_gradient
 
-NEG = -1e30  # finite identity of max / masked logit: exp(NEG − m) = 0, no NaN
+NEG = reductions_lib.NEG
+CORE = reductions_lib.CORE  # the online softmax: logp, entropy, lse, max_logit
 CORE_KEYS = ("logp", "entropy", "lse", "max_logit")
-RESIDUAL_NAME = "token_stats_residual"
+RESIDUAL_NAME = reductions_lib.RESIDUAL_NAME
 _SUBLANE = 8  # token chunks are rounded up to a multiple of this
 
-
-# ----------------------------------------------------------------------------
-# The core monoid: online softmax with entropy.
-
-
-class SoftmaxCarry(NamedTuple):
-  """Online-softmax state of one token chunk; every field is [n] float32.
-
-  With a running maximum m (a constant shift, under stop-gradient)::
-
-      s = Σ_v exp(z_v − m),   u = Σ_v exp(z_v − m)·(z_v − m),   zy = z_y
-
-  so that lse = m + log s and H = log s − u / s. Keeping u relative to m
-  avoids the cancellation of lse − E[z] when logits are large.
-  """
-
-  m: Array  # [n] running max (stop-gradient)
-  s: Array  # [n] Σ exp(z − m)
-  u: Array  # [n] Σ exp(z − m)·(z − m)
-  zy: Array  # [n] target logit (0 until the chunk that holds it)
-
-
-def _softmax_init(n: int) -> SoftmaxCarry:
-  zero = jnp.zeros((n,), jnp.float32)
-  return SoftmaxCarry(jnp.full((n,), NEG, jnp.float32), zero, zero, zero)
-
-
-def _gather_target(z: Array, offset: Array | int, targets: Array) -> Array:
-  """z[n, y_n − offset] where the target falls in this chunk, else 0."""
-  local = targets - offset  # [n]
-  width = z.shape[-1]
-  inside = (local >= 0) & (local < width)
-  zy = jnp.take_along_axis(z, jnp.clip(local, 0, width - 1)[:, None], -1)
-  return jnp.where(inside, zy[:, 0], 0.0)
-
-
-def _softmax_chunk(z: Array, offset: Array | int, targets: Array,
-                   with_entropy: bool = True) -> SoftmaxCarry:
-  m = sg(jnp.max(z, -1))  # [n]
-  d = z - m[:, None]  # [n, c]
-  e = jnp.exp(d)  # [n, c]
-  u = jnp.sum(e * d, -1) if with_entropy else jnp.zeros_like(m)
-  return SoftmaxCarry(m, jnp.sum(e, -1), u, _gather_target(z, offset, targets))
-
-
-def _softmax_combine(a: SoftmaxCarry, b: SoftmaxCarry) -> SoftmaxCarry:
-  m = jnp.maximum(a.m, b.m)  # both already stop-gradient
-  fa, fb = jnp.exp(a.m - m), jnp.exp(b.m - m)
-  # Re-reference u to the new max: Σ e^{z−m}(z−m) = f·(u + (m_old − m)·s).
-  u = fa * (a.u + (a.m - m) * a.s) + fb * (b.u + (b.m - m) * b.s)
-  return SoftmaxCarry(m, fa * a.s + fb * b.s, u, a.zy + b.zy)
-
-
-def _softmax_finalize(c: SoftmaxCarry, core: Any = None) -> dict[str, Array]:
-  del core
-  log_s = jnp.log(c.s)
-  lse = c.m + log_s
-  return dict(logp=c.zy - lse, entropy=log_s - c.u / c.s, lse=lse,
-              max_logit=c.m)
-
-
-CORE = MonoidReduction(_softmax_init, _softmax_chunk, _softmax_combine,
-                       _softmax_finalize)
-
-
-# ----------------------------------------------------------------------------
-# Helpers shared by reductions.
-
-
-def saved_residual(x: Array) -> Array:
-  """Marks a cheap per-token value to be saved for the backward pass.
-
-  In row mode each token chunk runs under ``jax.checkpoint`` with a policy
-  that saves only values named :data:`RESIDUAL_NAME`; a :class:`RowReduction`
-  wraps an expensive, gradient-free intermediate (a threshold found by
-  bisection, say) in this function so the backward pass reuses it instead of
-  recomputing it.
-  """
-  return ad_checkpoint.checkpoint_name(x, RESIDUAL_NAME)
-
-
-def masked_entropy(z: Array, kept: Array) -> Array:
-  """Entropy of softmax(z) restricted to ``kept``; 0 where nothing is kept.
-
-  With q_v = exp z_v / Σ_{u∈K} exp z_u on the kept set K::
-
-      H_K = −Σ_{v∈K} q_v log q_v
-          = log Σ_K e^{z−m} − Σ_K e^{z−m}(z−m) / Σ_K e^{z−m}
-
-  The mask is a constant; the gradient flows through z on the kept entries.
-
-  Args:
-    z: [n, c] float32 logits.
-    kept: [n, c] bool.
-
-  Returns:
-    [n] float32.
-  """
-  m = sg(jnp.max(jnp.where(kept, z, NEG), -1, keepdims=True))  # [n, 1]
-  d = jnp.where(kept, z - m, 0.0)  # [n, c]
-  e = jnp.where(kept, jnp.exp(d), 0.0)  # [n, c]
-  s = jnp.sum(e, -1)  # [n]
-  s_safe = jnp.where(s > 0, s, 1.0)  # empty set: H = log 1 − 0 = 0
-  return jnp.log(s_safe) - jnp.sum(e * d, -1) / s_safe
-
-
-def nucleus_threshold(z: Array, p_top: float, iters: int = 40) -> Array:
-  """Logit threshold θ whose set {z > θ} is SIREN's top-p kept set.
-
-  SIREN sorts p in descending order, takes the inclusive cumulative sum C and
-  keeps the ranks j with C_j < p_top, so the token whose cumulative mass
-  crosses p_top is *excluded*. That set is the largest upper set {z > θ} with
-  mass(θ) = Σ_{z_v > θ} p_v < p_top. Bisection keeps the invariant
-  mass(hi) < p_top ≤ mass(lo), starting from hi = max z and
-  lo = max z − (log(V / (1 − p_top)) + 1), below which the total mass is at
-  most (1 − p_top)/e. 40 halvings of that ≈ 15-nat bracket pass float32
-  resolution, so the set equals the sort-based one except on exact ties.
-  No sort and no gradient (the threshold is a constant).
-
-  Args:
-    z: [n, V] float32 logits.
-    p_top: nucleus mass in (0, 1].
-    iters: bisection steps.
-
-  Returns:
-    [n, 1] float32 threshold θ (``max z`` when p_max ≥ p_top: empty set).
-  """
-  z = sg(z)
-  v = z.shape[-1]
-  m = jnp.max(z, -1, keepdims=True)  # [n, 1]
-  e = jnp.exp(z - m)  # [n, V]
-  need = p_top * jnp.sum(e, -1, keepdims=True)  # [n, 1]
-  width = math.log(v / max(1.0 - p_top, 1e-30)) + 1.0
-  lo = jnp.maximum(m - width, jnp.min(z, -1, keepdims=True) - 1.0)
-  hi = m
-
-  def body(_, bracket):
-    lo, hi = bracket
-    mid = 0.5 * (lo + hi)
-    mass = jnp.sum(jnp.where(z > mid, e, 0.0), -1, keepdims=True)
-    ok = mass < need  # mid may become the new hi
-    return jnp.where(ok, lo, mid), jnp.where(ok, mid, hi)
-
-  _, hi = lax.fori_loop(0, iters, body, (lo, hi))
-  return hi
-
-
-def _pad_columns(z: Array, width: int, fill: float) -> Array:
-  if z.shape[-1] >= width:
-    return z
-  return jnp.pad(z, ((0, 0), (0, width - z.shape[-1])), constant_values=fill)
-
-
-def _topk_chunk(z: Array, offset: Array | int, k: int) -> tuple[Array, Array]:
-  """Top-k values [n, k] and global indices of one chunk (NEG / −1 padded)."""
-  vals, idx = lax.top_k(_pad_columns(z, k, NEG), k)
-  idx = jnp.where(idx < z.shape[-1], idx + offset, -1)
-  return vals, idx.astype(jnp.int32)
-
-
-def _topk_combine(a: tuple[Array, Array], b: tuple[Array, Array]
-                  ) -> tuple[Array, Array]:
-  """Merges two top-k lists; ties keep ``a`` (lower vocabulary ids) first."""
-  vals = jnp.concatenate([a[0], b[0]], -1)  # [n, 2k]
-  idx = jnp.concatenate([a[1], b[1]], -1)
-  top, pos = lax.top_k(vals, a[0].shape[-1])
-  return top, jnp.take_along_axis(idx, pos, -1)
-
-
-def _topk_init(n: int, k: int) -> tuple[Array, Array]:
-  return (jnp.full((n, k), NEG, jnp.float32), jnp.full((n, k), -1, jnp.int32))
-
-
-def _logsumexp(z: Array) -> Array:
-  m = sg(jnp.max(z, -1, keepdims=True))
-  return jnp.log(jnp.sum(jnp.exp(z - m), -1)) + m[:, 0]
-
-
-# ----------------------------------------------------------------------------
-# Reductions.
-
-
-@functools.cache
-def scaled_logp(kappa: float) -> MonoidReduction:
-  """ERA's rescaled log-prob of the target, log softmax(κ·z)[y].
-
-  ERA trains log π'(y) = log_softmax(z')[y] with z' = κ·z (κ > 1 sharpens,
-  applied to low-entropy rows) or z' = z/κ (flattens, high-entropy rows), so
-  an ERA transform declares ``scaled_logp(κ)`` and ``scaled_logp(1/κ)``.
-  Associative: an online log-sum-exp of κ·z plus the gathered target logit.
-
-  Args:
-    kappa: the logit scale κ > 0 (applied after the temperature).
-
-  Returns:
-    A :class:`MonoidReduction` finalising to [n] float32.
-  """
-  if not kappa > 0:
-    raise ValueError(f"scaled_logp: kappa must be > 0, got {kappa}")
-
-  def chunk(z, offset, targets):
-    return _softmax_chunk(kappa * z, offset, targets, with_entropy=False)
-
-  def finalize(carry, core):
-    del core
-    return _softmax_finalize(carry)["logp"]
-
-  return MonoidReduction(_softmax_init, chunk, _softmax_combine, finalize)
-
-
-@functools.cache
-def topk_logits(k: int, *, with_indices: bool = False) -> MonoidReduction:
-  """Streaming top-k logits of z, in descending order.
-
-  Each vocabulary chunk contributes its own top-k; two lists merge by a top-k
-  of their concatenation (associative). Values carry gradient. Where V < k
-  the list is padded with NEG (index −1).
-
-  Args:
-    k: number of logits kept.
-    with_indices: also return the vocabulary ids (key ``"<name>/indices"``).
-
-  Returns:
-    A :class:`MonoidReduction` finalising to [n, k] float32 values, or to
-    ``{"": values, "indices": [n, k] int32}``.
-  """
-  if k < 1:
-    raise ValueError(f"topk_logits: k must be >= 1, got {k}")
-
-  def finalize(carry, core):
-    del core
-    return {"": carry[0], "indices": carry[1]} if with_indices else carry[0]
-
-  return MonoidReduction(functools.partial(_topk_init, k=k),
-                         lambda z, off, y: _topk_chunk(z, off, k),
-                         _topk_combine, finalize)
-
-
-@functools.cache
-def topk_logp(k: int, kappa: float = 1.0, fill: float = -1e4
-              ) -> MonoidReduction:
-  """ERA's top-k-renormalised log-prob of the target (``topk=True``).
-
-  With z' = κ·z and K the k largest entries of z'::
-
-      ℓ_K(y) = z'_y − log Σ_{v∈K} exp z'_v        if y ∈ K
-      ℓ_K(y) = fill − log Σ_{v∈K} exp z'_v        otherwise
-
-  i.e. the log-softmax of z' with the logits outside K set to ``fill``. With
-  k ≥ V it is the full log-softmax. Associative (streaming top-k plus the
-  gathered target logit); membership is ``z'_y ≥`` the k-th value.
-
-  Args:
-    k: size of the renormalisation set (ERA: 20).
-    kappa: logit scale κ > 0.
-    fill: logit given to tokens outside the top k.
-
-  Returns:
-    A :class:`MonoidReduction` finalising to [n] float32.
-  """
-  if k < 1 or not kappa > 0:
-    raise ValueError(f"topk_logp: need k >= 1 and kappa > 0, got k={k}, "
-                     f"kappa={kappa}")
-
-  def init(n):
-    return _topk_init(n, k)[0], jnp.zeros((n,), jnp.float32)
-
-  def chunk(z, offset, targets):
-    zz = kappa * z
-    return _topk_chunk(zz, offset, k)[0], _gather_target(zz, offset, targets)
-
-  def combine(a, b):
-    vals = lax.top_k(jnp.concatenate([a[0], b[0]], -1), k)[0]
-    return vals, a[1] + b[1]
-
-  def finalize(carry, core):
-    del core
-    vals, zy = carry
-    inside = zy >= vals[:, -1]
-    return jnp.where(inside, zy, fill) - _logsumexp(vals)
-
-  return MonoidReduction(init, chunk, combine, finalize)
-
-
-def _check_p_top(name: str, p_top: float) -> None:
-  if not 0.0 < p_top <= 1.0:
-    raise ValueError(f"{name}: p_top must be in (0, 1], got {p_top}")
-
-
-@functools.cache
-def nucleus_entropy(p_top: float, iters: int = 40) -> RowReduction:
-  """SIREN's top-p (nucleus) entropy, exact up to ties, without sorting.
-
-  With p = softmax(z) sorted in descending order and C its inclusive
-  cumulative sum, the kept set is K = {ranks j : C_j < p_top} (the token that
-  crosses p_top is excluded; K = ∅ and Hᵖ = 0 when p_max ≥ p_top) and::
-
-      Hᵖ = −Σ_{v∈K} q_v log q_v,   q = p·1[K] / Σ_K p
-
-  K is found as {z > θ} by :func:`nucleus_threshold` (bisection, no
-  gradient; θ is saved for the backward pass), and the gradient flows
-  through the masked-softmax entropy. A row reduction: the pass gives each
-  token chunk full rows [tc, V].
-
-  Args:
-    p_top: nucleus mass (SIREN: 0.8).
-    iters: bisection steps.
-
-  Returns:
-    A :class:`RowReduction` giving [n] float32.
-  """
-  _check_p_top("nucleus_entropy", p_top)
-
-  def fn(z, targets, core):
-    del targets, core
-    theta = saved_residual(nucleus_threshold(z, p_top, iters))  # [n, 1]
-    return masked_entropy(z, z > theta)
-
-  return RowReduction(fn)
-
-
-@functools.cache
-def nucleus_entropy_topk(p_top: float, k: int) -> MonoidReduction:
-  """Associative approximation of :func:`nucleus_entropy` from the top k.
-
-  Streams the k largest logits, then applies SIREN's rule to them with the
-  full-vocabulary lse (from the core statistics). The result is exact
-  (up to ties) iff the top-k mass reaches p_top, or k ≥ V; otherwise the
-  kept set is truncated to the top k, which is what SIREN's own code does
-  with k = 10,000. Report the inexact fraction as a metric.
-
-  Args:
-    p_top: nucleus mass in (0, 1].
-    k: number of logits streamed.
-
-  Returns:
-    A :class:`MonoidReduction` finalising to ``{"": Hᵖ [n] float32,
-    "exact": [n] bool}``: keys ``"<name>"`` and ``"<name>/exact"``.
-  """
-  _check_p_top("nucleus_entropy_topk", p_top)
-  top = topk_logits(k)
-
-  def finalize(carry, core):
-    vals = carry[0]  # [n, k] descending
-    p = jnp.exp(sg(vals - core["lse"][:, None]))  # [n, k]
-    cum = jnp.cumsum(p, -1)
-    kept = cum < p_top
-    exact = (cum[:, -1] >= p_top) | (vals[:, -1] <= 0.5 * NEG)
-    return {"": masked_entropy(vals, kept), "exact": exact}
-
-  return MonoidReduction(top.init, top.chunk, top.combine, finalize)
-
-
-@functools.cache
-def minp_logp(kappa: float, fill: float = -1e4, relative: bool = True
-              ) -> RowReduction:
-  """Lp-Reg's min-p proxy log-prob of the target.
-
-  The proxy keeps v iff p_v ≥ κ·max_u p_u (``relative``; z_v ≥ max z + log κ)
-  or p_v ≥ κ (absolute, Lp-Reg's ``regular_type="fixed"``;
-  z_v ≥ lse + log κ), sets the other logits to ``fill`` and renormalises::
-
-      ℓᵖ(y) = log_softmax(z̃)[y],   z̃_v = z_v if kept else fill
-
-  The threshold is relative to the final max (or lse), so this is a row
-  reduction. The mask is a constant; the value carries gradient through z
-  (Lp-Reg itself uses it without gradient, from the old-policy pass).
-
-  Args:
-    kappa: min-p threshold κ in (0, 1] (Lp-Reg: 0.02).
-    fill: logit given to filtered tokens.
-    relative: threshold relative to p_max (default) or absolute.
-
-  Returns:
-    A :class:`RowReduction` giving [n] float32.
-  """
-  if not 0.0 < kappa <= 1.0:
-    raise ValueError(f"minp_logp: kappa must be in (0, 1], got {kappa}")
-
-  def fn(z, targets, core):
-    ref = core["max_logit"] if relative else core["lse"]
-    thr = sg(ref)[:, None] + math.log(kappa)  # [n, 1]
-    zz = jnp.where(z >= thr, z, fill)  # [n, V]
-    return _gather_target(zz, 0, targets) - _logsumexp(zz)
-
-  return RowReduction(fn)
+# Deprecated aliases: the reductions and their helpers moved to
+# `entropy_rl.core.reductions`; import them from there.
+saved_residual = reductions_lib.saved_residual
+masked_entropy = reductions_lib.masked_entropy
+nucleus_threshold = reductions_lib.nucleus_threshold
+scaled_logp = reductions_lib.scaled_logp
+topk_logits = reductions_lib.topk_logits
+topk_logp = reductions_lib.topk_logp
+nucleus_entropy = reductions_lib.nucleus_entropy
+nucleus_entropy_topk = reductions_lib.nucleus_entropy_topk
+minp_logp = reductions_lib.minp_logp
 
 
 # ----------------------------------------------------------------------------

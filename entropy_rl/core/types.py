@@ -11,6 +11,7 @@ Shapes: ``B`` rows, ``T`` tokens per row, ``V`` vocabulary.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Callable, Mapping, NamedTuple, Protocol
 
@@ -87,28 +88,75 @@ class PolicyBatch(NamedTuple):
   metrics: Mapping[str, Array] | None = None  # scalar diagnostics
 
 
-class MonoidReduction(NamedTuple):
+class MonoidReduction:
   """Associative per-token reduction over vocabulary chunks of z = h·W / T.
 
   ``init(n) -> carry`` (identity); ``chunk(z[n, c], offset, targets[n]) ->
   carry``; ``combine(a, b) -> carry`` (associative: a scan over chunks, or a
   merge across a vocabulary-sharded head); ``finalize(carry, core) -> [n]`` or
   ``{suffix: [n]}`` where ``core = {logp, entropy, lse, max_logit}``.
+
+  A reduction is a value: the library's reductions
+  (`entropy_rl.core.reductions`) are frozen dataclasses whose fields are
+  their settings and whose methods are these four functions, so equal
+  settings compare and hash equal (two transforms declaring
+  ``scaled_logp(2.0)`` declare the same reduction). Calling
+  ``MonoidReduction(init, chunk, combine, finalize)`` builds the function
+  form, :class:`FunctionMonoidReduction`, which compares by the identity of
+  its functions.
   """
 
-  init: Callable[..., Any]
-  chunk: Callable[..., Any]
-  combine: Callable[..., Any]
-  finalize: Callable[..., Any]
+  def __new__(cls, *args, **kwargs):
+    del args, kwargs
+    return object.__new__(
+        FunctionMonoidReduction if cls is MonoidReduction else cls)
+
+  def init(self, n: int) -> Any:
+    raise NotImplementedError
+
+  def chunk(self, z: Array, offset: Array | int, targets: Array) -> Any:
+    raise NotImplementedError
+
+  def combine(self, a: Any, b: Any) -> Any:
+    raise NotImplementedError
+
+  def finalize(self, carry: Any, core: Mapping[str, Array] | None) -> Any:
+    raise NotImplementedError
 
 
-class RowReduction(NamedTuple):
+@dataclasses.dataclass(frozen=True)
+class FunctionMonoidReduction(MonoidReduction):
+  """A :class:`MonoidReduction` made of four functions (closures allowed);
+  equal iff its functions are the same objects."""
+
+  init: Callable[..., Any] = dataclasses.field()
+  chunk: Callable[..., Any] = dataclasses.field()
+  combine: Callable[..., Any] = dataclasses.field()
+  finalize: Callable[..., Any] = dataclasses.field()
+
+
+class RowReduction:
   """Non-associative reduction over whole rows z[n, V] of one token chunk.
 
-  ``fn(z[n, V], targets[n], core) -> [n]`` (or a dict of [n]).
+  ``fn(z[n, V], targets[n], core) -> [n]`` (or a dict of [n]). A value, as
+  :class:`MonoidReduction` is; ``RowReduction(fn)`` builds the function
+  form, :class:`FunctionRowReduction`.
   """
 
-  fn: Callable[..., Any]
+  def __new__(cls, *args, **kwargs):
+    del args, kwargs
+    return object.__new__(FunctionRowReduction if cls is RowReduction else cls)
+
+  def fn(self, z: Array, targets: Array, core: Mapping[str, Array]) -> Any:
+    raise NotImplementedError
+
+
+@dataclasses.dataclass(frozen=True)
+class FunctionRowReduction(RowReduction):
+  """A :class:`RowReduction` made of one function; equal iff the function
+  is the same object."""
+
+  fn: Callable[..., Any] = dataclasses.field()
 
 
 VocabReduction = MonoidReduction | RowReduction
@@ -189,7 +237,7 @@ def identity_update(batch: "PolicyBatch", state: State, *, rng=None,
   return batch, state
 
 
-class LogitsProcessor(NamedTuple):
+class LogitsProcessor:
   """A rollout-side hook applied to decode-time logits.
 
   Attributes:
@@ -202,8 +250,37 @@ class LogitsProcessor(NamedTuple):
       ``apply(zt.T, ...).T`` element for element; None when the processor
       needs whole [B, V] rows (truncations). The TPU sampler draws from
       vocabulary-major logits when every processor has this form.
+
+  A processor is a value: the library's processors
+  (`entropy_rl.sampling.processors`) are frozen dataclasses whose fields
+  are their settings (``TruncateTopK(k=5)``) and whose methods are
+  ``init``/``apply``, so equal settings compare and hash equal and the
+  sampler, which takes processors as static ``jit`` arguments, compiles
+  once for them. Calling ``LogitsProcessor(init, apply,
+  apply_vocab_major=None)`` builds the function form,
+  :class:`FunctionProcessor` (for closures), which compares by the
+  identity of its functions: build it once and reuse it.
   """
 
-  init: Callable[[], Any]
-  apply: Callable[..., Array]
+  apply_vocab_major: Callable[..., Array] | None = None
+
+  def __new__(cls, *args, **kwargs):
+    del args, kwargs
+    return object.__new__(FunctionProcessor if cls is LogitsProcessor else cls)
+
+  def init(self) -> Any:
+    raise NotImplementedError
+
+  def apply(self, logits: Array, params: Any, *, rng: PRNGKey | None = None,
+            pos: Array | None = None) -> Array:
+    raise NotImplementedError
+
+
+@dataclasses.dataclass(frozen=True)
+class FunctionProcessor(LogitsProcessor):
+  """A :class:`LogitsProcessor` made of functions (closures allowed); equal
+  iff its functions are the same objects."""
+
+  init: Callable[[], Any] = dataclasses.field()
+  apply: Callable[..., Array] = dataclasses.field()
   apply_vocab_major: Callable[..., Array] | None = None

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 
 from entropy_rl.core import objectives
 from entropy_rl.core import ops
-from entropy_rl.core import token_stats
+from entropy_rl.core import reductions
 from entropy_rl.core import types
 
 Array = types.Array
@@ -68,12 +68,12 @@ def era_llm(kappa: float = 2.0, omega_low: float = 0.45,
   if kappa <= 0:
     raise ValueError(f"kappa must be > 0, got {kappa}")
   if topk:
-    reds = {SHARP: token_stats.topk_logp(k, kappa),
-            FLAT: token_stats.topk_logp(k, 1.0 / kappa)}
-    base_red = {"era_base": token_stats.topk_logp(k, 1.0)}
+    reds = {SHARP: reductions.topk_logp(k, kappa),
+            FLAT: reductions.topk_logp(k, 1.0 / kappa)}
+    base_red = {"era_base": reductions.topk_logp(k, 1.0)}
   else:
-    reds = {SHARP: token_stats.scaled_logp(kappa),
-            FLAT: token_stats.scaled_logp(1.0 / kappa)}
+    reds = {SHARP: reductions.scaled_logp(kappa),
+            FLAT: reductions.scaled_logp(1.0 / kappa)}
     base_red = {}
   all_reds = {**reds, **base_red}
 

@@ -14,7 +14,6 @@ https://arxiv.org/abs/2510.03222.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import jax
@@ -23,7 +22,7 @@ import jax.numpy as jnp
 from entropy_rl.core import kl as kl_lib
 from entropy_rl.core import objectives as objectives_lib
 from entropy_rl.core import ops
-from entropy_rl.core import token_stats
+from entropy_rl.core import reductions
 from entropy_rl.core import types
 
 Array = types.Array
@@ -32,14 +31,13 @@ INF = math.inf
 PROXY_FILL = -1e4  # logit of filtered tokens (the reference's minp_soft=False)
 
 
-@functools.lru_cache(maxsize=None)
 def proxy_reduction(kappa: float, relative: bool = True) -> types.RowReduction:
-  """The min-p proxy reduction of the old-policy pass (one object per args).
+  """The min-p proxy reduction of the old-policy pass.
 
-  Two transforms that declare the same reduction under the same name must
-  pass the very same object to :func:`entropy_rl.chain`, hence the cache.
+  A value (`entropy_rl.core.reductions.MinpLogp`): equal arguments give
+  equal reductions, which two transforms may both declare under one name.
   """
-  return token_stats.minp_logp(kappa, fill=PROXY_FILL, relative=relative)
+  return reductions.minp_logp(kappa, fill=PROXY_FILL, relative=relative)
 
 
 def _select_lowest(logp: Array, proxy: Array, pool: Array, frac: float,

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from entropy_rl.core import objectives
 from entropy_rl.core import ops
-from entropy_rl.core import token_stats
+from entropy_rl.core import reductions
 from entropy_rl.core import types
 
 Array = types.Array
@@ -95,7 +95,7 @@ def siren(coef: float = 0.005, p_top: float = 0.8, mask_ratio: float = 0.8,
   Per token, ``Hᵖ`` is the entropy of the renormalised nucleus: the ranks
   before the one whose cumulative probability crosses ``p_top`` (that token
   is excluded; Hᵖ = 0 when p_max ≥ p_top), computed inside the chunked
-  statistics pass by :func:`entropy_rl.core.token_stats.nucleus_entropy` and
+  statistics pass by :func:`entropy_rl.core.reductions.nucleus_entropy` and
   read from ``batch.vocab_stats["nucleus_entropy"]`` (current policy, with
   gradient) and ``batch.old_vocab_stats["nucleus_entropy"]`` (old pass).
   Then::
@@ -117,7 +117,7 @@ def siren(coef: float = 0.005, p_top: float = 0.8, mask_ratio: float = 0.8,
 
   Reference defaults: λ = 0.005, p_top = 0.8, mask_ratio = 0.8 (top 20%);
   the code streams the top 10,000 logits (``reduction=
-  token_stats.nucleus_entropy_topk(p_top, 10000)`` reproduces that).
+  reductions.nucleus_entropy_topk(p_top, 10000)`` reproduces that).
   Deviation: the reference does not intersect its mask with the response
   mask (padding positions above τ count); here M ⊆ valid tokens.
 
@@ -128,7 +128,7 @@ def siren(coef: float = 0.005, p_top: float = 0.8, mask_ratio: float = 0.8,
     double_mask: apply the mask twice as the reference code does (see
       :func:`peak_entropy_mask`).
     reduction: the vocabulary reduction giving Hᵖ (default: the exact
-      bisection :func:`~entropy_rl.core.token_stats.nucleus_entropy`).
+      bisection :func:`~entropy_rl.core.reductions.nucleus_entropy`).
     term: loss-term name.
 
   Returns:
@@ -138,7 +138,7 @@ def siren(coef: float = 0.005, p_top: float = 0.8, mask_ratio: float = 0.8,
   if not 0.0 <= mask_ratio <= 1.0:
     raise ValueError(f"siren: mask_ratio must be in [0, 1], got {mask_ratio}")
   if reduction is None:
-    reduction = token_stats.nucleus_entropy(p_top)
+    reduction = reductions.nucleus_entropy(p_top)
 
   def init(params=None):
     del params

@@ -5,31 +5,36 @@ jitted program; ``sample_traced`` is the same program as a traceable
 function (inside ``jit``/``scan``), and ``init_decode_state`` /
 ``feed_tokens`` / ``continue_traced`` extend an existing KV cache (multi-turn
 rollouts); the methods are composable
-:class:`~entropy_rl.core.types.LogitsProcessor`s plus a draw.
+:class:`~entropy_rl.core.types.LogitsProcessor`s plus a draw
+(`entropy_rl.sampling.processors`; ``entropy_rl.sampling.methods`` is its
+deprecated old name). The decode's static knobs are one
+:class:`DecodeSettings` value.
 """
 
-from entropy_rl.sampling.methods import compose
-from entropy_rl.sampling.methods import draw_and_stats
-from entropy_rl.sampling.methods import em_inf
-from entropy_rl.sampling.methods import em_inf_temperature
-from entropy_rl.sampling.methods import entropy_of_logits
-from entropy_rl.sampling.methods import greedy
-from entropy_rl.sampling.methods import hapo_sampler_stats
-from entropy_rl.sampling.methods import hapo_score
-from entropy_rl.sampling.methods import hapo_temperature
-from entropy_rl.sampling.methods import min_p
-from entropy_rl.sampling.methods import SamplingMethod
-from entropy_rl.sampling.methods import scale_by_temperature
-from entropy_rl.sampling.methods import temperature
-from entropy_rl.sampling.methods import top_h
-from entropy_rl.sampling.methods import top_h_keep_count
-from entropy_rl.sampling.methods import top_k
-from entropy_rl.sampling.methods import top_p
-from entropy_rl.sampling.methods import truncate_min_p
-from entropy_rl.sampling.methods import truncate_top_h
-from entropy_rl.sampling.methods import truncate_top_k
-from entropy_rl.sampling.methods import truncate_top_p
+from entropy_rl.sampling import methods  # deprecated alias of processors
+from entropy_rl.sampling.processors import compose
+from entropy_rl.sampling.processors import draw_and_stats
+from entropy_rl.sampling.processors import em_inf
+from entropy_rl.sampling.processors import em_inf_temperature
+from entropy_rl.sampling.processors import entropy_of_logits
+from entropy_rl.sampling.processors import greedy
+from entropy_rl.sampling.processors import hapo_sampler_stats
+from entropy_rl.sampling.processors import hapo_score
+from entropy_rl.sampling.processors import hapo_temperature
+from entropy_rl.sampling.processors import min_p
+from entropy_rl.sampling.processors import SamplingMethod
+from entropy_rl.sampling.processors import scale_by_temperature
+from entropy_rl.sampling.processors import temperature
+from entropy_rl.sampling.processors import top_h
+from entropy_rl.sampling.processors import top_h_keep_count
+from entropy_rl.sampling.processors import top_k
+from entropy_rl.sampling.processors import top_p
+from entropy_rl.sampling.processors import truncate_min_p
+from entropy_rl.sampling.processors import truncate_top_h
+from entropy_rl.sampling.processors import truncate_top_k
+from entropy_rl.sampling.processors import truncate_top_p
 from entropy_rl.sampling.sampler import continue_traced
+from entropy_rl.sampling.sampler import DecodeSettings
 from entropy_rl.sampling.sampler import DecodeOutput
 from entropy_rl.sampling.sampler import DecodeState
 from entropy_rl.sampling.sampler import feed_tokens
@@ -43,6 +48,7 @@ from entropy_rl.sampling.sampler import take_cache_rows
 
 __all__ = (
     "DecodeOutput",
+    "DecodeSettings",
     "DecodeState",
     "SampleOutput",
     "Sampler",

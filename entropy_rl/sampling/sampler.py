@@ -9,11 +9,11 @@
    logits are computed.
 2. **Fan-out**: row ``b·n + j`` of the R = B·n decode rows is sample j of
    prompt b. With ``share_prompt`` (the default for n > 1 on models that
-   support it, see :func:`sample`) the prefilled prompt cache is *shared*:
-   each decode step attends over it as a prefix of B rows, read once per
-   prompt instead of once per sample, and the decode cache holds only the
-   generated tokens. Otherwise the prefilled cache (not the prompt) is
-   repeated n times into the R-row decode cache with one
+   support it, see :class:`DecodeSettings`) the prefilled prompt cache is
+   *shared*: each decode step attends over it as a prefix of B rows, read
+   once per prompt instead of once per sample, and the decode cache holds
+   only the generated tokens. Otherwise the prefilled cache (not the
+   prompt) is repeated n times into the R-row decode cache with one
    ``dynamic_update_slice``.
 3. **Decode**: a ``lax.while_loop`` over blocks of ``block_size`` steps, each
    block a ``lax.scan`` of single-token steps through ``fns.hidden``; the
@@ -58,7 +58,7 @@ On a TPU target (`entropy_rl.parallel.target_platform`) the program
 differs where the layout matters, with the same distributions:
 
 * The draw reads vocabulary-major logits [V, R] (``fns.logits_t``, see
-  `_vocab_major`; `methods.draw_and_stats_vocab_major`): no padded [R, C,
+  `_vocab_major`; `processors.draw_and_stats_vocab_major`): no padded [R, C,
   S] relayout, one pass for the statistics.
 * The prompt is shared for any n (`_share_prompt`) when the decode runs
   the paged kernel (``config.decode_attention``, "paged" by default on
@@ -73,6 +73,7 @@ On CPU every number is what it was before these paths existed.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, Callable, NamedTuple, Sequence
 
@@ -85,11 +86,70 @@ from entropy_rl import parallel
 from entropy_rl.core import types
 from entropy_rl.models import attention as attention_lib
 from entropy_rl.models import decoder as decoder_lib
-from entropy_rl.sampling import methods as methods_lib
+from entropy_rl.sampling import processors as proc_lib
 
 Array = types.Array
 LogitsProcessor = types.LogitsProcessor
-SamplingMethod = methods_lib.SamplingMethod
+SamplingMethod = proc_lib.SamplingMethod
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeSettings:
+  """How the sampler runs its decode: static settings, one ``jit`` key.
+
+  They set how the program runs, not what it samples: ``block_size``,
+  ``num_buckets`` and ``early_stop`` leave the outputs unchanged (tested),
+  ``share_prompt`` changes them up to float rounding, and ``cache_dtype``
+  sets the precision of the cache. A value: equal settings hash equal, so
+  rebuilding them does not recompile.
+
+  Attributes:
+    block_size: decode steps per ``lax.scan`` block between early-stop
+      checks. None: 16 in :func:`sample` and :func:`make_sampler`; all
+      steps in one block in :func:`sample_traced` (the cheapest choice
+      under an outer ``scan``).
+    num_buckets: run the decode in this many stretches of whole blocks,
+      each attending over a cache cut to the slots it can reach (grown,
+      with a copy, between stretches). Early steps then skip the empty
+      slots (on average about half of them for long generations) for one
+      compiled stretch each. None: 4 on CPU, 1 on accelerators (see
+      `_num_buckets`).
+    share_prompt: decode against one shared cache of the B prompts (True)
+      instead of n copies of it (False). None: shared when ``num_samples >
+      1`` and the model supports it (``fns.shared_prefix``), and for any n
+      when the decode runs the paged kernel. Sharing reads each prompt's
+      keys and values once per step instead of n times.
+    early_stop: stop once every row ended (False: always N steps).
+    cache_dtype: KV-cache dtype (None: the model's compute dtype).
+    max_len: cache length in tokens (None: P + N − 1, the minimum).
+  """
+
+  block_size: int | None = None
+  num_buckets: int | None = None
+  share_prompt: bool | None = None
+  early_stop: bool = True
+  cache_dtype: Any = None
+  max_len: int | None = None
+
+
+_DECODE_FIELDS = tuple(f.name for f in dataclasses.fields(DecodeSettings))
+_BLOCK_SIZE = 16  # sample's and make_sampler's default block_size
+
+
+def _decode_settings(settings: DecodeSettings | None,
+                     deprecated: dict[str, Any], caller: str
+                     ) -> DecodeSettings:
+  """``settings`` (default ``DecodeSettings()``) with the deprecated keyword
+  arguments (``block_size=``, ``num_buckets=``, ...) applied over it."""
+  unknown = sorted(set(deprecated) - set(_DECODE_FIELDS))
+  if unknown:
+    raise TypeError(f"{caller}() got unexpected keyword arguments {unknown}")
+  if settings is None:
+    settings = DecodeSettings()
+  elif not isinstance(settings, DecodeSettings):
+    raise ValueError(f"settings must be a DecodeSettings, got "
+                     f"{type(settings).__name__}")
+  return dataclasses.replace(settings, **deprecated) if deprecated else settings
 
 
 class SampleOutput(NamedTuple):
@@ -169,7 +229,7 @@ def _validate(fns, params, prompt_tokens, prompt_mask, *, max_new_tokens,
     raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}")
   if not isinstance(block_size, (int, np.integer)) or block_size < 1:
     raise ValueError(f"block_size must be an int >= 1, got {block_size!r}")
-  methods_lib.check_method(sampling)
+  proc_lib.check_method(sampling)
   for p in processors:
     if not isinstance(p, LogitsProcessor):
       raise ValueError(f"processors must be LogitsProcessors, got "
@@ -373,9 +433,9 @@ def _vocab_major(fns, params, processors, sampling) -> bool:
   if (parallel.target_platform() != "tpu"
       or getattr(fns, "logits_t", None) is None
       or sampling.draw not in ("cdf", "argmax")
-      or not methods_lib.supports_vocab_major(processors)):
+      or not proc_lib.supports_vocab_major(processors)):
     return False
-  return methods_lib.vocab_major_chunk(_vocab_size(fns, params)) is not None
+  return proc_lib.vocab_major_chunk(_vocab_size(fns, params)) is not None
 
 
 def _page(fns, share: bool) -> int:
@@ -397,18 +457,62 @@ def _decode_slots(prompt_len: int, max_len: int, share: bool,
   return _round_up(max(max_len - prompt_len, 1), page) if share else max_len
 
 
+def _resolve(fns, settings: DecodeSettings, num_samples: int,
+             block_size: int) -> DecodeSettings:
+  """The static settings of the program: ``block_size`` (None: the given
+  default), the platform's ``num_buckets`` and ``share_prompt`` (see
+  `_num_buckets`, `_share_prompt`). ``cache_dtype`` and ``max_len`` shape
+  the cache argument, not the program: they are left out (None)."""
+  return DecodeSettings(
+      block_size=int(block_size if settings.block_size is None
+                     else settings.block_size),
+      num_buckets=_num_buckets(settings.num_buckets, fns),
+      share_prompt=_share_prompt(fns, settings.share_prompt, num_samples),
+      early_stop=bool(settings.early_stop))
+
+
+def _emit(z, t, done, keys, uniforms, *, procs, proc_params, rng_proc, draw,
+          end, pad_id, vocab_major=False):
+  """One decode step's token: processes the logits z [R, V] of step t (z
+  [V, R] with ``vocab_major``), draws from softmax(z') and masks the rows
+  ``done`` [R] had already ended. The same in :func:`sample` and
+  :func:`continue_traced`.
+
+  Returns:
+    (tokens, logp, entropy, live, done') [R]: ``pad_id`` / 0 where not
+    live; done' adds the rows whose token is in ``end``.
+  """
+  if vocab_major:
+    process = proc_lib.apply_processors_vocab_major
+    draw_fn = proc_lib.draw_and_stats_vocab_major
+  else:
+    process, draw_fn = proc_lib.apply_processors, proc_lib.draw_and_stats
+  z = process(z.astype(jnp.float32), procs, proc_params,
+              rng=jax.random.fold_in(rng_proc, t), pos=t)
+  tok, logp, ent = draw_fn(z, keys, draw, uniforms)
+  live = ~done
+  is_end = jnp.any(tok[:, None] == end[None, :], -1)
+  tok = jnp.where(live, tok, pad_id).astype(jnp.int32)
+  return (tok, jnp.where(live, logp, 0.0), jnp.where(live, ent, 0.0), live,
+          done | (live & is_end))
+
+
 def _sample_impl(params, prompt_tokens, prompt_mask, rng, cache,
                  processor_params, sampling_params, *, fns, max_new_tokens,
-                 sampling, processors, end_ids, num_samples, block_size,
-                 pad_id, early_stop, share_prompt=False, num_buckets=1):
+                 sampling, processors, end_ids, num_samples, pad_id,
+                 settings):
   """The whole rollout; see the module docstring. Returns (out, cache).
 
-  With ``share_prompt``, ``cache`` holds the R rows' generated tokens only
-  (`_decode_slots`) and the prefilled B-row prompt cache is passed to every
-  decode step as a shared prefix. With ``num_buckets`` > 1 the decode runs
-  in that many stretches, each over a cache cut to the slots it can reach
-  (grown between stretches), so early steps do not read empty slots.
+  ``settings`` is resolved (`_resolve`): an int ``block_size`` and
+  ``num_buckets``, a bool ``share_prompt``. With ``share_prompt``,
+  ``cache`` holds the R rows' generated tokens only (`_decode_slots`) and
+  the prefilled B-row prompt cache is passed to every decode step as a
+  shared prefix. With ``num_buckets`` > 1 the decode runs in that many
+  stretches, each over a cache cut to the slots it can reach (grown
+  between stretches), so early steps do not read empty slots.
   """
+  block_size, early_stop = settings.block_size, settings.early_stop
+  share_prompt, num_buckets = settings.share_prompt, settings.num_buckets
   b, p = prompt_tokens.shape
   n, big_n = num_samples, max_new_tokens
   r = b * n
@@ -455,25 +559,13 @@ def _sample_impl(params, prompt_tokens, prompt_mask, rng, cache,
     """Row keys of step t [R]: row i's stream depends on (rng, i, t) only."""
     return jax.vmap(jax.random.fold_in, (0, None))(row_keys, t)
 
-  if vocab_major:
-    process = methods_lib.apply_processors_vocab_major
-    draw = methods_lib.draw_and_stats_vocab_major
-  else:
-    process = methods_lib.apply_processors
-    draw = methods_lib.draw_and_stats
-
   def emit(z, t, done, uniforms=None):
     """Processes logits z [R, V] (or [V, R]) of token t and draws it."""
-    z = z.astype(jnp.float32)
-    z = process(z, procs, proc_params, rng=jax.random.fold_in(rng_proc, t),
-                pos=t)
     keys = None if uniforms is not None else step_keys(t)
-    tok, logp, ent = draw(z, keys, sampling.draw, uniforms)
-    live = ~done
-    is_end = jnp.any(tok[:, None] == end[None, :], -1)
-    tok = jnp.where(live, tok, pad_id)
-    return (tok, jnp.where(live, logp, 0.0), jnp.where(live, ent, 0.0), live,
-            done | (live & is_end))
+    return _emit(z, t, done, keys, uniforms, procs=procs,
+                 proc_params=proc_params, rng_proc=rng_proc,
+                 draw=sampling.draw, end=end, pad_id=pad_id,
+                 vocab_major=vocab_major)
 
   t0_tok, t0_logp, t0_ent, t0_live, done = emit(
       logits0, jnp.asarray(0, jnp.int32), jnp.zeros((r,), bool))
@@ -510,7 +602,7 @@ def _sample_impl(params, prompt_tokens, prompt_mask, rng, cache,
     # of a CPU decode step).
     us = None
     if sampling.draw == "cdf":
-      us = methods_lib.cdf_uniforms(jax.vmap(step_keys)(
+      us = proc_lib.cdf_uniforms(jax.vmap(step_keys)(
           t + jnp.arange(length, dtype=jnp.int32)))  # [L, R]
     (t2, cache, last, done), ys = lax.scan(
         step, (t, cache, last, done), us, length=length)
@@ -562,8 +654,7 @@ def _sample_impl(params, prompt_tokens, prompt_mask, rng, cache,
 
 
 _STATIC = ("fns", "max_new_tokens", "sampling", "processors", "end_ids",
-           "num_samples", "block_size", "pad_id", "early_stop",
-           "share_prompt", "num_buckets")
+           "num_samples", "pad_id", "settings")
 _sample_jit = jax.jit(_sample_impl, static_argnames=_STATIC,
                       donate_argnames=("cache",))
 
@@ -574,22 +665,20 @@ _sample_jit = jax.jit(_sample_impl, static_argnames=_STATIC,
 
 def sample(fns, params, prompt_tokens: Array, prompt_mask: Array, rng: Array,
            *, max_new_tokens: int,
-           sampling: SamplingMethod = methods_lib.SamplingMethod(),
+           sampling: SamplingMethod = proc_lib.SamplingMethod(),
            end_ids: Sequence[int] = (), num_samples: int = 1,
-           block_size: int = 16, processors: Sequence[LogitsProcessor] = (),
+           processors: Sequence[LogitsProcessor] = (),
            processor_params: Sequence[Any] | None = None,
            sampling_params: Sequence[Any] | None = None,
-           cache_dtype: Any = None, max_len: int | None = None,
-           pad_id: int = 0, early_stop: bool = True,
-           vocab_size: int | None = None,
-           share_prompt: bool | None = None,
-           num_buckets: int | None = None) -> SampleOutput:
+           pad_id: int = 0, vocab_size: int | None = None,
+           settings: DecodeSettings | None = None,
+           **deprecated: Any) -> SampleOutput:
   """Samples ``max_new_tokens`` tokens for each left-padded prompt.
 
   Compiled once per set of static arguments (the model functions, shapes,
-  method, processors, end ids, ...); processor parameters are traced, so a
-  controller may change them every call. Build processors and methods once
-  and reuse them: a new closure is a new static argument.
+  method, processors, end ids, settings, ...); processor parameters are
+  traced, so a controller may change them every call. Methods, processors
+  and settings are values: rebuilding equal ones reuses the compilation.
 
   Args:
     fns: the model's ``LMFns`` (``entropy_rl.models.as_functions``).
@@ -602,32 +691,22 @@ def sample(fns, params, prompt_tokens: Array, prompt_mask: Array, rng: Array,
     sampling: a :class:`SamplingMethod` (default: categorical at T = 1).
     end_ids: token ids that end a row (included in its mask).
     num_samples: n samples per prompt; R = B·n output rows.
-    block_size: decode steps per ``lax.scan`` block between early-stop
-      checks.
     processors: extra :class:`LogitsProcessor`s applied to the raw logits
       *before* the method's processors (HAPO, EM-INF, ...).
     processor_params: one params pytree per entry of ``processors``
       (default: their ``init()``); scalars or per-row [R] arrays.
     sampling_params: the same for ``sampling.processors`` (e.g. AEPO's
       temperature: ``({"temperature": T},)`` for :func:`temperature`).
-    cache_dtype: KV-cache dtype (default: the model's compute dtype).
-    max_len: cache length in tokens (default P + N − 1, the minimum).
     pad_id: token written after a row's end.
-    early_stop: stop once every row ended (False: always N steps; outputs
-      are identical either way).
     vocab_size: the tokenizer's vocabulary size, if known (checked against
       the model's).
-    share_prompt: decode against one shared cache of the B prompts (True)
-      instead of n copies of it (False). None (default): shared when
-      ``num_samples > 1`` and the model supports it (``fns.shared_prefix``).
-      The two agree up to float rounding (tested); sharing reads each
-      prompt's keys and values once per step instead of n times.
-    num_buckets: run the decode in this many stretches of whole blocks,
-      each attending over a cache cut to the slots it can reach (grown,
-      with a copy, between stretches). Early steps then skip the empty
-      slots (on average about half of them for long generations) for one
-      compiled stretch each; the same outputs (tested). None (default): 4
-      on CPU, 1 on accelerators (see `_num_buckets`).
+    settings: the :class:`DecodeSettings` (block size, buckets, shared
+      prompt, early stop, cache dtype and length; default
+      ``DecodeSettings()``, with ``block_size`` 16).
+    **deprecated: ``block_size``, ``num_buckets``, ``share_prompt``,
+      ``early_stop``, ``cache_dtype``, ``max_len`` as keyword arguments,
+      applied over ``settings``. Deprecated: pass ``settings=``; they keep
+      working for one release.
 
   Returns:
     A :class:`SampleOutput` with [R, N] tokens, logp, entropy and mask.
@@ -637,45 +716,43 @@ def sample(fns, params, prompt_tokens: Array, prompt_mask: Array, rng: Array,
       cache, a vocabulary mismatch (tokenizer vs model, end/pad/prompt ids
       outside the model's vocabulary), or malformed arguments.
   """
+  settings = _decode_settings(settings, deprecated, "sample")
   end_ids = tuple(int(e) for e in end_ids)
   processors = tuple(processors)
+  block_size = (_BLOCK_SIZE if settings.block_size is None
+                else settings.block_size)
   b, p, _, max_len = _validate(
       fns, params, prompt_tokens, prompt_mask, max_new_tokens=max_new_tokens,
       sampling=sampling, end_ids=end_ids, num_samples=num_samples,
       block_size=block_size, processors=processors, pad_id=pad_id,
-      max_len=max_len, vocab_size=vocab_size)
+      max_len=settings.max_len, vocab_size=vocab_size)
   processor_params = _check_params_tuple("processor_params", processor_params,
                                          processors)
   sampling_params = _check_params_tuple("sampling_params", sampling_params,
                                         sampling.processors)
-  share = _share_prompt(fns, share_prompt, num_samples)
-  num_buckets = _num_buckets(num_buckets, fns)
+  static = _resolve(fns, settings, int(num_samples), int(block_size))
+  share = static.share_prompt
   cache = fns.init_cache(b * num_samples,
                          _decode_slots(p, max_len, share, _page(fns, share)),
-                         dtype=cache_dtype)
+                         dtype=settings.cache_dtype)
   out, _ = _sample_jit(
       params, jnp.asarray(prompt_tokens), jnp.asarray(prompt_mask), rng,
       cache, processor_params, sampling_params, fns=fns,
       max_new_tokens=int(max_new_tokens), sampling=sampling,
       processors=processors, end_ids=end_ids, num_samples=int(num_samples),
-      block_size=int(block_size), pad_id=int(pad_id),
-      early_stop=bool(early_stop), share_prompt=share,
-      num_buckets=num_buckets)
+      pad_id=int(pad_id), settings=static)
   return out
 
 
 def sample_traced(fns, params, prompt_tokens: Array, prompt_mask: Array,
                   rng: Array, *, max_new_tokens: int,
-                  sampling: SamplingMethod = methods_lib.SamplingMethod(),
+                  sampling: SamplingMethod = proc_lib.SamplingMethod(),
                   end_ids: Sequence[int] = (), num_samples: int = 1,
-                  block_size: int | None = None,
                   processors: Sequence[LogitsProcessor] = (),
                   processor_params: Sequence[Any] | None = None,
                   sampling_params: Sequence[Any] | None = None,
-                  cache_dtype: Any = None, max_len: int | None = None,
-                  pad_id: int = 0, early_stop: bool = True,
-                  share_prompt: bool | None = None,
-                  num_buckets: int | None = None) -> SampleOutput:
+                  pad_id: int = 0, settings: DecodeSettings | None = None,
+                  **deprecated: Any) -> SampleOutput:
   """:func:`sample` as a traceable function: call it inside ``jit``/``scan``.
 
   The same program as :func:`sample` (prefill, fan-out, KV-cache decode)
@@ -692,43 +769,44 @@ def sample_traced(fns, params, prompt_tokens: Array, prompt_mask: Array,
 
   Args:
     fns, params, prompt_tokens, prompt_mask, rng, max_new_tokens, sampling,
-      end_ids, num_samples, processors, cache_dtype, max_len, pad_id,
-      early_stop, share_prompt, num_buckets: as in :func:`sample` (static:
-      everything but the params, the prompts, the key and the processor
-      parameters).
-    block_size: decode steps per early-stop check (default: all of them in
-      one block, the cheapest choice under an outer ``scan``).
+      end_ids, num_samples, processors, pad_id: as in :func:`sample`
+      (static: everything but the params, the prompts, the key and the
+      processor parameters).
     processor_params, sampling_params: as in :func:`sample`; default
       ``init()`` of each processor.
+    settings: as in :func:`sample`, except that ``block_size`` None runs
+      all decode steps in one block (the cheapest choice under an outer
+      ``scan``).
+    **deprecated: the settings as keyword arguments, as in :func:`sample`.
 
   Returns:
     A :class:`SampleOutput` with [B·num_samples, N] arrays.
   """
+  settings = _decode_settings(settings, deprecated, "sample_traced")
   processors = tuple(processors)
   pp = (tuple(p.init() for p in processors) if processor_params is None
         else tuple(processor_params))
   sp = (sampling.init() if sampling_params is None
         else tuple(sampling_params))
   b, p = prompt_tokens.shape
+  max_len = settings.max_len
   if max_len is None:
     max_len = p + int(max_new_tokens) - 1
-  if block_size is None:
-    block_size = max(int(max_new_tokens) - 1, 1)
-  share = _share_prompt(fns, share_prompt, int(num_samples))
+  static = _resolve(fns, settings, int(num_samples),
+                    max(int(max_new_tokens) - 1, 1))
+  share = static.share_prompt
   # The barrier keeps XLA from specialising the decode on an all-zero cache,
   # so the compiled arithmetic (and the floats) equal :func:`sample`'s.
   cache = lax.optimization_barrier(
       fns.init_cache(b * int(num_samples),
                      _decode_slots(p, max_len, share, _page(fns, share)),
-                     dtype=cache_dtype))
+                     dtype=settings.cache_dtype))
   out, _ = _sample_impl(
       params, prompt_tokens.astype(jnp.int32), prompt_mask.astype(bool), rng,
       cache, pp, sp, fns=fns, max_new_tokens=int(max_new_tokens),
       sampling=sampling, processors=processors,
       end_ids=tuple(int(e) for e in end_ids), num_samples=int(num_samples),
-      block_size=int(block_size), pad_id=int(pad_id),
-      early_stop=bool(early_stop), share_prompt=share,
-      num_buckets=_num_buckets(num_buckets, fns))
+      pad_id=int(pad_id), settings=static)
   return out
 
 
@@ -798,7 +876,7 @@ def init_decode_state(fns, params, tokens: Array, mask: Array,
 
 def continue_traced(fns, params, state: DecodeState, rng: Array, *,
                     max_new_tokens: int,
-                    sampling: SamplingMethod = methods_lib.SamplingMethod(),
+                    sampling: SamplingMethod = proc_lib.SamplingMethod(),
                     processors: Sequence[LogitsProcessor] = (),
                     processor_params: Sequence[Any] | None = None,
                     sampling_params: Sequence[Any] | None = None,
@@ -843,17 +921,12 @@ def continue_traced(fns, params, state: DecodeState, rng: Array, *,
 
   def step(carry, j):
     ds, done = carry
-    z = methods_lib.apply_processors(
-        ds.logits, procs, params_all, rng=jax.random.fold_in(rng_proc, j),
-        pos=j)
     keys = jax.vmap(jax.random.fold_in, (0, None))(row_keys, j)
-    tok, logp, ent = methods_lib.draw_and_stats(z, keys, sampling.draw)
-    live = ~done
-    is_end = jnp.any(tok[:, None] == end[None, :], -1)
-    tok = jnp.where(live, tok, pad_id).astype(jnp.int32)
+    tok, logp, ent, live, done = _emit(
+        ds.logits, j, done, keys, None, procs=procs, proc_params=params_all,
+        rng_proc=rng_proc, draw=sampling.draw, end=end, pad_id=pad_id)
     ds = feed_tokens(fns, params, ds, tok[:, None], (live & write)[:, None])
-    return (ds, done | (live & is_end)), (tok, jnp.where(live, logp, 0.0),
-                                          jnp.where(live, ent, 0.0), live)
+    return (ds, done), (tok, logp, ent, live)
 
   (state, _), (tok, logp, ent, live) = lax.scan(
       step, (state, jnp.zeros((r,), bool)),
@@ -878,34 +951,35 @@ def take_cache_rows(cache: Any, index: Array) -> Any:
 
 
 def make_sampler(fns, *, max_new_tokens: int,
-                 sampling: SamplingMethod = methods_lib.SamplingMethod(),
+                 sampling: SamplingMethod = proc_lib.SamplingMethod(),
                  end_ids: Sequence[int] = (), num_samples: int = 1,
-                 block_size: int = 16,
                  processors: Sequence[LogitsProcessor] = (),
-                 cache_dtype: Any = None, max_len: int | None = None,
-                 pad_id: int = 0, early_stop: bool = True,
-                 share_prompt: bool | None = None,
-                 num_buckets: int | None = None) -> Sampler:
+                 pad_id: int = 0, settings: DecodeSettings | None = None,
+                 **deprecated: Any) -> Sampler:
   """A :class:`Sampler` whose ``generate`` is jitted with a donated cache.
 
   For training loops: ``cache = s.init_cache(B, P)`` once, then
   ``out, cache = s.generate(params, prompts, mask, rng, cache, ...)`` every
   step; the cache buffer is updated in place (donation) instead of being
-  reallocated. Same arguments and outputs as :func:`sample`; shapes are
-  checked on every call (host side, no device work), and ``generate``
-  exposes ``.lower(...)`` for ahead-of-time compilation.
+  reallocated. Same arguments and outputs as :func:`sample` (``settings``
+  and the deprecated keyword arguments included); shapes are checked on
+  every call (host side, no device work), and ``generate`` exposes
+  ``.lower(...)`` for ahead-of-time compilation.
   """
+  settings = _decode_settings(settings, deprecated, "make_sampler")
   end_ids = tuple(int(e) for e in end_ids)
   processors = tuple(processors)
-  methods_lib.check_method(sampling)
-  share = _share_prompt(fns, share_prompt, num_samples)
+  proc_lib.check_method(sampling)
+  max_len, cache_dtype = settings.max_len, settings.cache_dtype
+  block_size = (_BLOCK_SIZE if settings.block_size is None
+                else settings.block_size)
+  static_settings = _resolve(fns, settings, num_samples, block_size)
+  share = static_settings.share_prompt
   page = _page(fns, share)
-  num_buckets = _num_buckets(num_buckets, fns)
   static = dict(fns=fns, max_new_tokens=max_new_tokens, sampling=sampling,
                 processors=processors, end_ids=end_ids,
-                num_samples=num_samples, block_size=block_size, pad_id=pad_id,
-                early_stop=early_stop, share_prompt=share,
-                num_buckets=num_buckets)
+                num_samples=num_samples, pad_id=pad_id,
+                settings=static_settings)
   jitted = jax.jit(functools.partial(_sample_impl, **static),
                    donate_argnames=("cache",))
 

@@ -45,7 +45,6 @@ from entropy_rl.training import step as step_lib
 from entropy_rl.training import types
 
 TrainState = types.TrainState
-_GREEDY = sampling_lib.greedy()  # one object: the sampler's jit cache key
 
 
 @dataclasses.dataclass(frozen=True)
@@ -329,7 +328,7 @@ class Evaluator:
     self.prompts = _prompts(self.batch, self.use_jax)
     n = s.eval_samples
     sample = _sample_fn(exp, exp.eval_sampling)
-    greedy = _sample_fn(exp, _GREEDY)
+    greedy = _sample_fn(exp, sampling_lib.greedy())
     # Not wrapped in an outer jit: the sampler's own jit is cached by its
     # static arguments, so runs sharing a model share its compilation.
     axes = exp.logical_axes

@@ -145,7 +145,7 @@ def _mean_metrics(stacked: dict[str, Array]) -> dict[str, Array]:
 def _merge_needs(a: core_types.Needs, extra_vocab) -> core_types.Needs:
   vocab = dict(a.vocab)
   for k, r in extra_vocab.items():
-    if k in vocab and vocab[k] is not r:
+    if k in vocab and vocab[k] != r:
       raise ValueError(f"needs.vocab and needs.old_vocab declare different "
                        f"reductions named {k!r}")
     vocab[k] = r
