@@ -64,6 +64,14 @@ def era_llm(kappa: float = 2.0, omega_low: float = 0.45,
   Declares the vocabulary reductions it reads (current and old):
   ``era_sharp`` = log-softmax(κz)[y] and ``era_flat`` = log-softmax(z/κ)[y]
   (their top-k renormalised forms with ``topk=True``).
+
+  Examples:
+    >>> from entropy_rl import regularizers
+    >>> t = regularizers.era_llm(kappa=2.0, k=20)
+    >>> sorted(t.needs.vocab)
+    ['era_base', 'era_flat', 'era_sharp']
+    >>> t.needs.vocab["era_sharp"]
+    TopkLogp(k=20, kappa=2.0, fill=-10000.0)
   """
   if kappa <= 0:
     raise ValueError(f"kappa must be > 0, got {kappa}")

@@ -103,6 +103,15 @@ def lp_reg(kappa: float = 0.02, neg_fraction: float = 0.01,
     An :class:`EntropyTransform` writing ``clip`` and loss term ``term``;
     metrics ``lp_reg_neg_frac`` / ``lp_reg_pos_frac`` (selected fraction of
     𝒩 / 𝒫) and ``lp_reg_frac`` (of all valid tokens).
+
+  Examples:
+    Lp-Reg reads the old policy's min-p proxy log-probabilities, declared as a
+    vocabulary reduction of the old-policy pass:
+
+    >>> from entropy_rl import regularizers
+    >>> t = regularizers.lp_reg(kappa=0.02)
+    >>> t.needs.old_vocab["minp_logp"]
+    MinpLogp(kappa=0.02, fill=-10000.0, relative=True)
   """
   for name, v in (("neg_fraction", neg_fraction),
                   ("pos_fraction", pos_fraction)):

@@ -134,6 +134,17 @@ def siren(coef: float = 0.005, p_top: float = 0.8, mask_ratio: float = 0.8,
   Returns:
     An :class:`EntropyTransform` with state :class:`SirenState`, declaring
     ``nucleus_entropy`` as a current and an old vocabulary reduction.
+
+  Examples:
+    The nucleus entropy is a vocabulary reduction the statistics pass computes
+    for the current and the old policy; equal settings are one reduction:
+
+    >>> from entropy_rl import regularizers
+    >>> t = regularizers.siren(0.005, p_top=0.8)
+    >>> t.needs.vocab["nucleus_entropy"]
+    NucleusEntropy(p_top=0.8, iters=40)
+    >>> t.needs.vocab == regularizers.siren(0.01, p_top=0.8).needs.vocab
+    True
   """
   if not 0.0 <= mask_ratio <= 1.0:
     raise ValueError(f"siren: mask_ratio must be in [0, 1], got {mask_ratio}")

@@ -715,6 +715,30 @@ def sample(fns, params, prompt_tokens: Array, prompt_mask: Array, rng: Array,
     ValueError: non-positive ``max_new_tokens``, a prompt longer than the
       cache, a vocabulary mismatch (tokenizer vs model, end/pad/prompt ids
       outside the model's vocabulary), or malformed arguments.
+
+  Examples:
+    Two left-padded prompts, two top-k samples each, on a small random
+    decoder; methods and settings are values, so equal ones share the
+    compilation:
+
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> from entropy_rl import models, sampling
+    >>> cfg = models.DecoderConfig(vocab_size=16, hidden_size=16,
+    ...                            num_layers=1, num_heads=2, num_kv_heads=1,
+    ...                            intermediate_size=32)
+    >>> fns, params = models.as_functions(models.Decoder(cfg, rngs=nnx.Rngs(0)))
+    >>> prompts = jnp.array([[0, 3, 4], [5, 6, 7]])
+    >>> mask = jnp.array([[False, True, True], [True, True, True]])
+    >>> out = sampling.sample(
+    ...     fns, params, prompts, mask, jax.random.key(0), max_new_tokens=4,
+    ...     sampling=sampling.top_k(5), num_samples=2,
+    ...     settings=sampling.DecodeSettings(block_size=2))
+    >>> out.tokens.shape, out.logp.shape, out.entropy.shape
+    ((4, 4), (4, 4), (4, 4))
+    >>> sampling.top_k(5) == sampling.top_k(5)
+    True
   """
   settings = _decode_settings(settings, deprecated, "sample")
   end_ids = tuple(int(e) for e in end_ids)
