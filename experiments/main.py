@@ -1,16 +1,28 @@
-r"""Runs one experiment config: SFT warm-up, then RL (side-by-side variants).
+r"""Runs one experiment config: RLVR, multi-turn agent or classic RL.
 
   python -m experiments.main --config=experiments/configs/steer.py:tiny \
       --workdir=runs/steer --config.train.num_steps=100
+  python -m experiments.main --config=experiments/configs/agent_epo.py:tiny \
+      --workdir=runs/agent_epo --config.regularizers.epo.entropy_coef=0.01
+  python -m experiments.main --config=experiments/configs/classic_sac.py:tiny \
+      --workdir=runs/classic_sac --config.num_seeds=4
+
+``config.kind`` picks the runner: ``"rlvr"`` (the default; SFT warm-up,
+then RL, ``entropy_rl.builders``), ``"agent"`` (multi-turn agents,
+``entropy_rl.agent_builders``, ``experiments/agents/runner.py``) or
+``"classic"`` (seed-vmapped classic RL, ``entropy_rl.classic_builders``,
+``experiments/classic/runner.py``). Every kind runs its ``variants`` side by
+side (each in ``<workdir>/<name>``) and is swept by ``experiments.sweep``.
 
 Every config field can be overridden with ``--config.<path>=<value>``; the
 config is locked, so a misspelt key fails with a did-you-mean message.
-Re-running with the same ``--workdir`` resumes from the last checkpoint.
-SIGTERM / SIGINT save a checkpoint and exit cleanly.
+RLVR runs re-run with the same ``--workdir`` resume from the last
+checkpoint; SIGTERM / SIGINT save a checkpoint and exit cleanly.
 
-Outputs in the workdir: ``config.json``, ``metrics.jsonl`` and ``tb/``
-(TensorBoard) per run, ``checkpoints/``, ``summary.json`` and PNG curves
-(``curves.png``; ``compare.png`` when the config has variants).
+Outputs in the workdir: ``config.json``, ``summary.json`` and, per run,
+``metrics.jsonl`` (RLVR: also ``tb/`` (TensorBoard) and ``checkpoints/``)
+and PNG curves (``curves.png``, or ``compare.png`` when the config has
+variants; agents: ``compare.png`` and ``turn_entropy.png``).
 """
 
 from __future__ import annotations
@@ -19,7 +31,7 @@ import json
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, Sequence
 
 from absl import app
 from absl import flags
@@ -31,23 +43,68 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.")
 _PLOT = flags.DEFINE_bool("plot", True, "Write PNG curves at the end.")
 
+KINDS = ("rlvr", "agent", "classic")
 
-def run_experiment(config: Any, workdir: str) -> dict[str, Any]:
+
+def load_config(config_arg: str, overrides: Sequence[str] = ()) -> Any:
+  """The locked config of ``path[:arg]`` with ``--config.<path>=<value>``
+  overrides applied, exactly as on the command line (an unknown key raises
+  with ml_collections' did-you-mean)."""
+  fv = flags.FlagValues()
+  argv = ["main", f"--config={config_arg}", *overrides]
+  holder = config_flags.DEFINE_config_file(
+      "config", None, "Experiment config file.", flag_values=fv,
+      lock_config=True, sys_argv=argv)
+  fv(argv)
+  return holder.value
+
+
+def run_experiment(config: Any, workdir: str, *,
+                   plot: bool | None = None) -> dict[str, Any]:
   """Runs ``config`` (and its variants) in ``workdir``; returns a summary.
 
-  Without ``config.variants``: SFT in ``workdir/sft`` then RL in
-  ``workdir``. With variants: one shared SFT in ``workdir/sft``, then each
-  variant's RL in ``workdir/<name>``, and ``compare.png``.
+  Args:
+    config: an experiment config; ``config.kind`` (default ``"rlvr"``)
+      picks the runner.
+    workdir: the run directory (created).
+    plot: write PNG curves (default: the ``--plot`` flag, else True).
+
+  Returns:
+    ``{"runs": {name: run summary}, "status", "seconds"}`` (also written to
+    ``summary.json``), plus ``"plot"`` (the PNG path) when plotted.
   """
+  kind = config.get("kind", "rlvr")
+  if kind not in KINDS:
+    raise ValueError(f"unknown config kind {kind!r}; valid: "
+                     f"{', '.join(KINDS)}")
+  if plot is None:
+    plot = not (_PLOT.present and not _PLOT.value)
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+    f.write(config.to_json_best_effort(indent=1))
+  t0 = time.time()
+  summary, draw = _RUNNERS[kind](config, workdir)
+  summary["seconds"] = time.time() - t0
+  with open(os.path.join(workdir, "summary.json"), "w",
+            encoding="utf-8") as f:
+    json.dump(summary, f, indent=1, default=float)
+  if not plot:
+    return summary
+  try:
+    summary["plot"] = draw()
+  except Exception as e:  # pylint: disable=broad-except
+    print(f"plotting failed: {e!r}", file=sys.stderr)
+  return summary
+
+
+def _run_rlvr(config: Any, workdir: str):
+  """SFT in ``workdir/sft`` then RL in ``workdir``; with variants one shared
+  SFT, then each variant's RL in ``workdir/<name>``."""
   # Imported here so that `--help` and config errors stay fast.
   from entropy_rl import builders  # pylint: disable=import-outside-toplevel
   from entropy_rl.training import loop  # pylint: disable=import-outside-toplevel
   from experiments import plot  # pylint: disable=import-outside-toplevel
 
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-    f.write(config.to_json_best_effort(indent=1))
-  t0 = time.time()
   runs = builders.variants(config)
   base = builders.build_experiment(runs[0][1])
   print(loop.describe(base), flush=True)
@@ -67,30 +124,46 @@ def run_experiment(config: Any, workdir: str) -> dict[str, Any]:
       summary["status"] = result["status"]
       break
   summary.setdefault("status", "done")
-  summary["seconds"] = time.time() - t0
-  with open(os.path.join(workdir, "summary.json"), "w",
-            encoding="utf-8") as f:
-    json.dump(summary, f, indent=1, default=float)
-  if _PLOT.present and not _PLOT.value:
-    return summary
-  try:
+
+  def draw():
     out = os.path.join(workdir, "compare.png" if len(dirs) > 1
                        else "curves.png")
     plot.plot_runs(dirs, out, sft_dir=os.path.join(workdir, "sft"))
-    summary["plot"] = out
-  except Exception as e:  # pylint: disable=broad-except
-    print(f"plotting failed: {e!r}", file=sys.stderr)
-  return summary
+    return out
+  return summary, draw
+
+
+def _run_agent(config: Any, workdir: str):
+  from experiments.agents import runner  # pylint: disable=import-outside-toplevel
+  summary, dirs = runner.run(config, workdir)
+  return summary, lambda: runner.plot(dirs, workdir)[0]
+
+
+def _run_classic(config: Any, workdir: str):
+  from experiments.classic import runner  # pylint: disable=import-outside-toplevel
+  summary, dirs = runner.run(config, workdir)
+  hlines = config.get("hlines")
+  out = os.path.join(workdir, "compare.png" if len(dirs) > 1
+                     else "curves.png")
+  return summary, lambda: runner.plot(
+      dirs, out, hlines=hlines.to_dict() if hlines else None,
+      title=config.algorithm.kind)
+
+
+_RUNNERS = {"rlvr": _run_rlvr, "agent": _run_agent, "classic": _run_classic}
 
 
 def print_summary(summary: dict[str, Any]) -> None:
+  """One line per run: step, held-out and final training metrics."""
   keys = ("eval/accuracy", "eval/pass@1", "eval/pass@4", "eval/entropy")
   train = ("accuracy", "entropy", "entropy_change")
   print(f"status {summary['status']} in {summary['seconds']:.0f}s")
   for name, r in summary["runs"].items():
-    ev = " ".join(f"{k}={r['eval'][k]:.3f}" for k in keys if k in r["eval"])
-    tr = " ".join(f"{k}={r['final'][k]:.3f}" for k in train
-                  if k in r.get("final", {}))
+    final = r.get("final", {})
+    ev = " ".join(f"{k}={r['eval'][k]:.3f}" for k in keys
+                  if k in r.get("eval", {}))
+    tr = " ".join(f"{k}={final[k]:.3f}" for k in train if k in final) or (
+        " ".join(f"{k}={v:.4g}" for k, v in list(final.items())[:6]))
     print(f"  {name}: step {r['step']} {ev} | train {tr}")
   if "plot" in summary:
     print(f"  curves: {summary['plot']}")
@@ -103,13 +176,12 @@ def main(argv):
     raise app.UsageError("--workdir is required")
   logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes
   config = _CONFIG.value
-  if config.distributed.initialize:
+  dist = config.get("distributed")  # RLVR configs only
+  if dist is not None and dist.initialize:
     from entropy_rl import parallel  # pylint: disable=import-outside-toplevel
     parallel.initialize_distributed(
-        config.distributed.coordinator_address or None,
-        config.distributed.num_processes or None,
-        config.distributed.process_id if config.distributed.num_processes
-        else None, force=True)
+        dist.coordinator_address or None, dist.num_processes or None,
+        dist.process_id if dist.num_processes else None, force=True)
   from entropy_rl.training import loop  # pylint: disable=import-outside-toplevel
   try:
     summary = run_experiment(config, _WORKDIR.value)

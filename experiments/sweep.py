@@ -3,6 +3,14 @@ r"""Runs a config's ``get_sweep()`` locally and collects one results table.
   python -m experiments.sweep --config=experiments/configs/steer.py:tiny \
       --workdir=runs/sweep_steer [--parallel=2] [--dry_run] \
       [--set=train.num_steps=100 ...]
+  python -m experiments.sweep --config=experiments/configs/agent_epo.py:tiny \
+      --workdir=runs/sweep_epo
+  python -m experiments.sweep \
+      --config=experiments/configs/classic_mdqn.py:tiny --workdir=runs/mdqn
+
+Every family (RLVR, ``agent_*``, ``classic_*``) has a ``get_sweep()``.
+Before anything runs, every point's overrides are applied to the locked
+config (a misspelt key fails at once, with a did-you-mean).
 
 Each sweep point (a dict of dotted config paths -> values) becomes one
 ``python -m experiments.main`` process with ``--config.<path>=<value>``
@@ -16,34 +24,47 @@ and final metrics) and ``compare.png`` the curves of all points.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import re
+import runpy
 import subprocess
 import sys
 import time
 from typing import Any, Sequence
 
 COLUMNS = ("eval/accuracy", "eval/pass@1", "eval/pass@4", "eval/entropy",
-           "accuracy", "entropy", "entropy_change", "pred_entropy_change")
+           "accuracy", "entropy", "entropy_change", "pred_entropy_change",
+           # agent runs
+           "success", "episode_return", "action_entropy", "tool_use_rate")
 
 
 def load_sweep(config_arg: str) -> list[dict[str, Any]]:
   """``get_sweep(arg)`` of ``path[:arg]`` ([{}] when the file has none)."""
   path, _, arg = config_arg.partition(":")
-  spec = importlib.util.spec_from_file_location("_sweep_config", path)
-  if spec is None or spec.loader is None:
-    raise ValueError(f"--config: cannot load {path!r}")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  if not hasattr(module, "get_sweep"):
+  if not os.path.isfile(path):
+    raise ValueError(f"--config: no config file {path!r}")
+  module = runpy.run_path(path)  # the config file's globals
+  if "get_sweep" not in module:
     return [{}]
-  points = module.get_sweep(arg) if arg else module.get_sweep()
+  get_sweep = module["get_sweep"]
+  points = get_sweep(arg) if arg else get_sweep()
   if not isinstance(points, (list, tuple)) or not all(
       isinstance(p, dict) for p in points):
     raise ValueError(f"{path}: get_sweep() must return a list of dicts")
   return list(points) or [{}]
+
+
+def check_points(config_arg: str, points: Sequence[dict],
+                 extra: Sequence[str] = ()) -> None:
+  """Applies every point's overrides to the locked config, as
+  ``experiments.main`` will (raises on an unknown key, with a
+  did-you-mean)."""
+  from experiments import main as main_lib  # pylint: disable=import-outside-toplevel
+  for p in points:
+    main_lib.load_config(config_arg, [
+        f"--config.{k}={format_value(v)}" for k, v in p.items()] + [
+            f"--config.{s}" for s in extra])
 
 
 def format_value(v: Any) -> str:
@@ -132,10 +153,14 @@ def collect(workdir: str, names: Sequence[str],
     for run, r in summary.get("runs", {}).items():
       row = {"point": name, "run": run, **p, "status": r.get("status"),
              "step": r.get("step")}
+      final = r.get("final", {})
       for k in COLUMNS:
-        v = r.get("eval", {}).get(k, r.get("final", {}).get(k))
+        v = r.get("eval", {}).get(k, final.get(k))
         if v is not None:
           row[k] = v
+      if not any(k in row for k in COLUMNS):  # classic runs: their curves
+        row.update({k: v for k, v in final.items()
+                    if isinstance(v, (int, float))})
       rows.append(row)
   return rows
 
@@ -168,6 +193,13 @@ def main(argv: list[str] | None = None) -> int:
                   help="print the commands only")
   args = ap.parse_args(argv)
   points = load_sweep(args.config)
+  try:
+    check_points(args.config, points, args.set)
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    msg = str(e).strip("'\"").replace("\\n", " ").replace('\\"', '"')
+    msg = msg.replace("\\'", "'")
+    print(f"error: bad sweep override: {msg}", file=sys.stderr)
+    return 2
   cmds = commands(args.config, args.workdir, points, args.set)
   if args.dry_run:
     for _, a in cmds:

@@ -9,7 +9,6 @@ variable-length actions are checked, then a 2-iteration smoke run of the
 ``agent_grpo.py:calc`` config.
 """
 
-import importlib
 import os
 import tempfile
 
@@ -27,6 +26,8 @@ from entropy_rl.models import DecoderConfig
 from entropy_rl.agents import _calculator as calc
 from entropy_rl.agents import _layouts as layouts
 from entropy_rl.agents import _turns as turns_lib
+from experiments import main
+from experiments.agents import runner
 
 L, O, T = 16, 12, 3
 
@@ -124,14 +125,14 @@ class CalculatorAdapterTest(absltest.TestCase):
 class CalculatorConfigSmokeTest(absltest.TestCase):
 
   def test_two_iterations(self):
-    run = importlib.import_module("experiments.agents.run")
     path = os.path.join(os.path.dirname(__file__), "..", "experiments",
                         "configs", "agent_grpo.py")
-    config, _ = run.load_config(path + ":calc")
-    config.rollout.num_groups, config.rollout.group_size = 1, 2
+    config = main.load_config(path + ":calc", [
+        "--config.rollout.num_groups=1", "--config.rollout.group_size=2",
+        "--config.train.num_steps=2"])
     with tempfile.TemporaryDirectory() as d:
-      out = run.run_config(config, d, num_steps=2, log=lambda *a: None)
-      rows = run.read_rows(os.path.join(d, "metrics.jsonl"))
+      out = main.run_experiment(config, d, plot=False)["runs"]["run"]
+      rows = runner.read_rows(os.path.join(d, "metrics.jsonl"))
     self.assertEqual(out["steps"], 2)
     self.assertEqual(len(rows), 2)
     for r in rows:

@@ -1,8 +1,6 @@
 """DR-PO dataset resets in the agent rollout (spec A7): forced roll-in
 turns, their exclusion from the policy gradient, β = 0."""
 
-import importlib
-
 from absl.testing import absltest
 import jax
 import jax.numpy as jnp
@@ -13,11 +11,11 @@ from entropy_rl.models import as_functions
 from entropy_rl.models import Decoder
 from entropy_rl.models import DecoderConfig
 
-build = importlib.import_module("experiments.agents.build")
-from entropy_rl.agents import _token_game as game
+from entropy_rl import agent_builders as build
+from entropy_rl import sampling
 from entropy_rl.agents import _dr_po as dr_po
 from entropy_rl.agents import _layouts as layouts
-sampling = importlib.import_module("entropy_rl.sampling")
+from entropy_rl.agents import _token_game as game
 
 CFG = DecoderConfig(vocab_size=16, hidden_size=16, num_layers=1, num_heads=2,
                     num_kv_heads=2, intermediate_size=32)

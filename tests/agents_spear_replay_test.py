@@ -2,7 +2,6 @@
 admission, baseline history, the replay pass, the mixed batch and the
 runner (token game, tiny decoder)."""
 
-import importlib
 import math
 import os
 import tempfile
@@ -17,8 +16,7 @@ import entropy_rl as er
 from entropy_rl.agents import _spear as spear
 from entropy_rl.agents import _train as train
 from entropy_rl.agents import _layouts as layouts
-run = importlib.import_module("experiments.agents.run")
-configs_test = importlib.import_module("tests.agents_configs_test")
+from tests import agents_configs_test as configs_test
 
 
 def fake_trajs(returns, group_ids, c=4, t=2):
@@ -115,13 +113,13 @@ class ReplayRunnerTest(absltest.TestCase):
   def run_spear(self, d, steps, **overrides):
     config = configs_test.tiny("spear", **overrides)
     config.num_seeds = 1
-    out = run.run_config(config, d, num_steps=steps, log=lambda *a: None)
-    return out, run.read_rows(os.path.join(d, "metrics.jsonl"))
+    return configs_test.run_config(config, d, num_steps=steps)
 
   def test_replay_runs_and_disabled_equals_plain(self):
     # Clip-Cov made the identity (no eligible token) so that the only
     # difference between the runs is the replay.
-    common = {"method_kwargs.cov_low": 1e9, "method_kwargs.cov_high": 2e9,
+    common = {"regularizers.clip_cov.cov_low": 1e9,
+              "regularizers.clip_cov.cov_high": 2e9,
               "train.epochs": 1, "train.minibatches": 1}
     with tempfile.TemporaryDirectory() as d:
       _, plain = self.run_spear(os.path.join(d, "a"), 2,

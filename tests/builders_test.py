@@ -8,6 +8,8 @@ import numpy as np
 import optax
 
 import entropy_rl as er
+from entropy_rl import agent_builders
+from entropy_rl import agents
 from entropy_rl import builders
 from entropy_rl import regularizers
 from entropy_rl import sampling
@@ -35,8 +37,12 @@ class RegistryTest(absltest.TestCase):
 
   def test_registries_are_explicit_and_sorted(self):
     for table in (regularizers.TRANSFORMS, regularizers.OBJECTIVES,
-                  regularizers.ROLLOUT_HOOKS):
+                  regularizers.ROLLOUT_HOOKS, agents.TRANSFORMS):
       self.assertEqual(list(table), sorted(table))
+    for kind, ctor in agents.TRANSFORMS.items():
+      self.assertIs(getattr(agents, kind), ctor)
+    self.assertEqual(agent_builders.transform_registry(),
+                     {**regularizers.TRANSFORMS, **agents.TRANSFORMS})
     self.assertEqual(builders.regularizer_registry(), regularizers.TRANSFORMS)
     self.assertEqual(builders.objective_registry(), regularizers.OBJECTIVES)
     # Public transforms that are not config kinds stay out (the AEPO

@@ -65,6 +65,7 @@ from entropy_rl.agents._train import mix_replay
 from entropy_rl.agents._train import train_inputs
 
 __all__ = (
+    "TRANSFORMS",
     "add_rows",
     "AgentEnv",
     "agentic_aepo",
@@ -124,3 +125,17 @@ __all__ = (
     "TurnBatch",
     "turns_to_trajectories",
 )
+
+# The agent methods a config may name (``config.regularizers.<name>.kind``),
+# explicit and alphabetised; the agent builder looks kinds up here, then in
+# ``entropy_rl.regularizers.TRANSFORMS``.
+TRANSFORMS = {
+    "agentic_aepo": agentic_aepo,
+    "dr_po": dr_po,
+    "dr_po_turns": dr_po_turns,
+    "empg": empg,
+    "episode_advantages": episode_advantages,
+    "epo": epo,
+    "replay_advantages": replay_advantages,
+    "toolcall_reward": toolcall_reward,
+}

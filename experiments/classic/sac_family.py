@@ -1,7 +1,7 @@
 """Seed-vmapped comparison of the SAC family on gymnax Pendulum-v1 (CPU).
 
-    .venv/bin/python experiments/classic/sac_family.py [--steps 15000]
-        [--seeds 4] [--hidden 64] [--jobs 2] [--out experiments/classic/out]
+    python -m experiments.classic.sac_family [--steps 15000] [--seeds 4]
+        [--hidden 64] [--jobs 2] [--out experiments/classic/out]
 
 Runs SAC (auto-α), SAC-ERA, band-limited SAC, ACE and MaxInfoRL with the same
 budget, each as one ``jit(vmap(train))`` over seeds, and writes
@@ -20,12 +20,9 @@ import argparse
 import concurrent.futures
 import json
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
-
-import jax  # pylint: disable=g-import-not-at-top
+import jax
 import jax.numpy as jnp
 import numpy as np
 

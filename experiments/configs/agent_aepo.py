@@ -17,10 +17,13 @@ Dong et al. 2025, https://arxiv.org/abs/2510.14545.
   probability ``clip(τ + w·ΔH, 0, 1)·penalty^l`` (ΔH: its action's chunk
   entropy minus its first turn's; l: consecutive branches on the path);
   the branch copies the state before that action and re-samples it
-  (``entropy_rl.agents.branching``). ``enabled=False``: the plain rollout.
+  (``entropy_rl.agents.branching_rollout``). ``enabled=False``: the plain
+  rollout. ARPO: n = 16, 8 global, τ = 0.5, w = 0.2, 20-token window; the
+  penalty 0.5 (P halves per consecutive branch) and β = 1 are the
+  unverified AEPO forms (agent_base.py's settings).
 
-  .venv/bin/python experiments/agents/run.py \
-      --config experiments/configs/agent_aepo.py:tiny --workdir runs/aepo
+  python -m experiments.main --config=experiments/configs/agent_aepo.py:tiny \
+      --workdir=runs/agent_aepo
 """
 
 import ml_collections
@@ -30,21 +33,19 @@ from experiments.configs import agent_base
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = agent_base.get_config(arg)
-  c.method = "aepo"
-  c.method_kwargs = ml_collections.ConfigDict(dict(adv_weight=0.2,
-                                                   sg_scope="all_upper"))
-  # ARPO: n = 16, 8 global, τ = 0.5, w = 0.2, 20-token window; the penalty
-  # 0.5 (P halves per consecutive branch) and β = 1 are the unverified AEPO
-  # forms; pre-monitoring on (AEPO), initial_rollouts its fallback.
-  c.rollout.branching = ml_collections.ConfigDict(dict(
-      enabled=c.env.kind == "token_game",
-      initial_rollouts=c.rollout.group_size // 2, tau=0.5, weight=0.2,
-      penalty=0.5, window=20, fresh=True, pre_monitor=True, beta=1.0))
+  c.name = "aepo"
+  c.regularizers = ml_collections.ConfigDict(dict(
+      order=("advantages", "aepo"),
+      advantages=dict(kind="episode_advantages"),
+      aepo=dict(kind="agentic_aepo", adv_weight=0.2, sg_scope="all_upper")))
+  c.rollout.branching.enabled = c.env.kind == "token_game"
   return c
 
 
 def get_sweep(arg: str = "tiny") -> list[dict]:
+  """Plain vs branching rollout × the clip-scope readings."""
   del arg
-  return [{"rollout.branching.enabled": e, "method_kwargs.sg_scope": s}
+  return [{"rollout.branching.enabled": e,
+           "regularizers.aepo.sg_scope": s}
           for e in (False, True)
           for s in ("all_upper", "low_entropy", "high_entropy")]

@@ -8,8 +8,12 @@ target critic are soft-reset, θ ← f·θ + (1 − f)·θ_rand, with
 f = clip(1 − d, 0.2, 0.9) from the policy's gradient-dormant ratio d
 (``ace_reset_mode='causal_reset'``: f from the spread of w); 0 turns it off.
 
-Run: .venv/bin/python experiments/classic/run.py \
-    --config experiments/configs/classic_ace.py[:tiny]
+Run::
+
+  python -m experiments.main \
+      --config=experiments/configs/classic_ace.py:tiny \
+      --workdir=runs/ace
+
 (``:tiny`` runs in well under a minute on a 2-core CPU.)
 """
 
@@ -18,35 +22,35 @@ import ml_collections
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.algo = 'sac'
-  c.seeds = 2 if arg == "tiny" else 4
-  c.kwargs = ml_collections.ConfigDict()
-  # causal discovery: 'direct_lingam' (paper) or 'ols' (least-squares proxy)
-  c.kwargs.ace_causal_method = 'direct_lingam'
-  # 'reset' (f from gradient dormancy) or 'causal_reset' (f from w's spread)
-  c.kwargs.ace_reset_mode = 'reset'
-  # a neuron is dormant when its gradient norm < this × the layer mean
-  c.kwargs.ace_dormant_threshold = 0.05
-  if arg == "tiny":
-    c.kwargs.total_steps = 2000
-    c.kwargs.buffer_size = 2000
-    c.kwargs.batch_size = 32
-    c.kwargs.learning_starts = 200
-    c.kwargs.hidden = 32
-    c.kwargs.lr = 0.003
-    c.kwargs.ace_causal_interval = 500
-    c.kwargs.ace_causal_sample = 500
-    c.kwargs.variant = 'ace'
-    c.kwargs.ace_reset_interval = 300
-    c.kwargs.ace_reset_start = 300
-  else:
-    c.kwargs.total_steps = 15000
-    c.kwargs.buffer_size = 15000
-    c.kwargs.batch_size = 128
-    c.kwargs.learning_starts = 1000
-    c.kwargs.hidden = 128
-    c.kwargs.lr = 0.001
-    c.kwargs.variant = 'ace'
-    c.kwargs.ace_reset_interval = 5000
-    c.kwargs.ace_reset_start = 5000
+  c.kind = "classic"  # experiments.main dispatches on it
+  tiny = arg == "tiny"
+  c.seed = 0  # seed i of num_seeds: fold of PRNGKey(seed)
+  c.num_seeds = 2 if tiny else 4  # vmapped in one jitted run
+  # The algorithm (entropy_rl.classic_builders): kind + its settings.
+  c.algorithm = ml_collections.ConfigDict(dict(
+      kind="sac", variant="ace",
+      total_steps=2000 if tiny else 15000,
+      buffer_size=2000 if tiny else 15000,
+      batch_size=32 if tiny else 128,
+      learning_starts=200 if tiny else 1000,
+      hidden=32 if tiny else 128,
+      lr=0.003 if tiny else 0.001,
+      ace_causal_interval=500 if tiny else 1000,
+      ace_causal_sample=500 if tiny else 1000,
+      ace_reset_interval=300 if tiny else 5000,
+      ace_reset_start=300 if tiny else 5000,
+      # causal discovery: 'direct_lingam' (paper) or 'ols' (least squares)
+      ace_causal_method="direct_lingam",
+      # 'reset' (f from gradient dormancy) or 'causal_reset' (w's spread)
+      ace_reset_mode="reset",
+      # a neuron is dormant when its gradient norm < this x the layer mean
+      ace_dormant_threshold=0.05))
   return c
+
+
+def get_sweep(arg: str = "tiny") -> list[dict]:
+  """Causal discovery method × reset rule."""
+  del arg
+  return [{"algorithm.ace_causal_method": m, "algorithm.ace_reset_mode": r}
+          for m in ("direct_lingam", "ols")
+          for r in ("reset", "causal_reset")]

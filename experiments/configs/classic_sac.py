@@ -1,7 +1,11 @@
 """SAC with automatic temperature (spec B0) on Pendulum-v1.
 
-Run: .venv/bin/python experiments/classic/run.py \
-    --config experiments/configs/classic_sac.py[:tiny]
+Run::
+
+  python -m experiments.main \
+      --config=experiments/configs/classic_sac.py:tiny \
+      --workdir=runs/sac
+
 (``:tiny`` runs in well under a minute on a 2-core CPU.)
 """
 
@@ -10,25 +14,27 @@ import ml_collections
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.algo = 'sac'
-  c.seeds = 2 if arg == "tiny" else 4
-  c.kwargs = ml_collections.ConfigDict()
-  if arg == "tiny":
-    c.kwargs.total_steps = 2000
-    c.kwargs.buffer_size = 2000
-    c.kwargs.batch_size = 32
-    c.kwargs.learning_starts = 200
-    c.kwargs.hidden = 32
-    c.kwargs.lr = 0.003
-    c.kwargs.ace_causal_interval = 500
-    c.kwargs.ace_causal_sample = 500
-    c.kwargs.variant = 'sac'
-  else:
-    c.kwargs.total_steps = 15000
-    c.kwargs.buffer_size = 15000
-    c.kwargs.batch_size = 128
-    c.kwargs.learning_starts = 1000
-    c.kwargs.hidden = 128
-    c.kwargs.lr = 0.001
-    c.kwargs.variant = 'sac'
+  c.kind = "classic"  # experiments.main dispatches on it
+  tiny = arg == "tiny"
+  c.seed = 0  # seed i of num_seeds: fold of PRNGKey(seed)
+  c.num_seeds = 2 if tiny else 4  # vmapped in one jitted run
+  # The algorithm (entropy_rl.classic_builders): kind + its settings.
+  c.algorithm = ml_collections.ConfigDict(dict(
+      kind="sac", variant="sac",
+      total_steps=2000 if tiny else 15000,
+      buffer_size=2000 if tiny else 15000,
+      batch_size=32 if tiny else 128,
+      learning_starts=200 if tiny else 1000,
+      hidden=32 if tiny else 128,
+      lr=0.003 if tiny else 0.001,
+      ace_causal_interval=500 if tiny else 1000,
+      ace_causal_sample=500 if tiny else 1000,
+      init_log_alpha=0.0))  # log α₀ (SACConfig default)
   return c
+
+
+def get_sweep(arg: str = "tiny") -> list[dict]:
+  """Learning rate × initial log α."""
+  del arg
+  return [{"algorithm.lr": lr, "algorithm.init_log_alpha": a}
+          for lr in (3e-4, 1e-3, 3e-3) for a in (-2.0, 0.0)]
