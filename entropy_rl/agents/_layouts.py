@@ -13,7 +13,7 @@ Spec §0.2 (``../shared/specs/methods_agents_classic.md``) and the contract
   on action tokens and −1 on observation and padding tokens (EMPG's
   pseudocode, ARPO/AEPO, SPEAR's recipe).
 
-Both come from the same rollout (``entropy_rl.agents.env``); observation
+Both come from the same rollout (``entropy_rl.agents.rollout``); observation
 tokens are in the model's input but never in the loss mask. The converters
 are exact inverses on rollout output (tested):
 

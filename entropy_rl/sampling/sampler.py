@@ -30,7 +30,7 @@
 host-side checks; call it inside ``jit`` / ``scan``), and
 :func:`init_decode_state` / :func:`feed_tokens` / :func:`continue_traced`
 extend an existing KV cache with observations and sampled tokens (the
-multi-turn agent rollouts, ``entropy_rl.agents.env``).
+multi-turn agent rollouts, ``entropy_rl.agents.rollout``).
 
 Outputs have fixed shapes [R, N]. A row's ``mask`` is 1 from its first
 token up to and **including** its first end token; after it, tokens are
