@@ -136,7 +136,7 @@ def _mdvi(kw: dict[str, Any]) -> Curves:
     out = {}
     for lam in kw.get("lams", (0.0, 2.0)):
       def one(key, lam=lam):
-        _, pis = mdvi.mdvi(mdp, lam, tau, iters, key, noise)
+        _, pis = mdvi.mdvi_solve(mdp, lam, tau, iters, key, noise)
         vs = jax.vmap(lambda p: tabular.policy_evaluation(mdp, p)[0])(pis)
         return jnp.mean(v_star - vs, -1)
       out[f"suboptimality_lambda={lam}"] = jax.jit(jax.vmap(one))(keys)

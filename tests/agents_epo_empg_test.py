@@ -1,6 +1,5 @@
 """EPO (spec A1) and EMPG (spec A2) test vectors."""
 
-import importlib
 from absl.testing import absltest
 from absl.testing import parameterized
 import jax

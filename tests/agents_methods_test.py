@@ -1,6 +1,5 @@
 """Agentic AEPO (A3), SPEAR (A4), DR-PO (A7), ePF (A8) test vectors."""
 
-import importlib
 import math
 
 from absl.testing import absltest

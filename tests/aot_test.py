@@ -8,7 +8,6 @@ seconds on two cores).
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import unittest
 
@@ -21,8 +20,11 @@ from jax.sharding import PartitionSpec as P
 
 from entropy_rl import aot
 
-if importlib.util.find_spec("libtpu") is None:
-  raise unittest.SkipTest("libtpu is not installed: no AOT compiles for TPU")
+try:
+  import libtpu  # pylint: disable=g-import-not-at-top,unused-import
+except ImportError as e:
+  raise unittest.SkipTest(
+      "libtpu is not installed: no AOT compiles for TPU") from e
 
 _MIB = 2**20
 _GIB = 2**30

@@ -11,7 +11,6 @@ is checked through the "xla" backend of `jax.nn.dot_product_attention`.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import os
 
 from absl.testing import absltest
@@ -26,13 +25,14 @@ import numpy as np
 
 from entropy_rl.models import attention as attn_lib
 from entropy_rl.models import decoder as decoder_lib
+from tests import test_utils
 
 
 def _v5e_devices(test: absltest.TestCase) -> list:
   """The four devices of a v5e:2x2 topology, for ahead-of-time compiles
   from this CPU process beside others that may hold libtpu (skips the test
   without libtpu)."""
-  if importlib.util.find_spec("libtpu") is None:
+  if not test_utils.has_libtpu():
     test.skipTest("libtpu is not installed")
   os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
   os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")

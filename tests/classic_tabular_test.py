@@ -25,7 +25,7 @@ class TabularTest(absltest.TestCase):
 
     @jax.jit
     def subopt(lam, key):
-      _, pis = mdvi.mdvi(mdp, lam, 0.05, 100, key, noise_std=1.0)
+      _, pis = mdvi.mdvi_solve(mdp, lam, 0.05, 100, key, noise_std=1.0)
       v = tabular.policy_evaluation(mdp, pis[-1])[0]
       return jnp.mean(v_star - v)
 

@@ -242,11 +242,11 @@ class MossVectorsTest(absltest.TestCase):
 class MdviVectorsTest(absltest.TestCase):
 
   def test_mdvi_bandit_vectors(self):
-    st_, pis = mdvi.mdvi(_bandit(), 0.9, 0.1, 400)
+    st_, pis = mdvi.mdvi_solve(_bandit(), 0.9, 0.1, 400)
     close(st_.psi[0], [10.0, 0.0], atol=1e-3)
     close(pis[-1, 0], [0.99995, 4.54e-5], atol=1e-5)
     close(pis[0, 0], [0.73106, 0.26894], atol=1e-5)
-    _, pis0 = mdvi.mdvi(_bandit(), 0.5, 0.0, 30)  # τ = 0: softmax(k r / λ)
+    _, pis0 = mdvi.mdvi_solve(_bandit(), 0.5, 0.0, 30)  # τ = 0: softmax(k r / λ)
     close(pis0[2, 0], jax.nn.softmax(jnp.array([3.0, 0.0]) / 0.5), atol=1e-5)
     self.assertGreater(float(pis0[-1, 0, 0]), 0.999)
 

@@ -4,9 +4,10 @@ for 2 steps (1-layer model, Python-reward path so that all configs share
 one sampler compilation)."""
 
 import glob
-import importlib.util
 import os
+import runpy
 import tempfile
+import types
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -28,11 +29,8 @@ CONFIGS = sorted(p for p in glob.glob(os.path.join(ROOT, "experiments",
 
 
 def load(path):
-  spec = importlib.util.spec_from_file_location(
-      "cfg_" + os.path.basename(path)[:-3], path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  """The config file's module namespace (``get_config``, ``get_sweep``)."""
+  return types.SimpleNamespace(**runpy.run_path(path))
 
 
 def has_key(config, dotted):

@@ -62,7 +62,7 @@ def run_steps(exp, batches_fn):
   from entropy_rl import parallel  # pylint: disable=import-outside-toplevel
   from entropy_rl.training import loop  # pylint: disable=import-outside-toplevel
   state, state_sh, mesh = loop.init_rl_state(exp, exp.params)
-  fns = loop._step_functions(exp)  # pylint: disable=protected-access
+  fns = exp.step_functions
   step = parallel.shard_train_step(fns["iteration"], mesh=mesh,
                                    state_sharding=state_sh)
   losses = []

@@ -4,6 +4,7 @@ host, and a program that does not fit."""
 
 import json
 import os
+import runpy
 import subprocess
 import sys
 import tempfile
@@ -127,7 +128,6 @@ class PreflightTest(absltest.TestCase):
     v5e:2x2 FSDP mesh from abstract parameters (method-specific inputs
     included: GRPO-λ reads ``aux["correct"]``, CURE's rows, ...); the tiny
     size, the same code paths as ``:0.5b``."""
-    import importlib  # pylint: disable=g-import-not-at-top
     from entropy_rl import aot  # pylint: disable=g-import-not-at-top
     from entropy_rl import builders  # pylint: disable=g-import-not-at-top
     from entropy_rl.training import preflight  # pylint: disable=g-import-not-at-top
@@ -141,8 +141,8 @@ class PreflightTest(absltest.TestCase):
     self.assertGreaterEqual(len(names), 25)
     for name in names:
       with self.subTest(name):
-        cfg = importlib.import_module(
-            f"experiments.configs.{name}").get_config("tiny")
+        cfg = runpy.run_path(os.path.join(folder, name + ".py"))[
+            "get_config"]("tiny")
         _, variant = builders.variants(cfg)[0]
         exp = builders.build_experiment(variant, abstract=True)
         with jax.set_mesh(mesh):

@@ -1,6 +1,5 @@
 """AEPO: spec §5 controller cases, selection, assembly, the controller loop."""
 
-import importlib
 
 from absl.testing import absltest
 from absl.testing import parameterized

@@ -1,6 +1,5 @@
 """CURE (spec §11) with a deterministic fake sampler."""
 
-import importlib
 from typing import Any, NamedTuple
 
 from absl.testing import absltest

@@ -1,6 +1,5 @@
 """EGSW, RENT, EM-FT/EM-RL, HAEPO, GRPO-λ, RiskPO, H-DPO (spec §12-17)."""
 
-import importlib
 import math
 
 from absl.testing import absltest

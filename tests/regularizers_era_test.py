@@ -1,6 +1,5 @@
 """ERA for LLMs (spec A5.1) through the chunked statistics pass."""
 
-import importlib
 
 from absl.testing import absltest
 import jax

@@ -1,6 +1,5 @@
 """GTPO and GRPO-S: spec §6 hand values, conservation, flags, properties."""
 
-import importlib
 
 from absl.testing import absltest
 from absl.testing import parameterized

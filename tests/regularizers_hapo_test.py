@@ -1,6 +1,5 @@
 """HAPO (spec §7): entropy score, clip, redistribution, advantages."""
 
-import importlib
 from absl.testing import absltest
 import jax
 import jax.numpy as jnp

@@ -18,7 +18,6 @@ twice in the whole file (checked by :func:`_assert_no_retrace`).
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, Callable, NamedTuple
 
 from absl.testing import absltest

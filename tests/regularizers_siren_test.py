@@ -1,6 +1,5 @@
 """SIREN: spec §4 hand values, anchor, neutrality, scopes, shapes, chains."""
 
-import importlib
 
 from absl.testing import absltest
 from absl.testing import parameterized

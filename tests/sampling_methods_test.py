@@ -5,7 +5,6 @@ ports of the EM-INF reference code, and sampled frequencies against the
 softmax of a fixed-logit fake.
 """
 
-import importlib
 
 from absl.testing import absltest
 from absl.testing import parameterized

@@ -20,6 +20,7 @@ from entropy_rl import sampling
 from entropy_rl.core import token_stats as token_stats_lib
 from entropy_rl.sampling import sampler as sampler_lib
 from tests import sampling_fakes as fakes
+from tests import test_utils
 
 V = 17
 END = 16
@@ -694,8 +695,7 @@ class TpuPathsTest(parameterized.TestCase):
     """The TPU program: vocabulary-major logits into the draw, the paged
     kernel in the decode (one per layer) beside the prefill's splash
     kernels, no padded [R, C, S] copy of the logits."""
-    import importlib.util  # pylint: disable=g-import-not-at-top
-    if importlib.util.find_spec("libtpu") is None:
+    if not test_utils.has_libtpu():
       self.skipTest("libtpu is not installed")
     from entropy_rl import aot  # pylint: disable=g-import-not-at-top
     from entropy_rl import parallel  # pylint: disable=g-import-not-at-top

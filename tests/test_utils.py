@@ -95,3 +95,13 @@ def disable_most_optimizations():
   jax.config.update("jax_disable_most_optimizations", True)
   yield
   jax.config.update("jax_disable_most_optimizations", old)
+
+
+def has_libtpu() -> bool:
+  """Whether libtpu is installed (ahead-of-time compiles for TPU topologies
+  from this CPU host need it)."""
+  try:
+    import libtpu  # pylint: disable=g-import-not-at-top,unused-import
+  except ImportError:
+    return False
+  return True

@@ -239,7 +239,7 @@ class WithModelTest(training_loop_test.TinyExperimentTest):
   def test_disabled_hooks_are_the_plain_loop(self):
     exp = self.exp
     self.assertIsNone(exp.rollout_hook)
-    fns = loop._step_functions(exp)
+    fns = exp.step_functions
     self.assertNotIn("hook", fns)
     p = loop._prompts(self.batch, True)
     reward = exp.task.jax_reward_fn

@@ -52,7 +52,7 @@ from entropy_rl.classic.maxent_exploration import entgame_plan
 from entropy_rl.classic.maxent_exploration import ucbvi_ent_plan
 from entropy_rl.classic.maxinfo import information_gain
 from entropy_rl.classic.mdqn import MDQNConfig
-from entropy_rl.classic.mdvi import mdvi as mdvi_solve
+from entropy_rl.classic.mdvi import mdvi_solve
 from entropy_rl.classic.mdvi import munchausen_target
 from entropy_rl.classic.moco import maxent_correction
 from entropy_rl.classic.moco import mocovi

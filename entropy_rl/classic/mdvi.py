@@ -74,8 +74,8 @@ def mdvi_step(mdp: TabularMDP, state: MDVIState, lam, tau,
   return MDVIState(psi, state.psi, state.k + 1)
 
 
-def mdvi(mdp: TabularMDP, lam, tau, iters: int, key: Array | None = None,
-         noise_std: float = 0.0) -> tuple[MDVIState, Array]:
+def mdvi_solve(mdp: TabularMDP, lam, tau, iters: int, key: Array | None = None,
+               noise_std: float = 0.0) -> tuple[MDVIState, Array]:
   """Runs ``iters`` MD-VI iterations; returns (state, policies [iters, S, A]).
 
   With ``noise_std > 0`` i.i.d. N(0, σ²) errors are added to every q_k (the

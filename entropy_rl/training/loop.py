@@ -131,6 +131,15 @@ class Experiment:
   processor_params_fn: Any = None
   rollout_hook: hooks_lib.RolloutHookSpec | None = None
 
+  @functools.cached_property
+  def step_functions(self) -> dict[str, Any]:
+    """The pure step functions (``update``, ``rollout`` and ``iteration`` or
+    the hook's), built on first use and kept with this Experiment, so a
+    second ``run_rl`` of it (a resume, an evaluation) reuses their
+    compilations; ``dataclasses.replace`` gives a new Experiment that builds
+    its own."""
+    return _build_step_functions(self)
+
 
 # --------------------------------------------------------------- preemption
 
@@ -438,7 +447,7 @@ def run_rl(exp: Experiment, workdir: str, params: Any = None
   _truncate_jsonl(writer.path, "rl", start)
   _truncate_jsonl(writer.path, "eval", start)
 
-  fns = _step_functions(exp)
+  fns = exp.step_functions
   use_jax = _use_jax_reward(exp)
   hooked = "hook" in fns
   seeds = s.num_seeds
@@ -515,15 +524,9 @@ def run_rl(exp: Experiment, workdir: str, params: Any = None
   return summary
 
 
-_FUNCTIONS: dict[int, tuple[Experiment, dict[str, Any]]] = {}
-
-
-def _step_functions(exp: Experiment) -> dict[str, Any]:
-  """The pure step functions of an experiment, built once per Experiment
-  object so that a second ``run_rl`` in the same process (a resume, or
-  variants sharing pieces) reuses their compilations."""
-  if id(exp) in _FUNCTIONS and _FUNCTIONS[id(exp)][0] is exp:
-    return _FUNCTIONS[id(exp)][1]
+def _build_step_functions(exp: Experiment) -> dict[str, Any]:
+  """The pure step functions of an experiment (see
+  :attr:`Experiment.step_functions`)."""
   s = exp.settings
   train_step = step_lib.make_train_step(exp.fns, exp.objective,
                                         exp.transform, exp.optimizer,
@@ -547,8 +550,6 @@ def _step_functions(exp: Experiment) -> dict[str, Any]:
     out["iteration"] = vm(it_lib.make_rl_iteration(
         rollout_fn, exp.task.jax_reward_fn, train_step,
         num_samples=s.num_samples), (0, None))
-  _FUNCTIONS.clear()  # keep one experiment alive at a time
-  _FUNCTIONS[id(exp)] = (exp, out)
   return out
 
 
