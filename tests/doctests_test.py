@@ -8,7 +8,9 @@ from absl.testing import absltest
 from absl.testing import parameterized
 
 import entropy_rl
+from tests import test_utils
 
+_OPTIMISATIONS = None
 _ROOT = pathlib.Path(entropy_rl.__file__).parent
 
 
@@ -21,6 +23,18 @@ def _modules_with_examples() -> list[str]:
         origin).read_text():
       names.append(info.name)
   return sorted(names)
+
+
+def setUpModule():
+  # The examples print 4 decimals of tiny arrays; unoptimised XLA compiles
+  # their many small programs several times faster.
+  global _OPTIMISATIONS
+  _OPTIMISATIONS = test_utils.disable_most_optimizations()
+  next(_OPTIMISATIONS)
+
+
+def tearDownModule():
+  next(_OPTIMISATIONS, None)
 
 
 class DoctestsTest(parameterized.TestCase):
