@@ -36,29 +36,13 @@ def rollout(fns: Any, params: Any, env: envs_lib.AgentEnv, rng: PRNGKey, *,
             ) -> layouts.Episodes:
   """Whole episodes of a pure-JAX environment on device (jit-able).
 
-  R = ``num_groups · group_size`` episodes; row ``g·G + j`` is member j of
-  group g (same reset key). One ``lax.scan`` over the T turns: sample an
-  action, ``vmap(env.step)``, mask finished rows, append the action and the
-  observation to the context.
+  R = ``num_groups · group_size`` episodes in one ``lax.scan`` over the
+  turns; without ``branching`` every row is an independent episode.
 
   Args:
-    fns: model functions (``entropy_rl.models.as_functions``).
-    params: model parameters.
-    env: the :class:`~entropy_rl.agents.AgentEnv`.
-    rng: PRNG key.
-    num_groups: tasks per rollout.
-    group_size: episodes per task (GRPO's G).
-    sampling, processors, processor_params, sampling_params: as in
-      :func:`entropy_rl.sampling.sample`; ``processor_params`` may also be
-      a function ``t -> params`` of the (traced) turn, e.g. DR-PO's
-      teacher-forced roll-in (:func:`entropy_rl.agents.rollin_processor`).
-    decode: ``"cache"`` (default): one KV cache over the whole episode,
-      each turn decodes L tokens and feeds the observation
-      (:func:`~entropy_rl.agents.policy_turn`); ``"prefill"``: the library
-      sampler on the whole context every turn
-      (:func:`~entropy_rl.agents.sample_turn`; quadratic in turns, kept as
-      the reference).
-    cache_dtype: KV-cache dtype (default: the model's).
+    fns, params, env, rng, num_groups, group_size, sampling, processors,
+      processor_params, sampling_params, decode, cache_dtype: as in
+      :func:`entropy_rl.agents._turns.plain_rollout`.
     branching: None (every row an independent episode:
       :func:`entropy_rl.agents._turns.plain_rollout`), or a
       :class:`~entropy_rl.agents.BranchingConfig`: AEPO's entropy-balanced
