@@ -38,10 +38,21 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Experiment config file (path[:size]).", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.")
-_PLOT = flags.DEFINE_bool("plot", True, "Write PNG curves at the end.")
+# The program's flags, registered by define_flags() when this module runs as
+# a program: importing it for run_experiment / load_config registers no
+# global flag (another entry point, e.g. experiments.preflight, may define
+# its own --config in the same process).
+_CONFIG = _WORKDIR = _PLOT = None
+
+
+def define_flags() -> None:
+  """Registers ``--config``, ``--workdir`` and ``--plot`` on absl's FLAGS."""
+  global _CONFIG, _WORKDIR, _PLOT
+  _CONFIG = config_flags.DEFINE_config_file(
+      "config", None, "Experiment config file (path[:size]).",
+      lock_config=True)
+  _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.")
+  _PLOT = flags.DEFINE_bool("plot", True, "Write PNG curves at the end.")
 
 KINDS = ("rlvr", "agent", "classic")
 
@@ -78,7 +89,7 @@ def run_experiment(config: Any, workdir: str, *,
     raise ValueError(f"unknown config kind {kind!r}; valid: "
                      f"{', '.join(KINDS)}")
   if plot is None:
-    plot = not (_PLOT.present and not _PLOT.value)
+    plot = _PLOT is None or not (_PLOT.present and not _PLOT.value)
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
     f.write(config.to_json_best_effort(indent=1))
@@ -207,4 +218,5 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main, flags_parser=parse_flags)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tempfile
 
+from absl import flags
 from absl.testing import absltest
 import numpy as np
 
@@ -131,6 +132,21 @@ class SweepTest(absltest.TestCase):
     self.assertIn("| point | run |", md.splitlines()[0])
     self.assertIn("0.5", md)
     self.assertEqual(sweep.run_all(cmds[:1], d), {name: 0})  # done: skipped
+
+
+class EntryPointsTest(absltest.TestCase):
+
+  def test_importing_main_registers_no_global_flag(self):
+    """Tests and sweep.py import experiments.main for run_experiment and
+    load_config; its --config must not collide with another entry point's
+    (experiments.preflight defines its own) in the same process."""
+    from experiments import main  # pylint: disable=g-import-not-at-top
+    from experiments import preflight  # pylint: disable=g-import-not-at-top,unused-import
+    self.assertIsNone(main._CONFIG)  # pylint: disable=protected-access
+    self.assertIn("config", flags.FLAGS)  # preflight's
+    cfg = main.load_config("experiments/configs/steer.py:tiny",
+                           ["--config.train.num_steps=3"])
+    self.assertEqual(cfg.train.num_steps, 3)
 
 
 class PlotTest(absltest.TestCase):
