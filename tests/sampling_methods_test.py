@@ -498,18 +498,23 @@ class ValueSemanticsTest(absltest.TestCase):
   def test_equal_methods_compile_once(self):
     z = jax.random.normal(KEY, (3, 20))
 
+    traces = []
+
     def run(z, method):
+      traces.append(method)  # once per trace (per compilation)
       for proc, prm in zip(method.processors, method.init()):
         z = proc.apply(z, prm, rng=KEY, pos=0)
       return z
 
+    # Counted by traces, not f._cache_size(): the C++ fast-path cache can
+    # read 0 after other tests ran in the same worker.
     f = jax.jit(run, static_argnums=1)
     a = f(z, sampling.top_k(5, 0.7))
     b = f(z, sampling.top_k(5, 0.7))
-    self.assertEqual(f._cache_size(), 1)  # pylint: disable=protected-access
+    self.assertLen(traces, 1)
     np.testing.assert_array_equal(a, b)
     f(z, sampling.top_k(6, 0.7))
-    self.assertEqual(f._cache_size(), 2)  # pylint: disable=protected-access
+    self.assertLen(traces, 2)
 
   def test_function_form(self):
     # LogitsProcessor(init, apply) still builds a processor (closures),
