@@ -1,6 +1,7 @@
 """Hand-computed vectors (spec Part B / Appendix) and exact properties."""
 
 import math
+import types
 
 from absl.testing import absltest
 import hypothesis
@@ -21,6 +22,7 @@ from entropy_rl.classic import mdvi
 from entropy_rl.classic import moco
 from entropy_rl.classic import moss
 from entropy_rl.classic import nets
+from entropy_rl.classic import sac_pieces
 from entropy_rl.classic import era
 from entropy_rl.classic import trpo
 
@@ -149,6 +151,44 @@ class MaxInfoVectorsTest(absltest.TestCase):
     for gap in (0.5, -0.5):
       g = jax.grad(maxinfo.lambda_loss)(0.0, jnp.array([gap]), jnp.zeros(1))
       self.assertEqual(np.sign(float(g)), np.sign(gap))
+
+  def test_information_gain_means_per_key_then_over_keys(self):
+    # Spec §B4 / maxinforl ``get_disagreement``: mean over each key's output
+    # dims, then over keys (next obs, reward), then − log ε.
+    heads = jnp.array([0.0, 0.1, 0.2, 0.3, 0.4])  # Var (ddof 1) = 0.025
+    same = jnp.zeros(5)
+    # O = 3, only the reward disagrees: ½·ln(1 + 0.025/ε) = ½·ln 25001.
+    obs3 = jnp.stack([same] * 3, -1)[:, None]  # [E, 1, 3]
+    ig = maxinfo.information_gain((obs3, heads[:, None, None]))
+    close(ig, [0.5 * math.log(25001)], rtol=1e-5)  # 5.06334
+    # Pooling all O + 1 = 4 outputs would give a quarter: 2.53167.
+    pooled = maxinfo.information_gain(
+        jnp.concatenate([obs3, heads[:, None, None]], -1))
+    close(pooled, [0.25 * math.log(25001)], rtol=1e-5)
+    # O = 1: one dim per key, so per key and pooled agree (½·ln 25001).
+    close(maxinfo.information_gain((same[:, None], heads[:, None])),
+          0.5 * math.log(25001), rtol=1e-5)
+    # O = 2: obs vars (0.025, 0), reward var 0.1:
+    #   per key ½(½ ln 25001 + ln 100001) = 8.28814 (pooled: 7.21320).
+    obs2 = jnp.stack([heads, same], -1)
+    ig2 = maxinfo.information_gain((obs2, 2.0 * heads[:, None]))
+    close(ig2, 0.25 * math.log(25001) + 0.5 * math.log(100001), rtol=1e-5)
+    close(ig2, 8.28814, rtol=1e-5)
+
+  def test_sac_ig_splits_next_obs_and_reward(self):
+    # SAC-MaxInfo's IG on a hand-built ensemble: zero last-layer weights, so
+    # each head predicts its bias; O = 3 next-obs dims agree, reward does not.
+    o, d, e = 3, 1, 5
+    ens = nets.ensemble_init(jax.random.PRNGKey(0), e, (o + d, 8, 8, o + 1))
+    w, _ = ens[-1]
+    bias = jnp.zeros((e, o + 1)).at[:, o].set(
+        jnp.array([0.0, 0.1, 0.2, 0.3, 0.4]))
+    ens = ens[:-1] + [(jnp.zeros_like(w), bias)]
+    st = types.SimpleNamespace(
+        in_norm=maxinfo.running_norm_init((o + d,)),
+        ig_norm=maxinfo.running_norm_init(()))
+    _, ig = sac_pieces._ig(st, ens, jnp.ones((2, o)), jnp.zeros((2, d)))
+    close(ig, [0.5 * math.log(25001)] * 2, rtol=1e-5)  # not ¼·ln 25001
 
   def test_running_norm_matches_batch_stats(self):
     x = jax.random.normal(jax.random.PRNGKey(0), (300, 2)) * 3 + 1

@@ -5,8 +5,9 @@ through information gain maximization", https://arxiv.org/abs/2412.12098
 (spec §B4; code ``maxinforl_torch/commons/maxinfo_sac.py``).
 
 * An ensemble of E heads f_e(s, a) -> (s' − s, r) on normalised inputs and
-  outputs; per sample ``IG(s, a) = mean_o log(ε + Var_e[f_e]) − log ε``
-  (unbiased variance over heads, ε = 1e−6), then a running normaliser.
+  outputs; per sample ``IG(s, a) = mean_k mean_{o∈k} log(ε + Var_e[f_e])
+  − log ε`` over the keys k = (next observation, reward) (unbiased variance
+  over heads, ε = 1e−6), then a running normaliser.
 * Total entropy ``𝓗(s, ã) = λ·IG(s, ã) − α·log π(ã|s)`` in the actor
   (IG differentiated through ã) and ``+ λ·IG(s', a')`` in the critic target.
 * ``L_λ = E[log λ · sg(IG(s, ã_π) − IG(s, ã_π̄))]`` with π̄ a Polyak target
@@ -24,14 +25,27 @@ Array = jax.Array
 IG_EPS = 1e-6
 
 
-def information_gain(preds: Array, eps: float = IG_EPS) -> Array:
-  """IG from ensemble predictions [E, ..., O] -> [...].
+def information_gain(preds, eps: float = IG_EPS) -> Array:
+  """IG from ensemble predictions, one array [E, ..., O_k] per predicted key.
 
-  ``mean_o log(ε + Var_e f_e) − log ε`` with the unbiased (ddof 1) variance.
-  Identical heads give 0.
+  ``IG = mean_k mean_{o ∈ k} log(ε + Var_e f_e) − log ε`` with the unbiased
+  (ddof 1) variance over heads: the mean over each key's output dims comes
+  first, then the mean over keys (next observation, reward), as in the
+  reference ``get_disagreement`` + ``agg_intrinsic_reward='mean'``. With
+  O next-observation dims and one reward, the reward therefore weighs ½,
+  not 1/(O + 1). Identical heads give 0.
+
+  Args:
+    preds: a pytree (tuple, dict) of arrays [E, ..., O_k], one leaf per key;
+      a single array is one key.
+    eps: ε.
+
+  Returns:
+    IG [...].
   """
-  var = jnp.var(preds, axis=0, ddof=1)
-  return jnp.mean(jnp.log(eps + var), -1) - jnp.log(eps)
+  per_key = [jnp.mean(jnp.log(eps + jnp.var(p, axis=0, ddof=1)), -1)
+             for p in jax.tree.leaves(preds)]
+  return jnp.mean(jnp.stack(per_key), 0) - jnp.log(eps)
 
 
 class RunningNorm(NamedTuple):

@@ -323,10 +323,15 @@ def ace_pieces(config) -> SACPieces:
 
 
 def _ig(st, ensemble, obs, action):
-  """(normalised IG, raw IG) [B] of the ensemble at (s, a)."""
+  """(normalised IG, raw IG) [B] of the ensemble at (s, a).
+
+  The ensemble's O + 1 outputs are two keys, next observation [:O] and
+  reward [O:]; IG averages within each key, then over the two.
+  """
   x = mi_lib.normalize(st.in_norm, jnp.concatenate([obs, action], -1))
   preds = nets.ensemble_apply(ensemble, x)  # [E, B, O + 1]
-  ig = mi_lib.information_gain(preds)
+  o = obs.shape[-1]
+  ig = mi_lib.information_gain((preds[..., :o], preds[..., o:]))
   return mi_lib.normalize(st.ig_norm, ig), ig
 
 
