@@ -233,6 +233,25 @@ class MaxentExplorationVectorsTest(absltest.TestCase):
     pis, _ = mex.ucbvi_ent_plan(counts, 4, clip=False)
     close(pis[0, 1], [0.5, 0.5], atol=1e-3)
 
+  def test_ucbvi_ent_bonus_scales_with_vmax_of_step_h(self):
+    # S = 1, A = 2, H = 2, N = 4 per action, δ = 0.1, γ = 1, no clip:
+    # R = 0, both actions tie, so V_h = b₁(h) + b₂ + V_{h+1} + ln 2, with
+    # v_max = [2 ln 2, ln 2, 0] and (log(4SAH/δ) = ln 160)
+    #   b₁(h) = sqrt((ln 160 + ln(4e·4·9))/4)·v_max[h] = 1.66170·v_max[h],
+    #   b₂ = sqrt((ln 160 + ln²4·ln 40)/4) + β_ent2/4 = 1.99388 (β_ent2 = 1).
+    counts = jnp.full((1, 2, 1), 4.0)
+    c, b2, l2 = 1.6616999665, 1.9938826525, math.log(2)
+    _, v = mex.ucbvi_ent_plan(counts, 2, clip=False)  # default: v_max[h]
+    close(v[1, 0] - b2 - l2, c * l2, rtol=1e-5)  # b₁ at h = 1: c·ln 2
+    close(v[:, 0], [8.8294676, 3.8388325, 0.0], rtol=1e-5)
+    _, v_h = mex.ucbvi_ent_plan(counts, 2, clip=False, bonus_vmax="h")
+    close(v_h, v)
+    # The v_max[h + 1] reading has no concentration bonus at the last step.
+    _, v_next = mex.ucbvi_ent_plan(counts, 2, clip=False, bonus_vmax="next")
+    close(v_next[:, 0], [6.5258623, 2.6870298, 0.0], rtol=1e-5)
+    with self.assertRaisesRegex(ValueError, "bonus_vmax"):
+      mex.ucbvi_ent_plan(counts, 2, bonus_vmax="H")
+
 
 # --- DORAEMON (B7) ----------------------------------------------------------
 class DoraemonVectorsTest(absltest.TestCase):

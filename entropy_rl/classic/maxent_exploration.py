@@ -9,7 +9,7 @@ https://arxiv.org/abs/2303.08059 (spec §B6; official code
 backups on the empirical model P̂ and counts N(s, a)::
 
     R(s,a)   = H(P̂(·|s,a))
-    b₁       = sqrt(β_conc / max(1,N))·v_max[h+1]      (v_max of the next step)
+    b₁       = sqrt(β_conc / max(1,N))·v_max[h]
     b₂       = sqrt(β_ent1 / max(1,N)) + β_ent2 / max(1,N)
     Q_h      = R + b₁ + b₂ + γ P̂ V_{h+1}
     V_h      = min(v_max[h], log Σ_a exp Q_h),  π_h = softmax(Q_h)
@@ -24,9 +24,11 @@ backups on the empirical model P̂ and counts N(s, a)::
 (S−1)·log(e(1 + N/(S−1))), ``v_max_scaled = log(t + SA)·v_max``,
 ``v_max[h] = 1 + γ v_max[h+1]``, V_h = min(v_max_scaled[h], max_a Q_h).
 
-FLAG: the spec's b₁ is written with ``v_max[h]``; we use the next step's
-scale (the value being estimated is P̂·V_{h+1}); set ``bonus_vmax="h"`` for
-the literal reading.
+b₁ scales with ``v_max[h]``, as in the spec and the official code
+(``regularized_ucb_value_iteration``: ``vmax[hh] * bonus``). The variant
+``bonus_vmax="next"`` scales it with ``v_max[h+1]`` instead (the range of
+the estimated P̂·V_{h+1}; no concentration bonus at the last step); it is
+not the reference's choice.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import jax.numpy as jnp
 from entropy_rl.classic.envs import TabularMDP
 
 Array = jax.Array
+BONUS_VMAX = ("h", "next")
 
 
 def empirical_model(counts_sas: Array) -> tuple[Array, Array]:
@@ -67,8 +70,24 @@ def entgame_reward(t, counts: Array, n0: float = 1.0) -> Array:
 
 def ucbvi_ent_plan(counts_sas: Array, horizon: int, gamma: float = 1.0,
                    delta: float = 0.1, clip: bool = True,
-                   bonus_vmax: str = "next") -> tuple[Array, Array]:
-  """UCBVI-Ent planning; returns (π [H, S, A], V [H + 1, S])."""
+                   bonus_vmax: str = "h") -> tuple[Array, Array]:
+  """UCBVI-Ent planning (regularised optimistic VI, soft-max backups).
+
+  Args:
+    counts_sas: transition counts N(s, a, s') [S, A, S].
+    horizon: H.
+    gamma: γ.
+    delta: δ of the confidence bonuses.
+    clip: clip V_h at v_max[h].
+    bonus_vmax: the scale of b₁: ``"h"`` (default; spec and reference code,
+      v_max[h]) or ``"next"`` (v_max[h+1]).
+
+  Returns:
+    (π [H, S, A], V [H + 1, S]).
+  """
+  if bonus_vmax not in BONUS_VMAX:
+    raise ValueError(f"ucbvi_ent_plan: bonus_vmax={bonus_vmax!r}; valid: "
+                     f"{BONUS_VMAX}")
   S, A = counts_sas.shape[:2]
   p_hat, n = empirical_model(counts_sas)
   n1 = jnp.maximum(n, 1.0)
