@@ -126,6 +126,18 @@ class DirectLingamTest(absltest.TestCase):
     self.assertLess(np.abs(b[mask]).max(), 0.05, b)
     self.assertEqual((b[3, 2], b[3, 0]), (0.0, 0.0))  # r: no other parents
 
+  def test_numpy_input_gives_the_jax_result(self):
+    # NumPy input (float64, the NumPy default) gives the jax input's result;
+    # it used to fail with a tracer conversion error inside the vmap.
+    x = _sem(jax.random.PRNGKey(2), n=300)[:, 1:]  # [a1, a2, r]
+    kw = dict(n_alphas=8, sweeps=10)  # small: two eager (unjitted) runs
+    b_j, o_j = ace.direct_lingam(x, **kw)
+    b_n, o_n = ace.direct_lingam(np.asarray(x, np.float64), **kw)
+    close(b_n, b_j, atol=1e-6)
+    np.testing.assert_array_equal(o_n, o_j)
+    np.testing.assert_array_equal(o_n, [0, 2, 1])  # a1, r, a2
+    close(b_n[2, 0], 2.0, atol=0.1)  # a1 → r
+
   def test_lingam_and_ols_proxy_differ(self):
     x = _sem(jax.random.PRNGKey(1))
     obs, act, r = x[:, :1], x[:, 1:3], x[:, 3]

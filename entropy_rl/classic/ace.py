@@ -115,6 +115,7 @@ def causal_order(x: Array) -> Array:
     [p] int: variable indices from the most exogenous to the most
     downstream (ties go to the smaller index, like ``np.argmax``).
   """
+  x = jnp.asarray(x)
   n, p = x.shape
   eye = jnp.eye(p, dtype=bool)
 
@@ -180,6 +181,8 @@ def adaptive_lasso(x: Array, predictors: Array, target, n_alphas: int = 48,
   Returns:
     [p] coefficients, zero outside ``predictors``.
   """
+  # A NumPy x indexed by a traced ``target`` (direct_lingam's vmap) fails.
+  x, predictors = jnp.asarray(x), jnp.asarray(predictors)
   n, p = x.shape
   m = predictors.astype(x.dtype)
   xc = (x - x.mean(0)) * m
@@ -215,12 +218,15 @@ def direct_lingam(x: Array, **lasso_kw) -> tuple[Array, Array]:
   https://jmlr.org/papers/v12/shimizu11a.html).
 
   Args:
-    x: [N, p] samples (rows are observations).
+    x: [N, p] samples (rows are observations); a jax or NumPy array (NumPy
+      input is converted with ``jnp.asarray``, so float64 becomes float32
+      unless x64 is enabled).
     **lasso_kw: forwarded to :func:`adaptive_lasso`.
 
   Returns:
     ``(B [p, p], order [p])``: ``B[i, j]`` is the direct effect x_j → x_i.
   """
+  x = jnp.asarray(x)
   p = x.shape[1]
   order = causal_order(x)
   pos = jnp.zeros((p,), jnp.int32).at[order].set(jnp.arange(p))
