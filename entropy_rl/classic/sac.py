@@ -399,22 +399,45 @@ def make_train(config: SACConfig, env: envs_lib.Env | None = None,
 
 def eval_policy(config: SACConfig, state: SACState, rng, num_episodes: int = 4,
                 env: envs_lib.Env | None = None, max_steps: int = 200,
-                hyper: SACHyper | None = None):
-  """Mean undiscounted return of the stochastic policy over a few episodes.
+                hyper: SACHyper | None = None, *,
+                deterministic: bool = True) -> Array:
+  """Mean undiscounted return of the actor over a few episodes.
 
   Runs ``max_steps`` steps in ``num_episodes`` parallel envs; each env counts
   only its first episode.
+
+  Args:
+    config: the :class:`SACConfig` the state was trained with.
+    state: a :class:`SACState` (only ``actor`` and ``era_delta`` are read).
+    rng: PRNG key (env resets; with ``deterministic=False`` also actions).
+    num_episodes: parallel envs, one episode each.
+    env: the environment (default from ``config.env_name``).
+    max_steps: steps to run (≥ the episode length for full episodes).
+    hyper: the :class:`SACHyper` of the run (default from ``config``); read
+      by the stochastic policy head (ERA's target entropy).
+    deterministic: ``True`` (default; the usual SAC evaluation) acts with
+      the mean action ``tanh(μ(s))``, which is also the centre of ERA's
+      truncated normal. ``False`` samples ``a ~ π(·|s)`` from the variant's
+      policy head, as in training.
+
+  Returns:
+    A scalar: the mean return over the ``num_episodes`` first episodes.
   """
+  pieces = make_pieces(config)
+  if pieces.num_skills:
+    raise ValueError(
+        f"eval_policy: variant {config.variant!r} (DIAYN) has an actor "
+        f"conditioned on one of {pieces.num_skills} skills; evaluating it "
+        "needs a skill, which eval_policy does not take")
   env = make_env(config) if env is None else env
   hp = default_hyper(config, env) if hyper is None else hyper
-  del hp
   D = env.action_dim
 
   def act(obs, key):
     out = nets.mlp_apply(state.actor, obs)
-    mu = out[..., :D]
-    return jnp.tanh(mu)
+    if deterministic:
+      return jnp.tanh(out[..., :D])
+    return pieces.policy_head(out[..., :D], out[..., D:], key, hp,
+                              state.era_delta)[0]
 
-  return envs_lib.first_episode_return(
-      env, act,
-      rng, num_episodes, max_steps)
+  return envs_lib.first_episode_return(env, act, rng, num_episodes, max_steps)
