@@ -175,6 +175,16 @@ class MaxInfoVectorsTest(absltest.TestCase):
     close(ig2, 0.25 * math.log(25001) + 0.5 * math.log(100001), rtol=1e-5)
     close(ig2, 8.28814, rtol=1e-5)
 
+  def test_ensemble_loss_means_per_key_then_over_keys(self):
+    # maxinforl: per key mean((f_e − y)²) over batch, dims and heads, then the
+    # mean over keys. E = 2, B = 1, O = 2; obs errors (1, 1) and (1, 1),
+    # reward errors 3 and 3: (1 + 9)/2 = 5 (pooling all 3 outputs: 11/3).
+    obs = jnp.ones((2, 1, 2))
+    rew = jnp.full((2, 1, 1), 3.0)
+    loss = maxinfo.ensemble_loss((obs, rew), (jnp.zeros((1, 2)),
+                                              jnp.zeros((1, 1))))
+    close(loss, 5.0, rtol=1e-6)
+
   def test_sac_ig_splits_next_obs_and_reward(self):
     # SAC-MaxInfo's IG on a hand-built ensemble: zero last-layer weights, so
     # each head predicts its bias; O = 3 next-obs dims agree, reward does not.

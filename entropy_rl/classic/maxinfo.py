@@ -7,7 +7,8 @@ through information gain maximization", https://arxiv.org/abs/2412.12098
 * An ensemble of E heads f_e(s, a) -> (s' − s, r) on normalised inputs and
   outputs; per sample ``IG(s, a) = mean_k mean_{o∈k} log(ε + Var_e[f_e])
   − log ε`` over the keys k = (next observation, reward) (unbiased variance
-  over heads, ε = 1e−6), then a running normaliser.
+  over heads, ε = 1e−6), then a running normaliser. The ensemble's MSE is
+  averaged the same way: per key, then over keys (:func:`ensemble_loss`).
 * Total entropy ``𝓗(s, ã) = λ·IG(s, ã) − α·log π(ã|s)`` in the actor
   (IG differentiated through ã) and ``+ λ·IG(s', a')`` in the critic target.
 * ``L_λ = E[log λ · sg(IG(s, ã_π) − IG(s, ã_π̄))]`` with π̄ a Polyak target
@@ -46,6 +47,25 @@ def information_gain(preds, eps: float = IG_EPS) -> Array:
   per_key = [jnp.mean(jnp.log(eps + jnp.var(p, axis=0, ddof=1)), -1)
              for p in jax.tree.leaves(preds)]
   return jnp.mean(jnp.stack(per_key), 0) - jnp.log(eps)
+
+
+def ensemble_loss(preds, targets) -> Array:
+  """The ensemble's MSE: mean over each key, then over keys.
+
+  ``mean_k mean_{e, n, o ∈ k} (f_e − y)²``, as the reference (per-key
+  ``loss[key]``, then ``stacked_losses.mean()``), so the reward weighs ½ like
+  the next observation, whatever O.
+
+  Args:
+    preds: a pytree of arrays [E, N, O_k], one leaf per key.
+    targets: the same pytree structure, arrays [N, O_k].
+
+  Returns:
+    A scalar.
+  """
+  per_key = jax.tree.map(lambda p, y: jnp.mean((p - y[None]) ** 2), preds,
+                         targets)
+  return jnp.mean(jnp.stack(jax.tree.leaves(per_key)))
 
 
 class RunningNorm(NamedTuple):

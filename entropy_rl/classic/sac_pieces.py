@@ -370,7 +370,9 @@ def maxinfo_pieces(config) -> SACPieces:
     tn = mi_lib.normalize(out_norm, tgt)
 
     def ens_loss(p):
-      return jnp.mean((nets.ensemble_apply(p, xn) - tn[None]) ** 2)
+      pred = nets.ensemble_apply(p, xn)  # keys: next obs [:o], reward [o:]
+      return mi_lib.ensemble_loss((pred[..., :o], pred[..., o:]),
+                                  (tn[..., :o], tn[..., o:]))
 
     g = jax.grad(ens_loss)(st.ensemble)
     u, opt_e = net.tx(hp.lr).update(g, st.opt["ensemble"], st.ensemble)
