@@ -31,7 +31,7 @@ import runpy
 import subprocess
 import sys
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 COLUMNS = ("eval/accuracy", "eval/pass@1", "eval/pass@4", "eval/entropy",
            "accuracy", "entropy", "entropy_change", "pred_entropy_change",
@@ -103,37 +103,78 @@ def commands(config_arg: str, workdir: str, points: Sequence[dict],
   return out
 
 
-def _done(run_dir: str) -> bool:
+def is_done(run_dir: str) -> bool:
+  """Whether ``run_dir/summary.json`` says the run finished (status done)."""
   try:
     with open(os.path.join(run_dir, "summary.json"), encoding="utf-8") as f:
       return json.load(f).get("status") == "done"
-  except (OSError, ValueError):
+  except (OSError, ValueError, AttributeError):
     return False
 
 
 def run_all(cmds: list[tuple[str, list[str]]], workdir: str,
-            parallel: int = 1) -> dict[str, int]:
-  """Runs the commands, ``parallel`` at a time; returns exit codes."""
-  finished = {n for n, _ in cmds if _done(os.path.join(workdir, n))}
+            parallel: int = 1, *, labels: dict[str, str] | None = None,
+            ready: Callable[[str, set[str], dict[str, int]], bool] | None
+            = None, tag: str = "sweep") -> dict[str, int]:
+  """Runs the commands, ``parallel`` at a time; returns exit codes.
+
+  Each command runs in ``<workdir>/<name>`` (its output in ``log.txt``); a
+  name whose ``summary.json`` says done is skipped (exit code 0), an
+  unfinished one re-runs and resumes from its checkpoint. Progress lines:
+  ``[3/12] <label> ... done in 41 s``.
+
+  Args:
+    cmds: ``[(name, argv)]``.
+    workdir: the parent directory of the runs.
+    parallel: processes at a time (1: in sequence).
+    labels: display names (default: the names).
+    ready: ``ready(name, running names, exit codes so far)`` says whether a
+      pending command may start now (e.g. after another that prepares a
+      shared directory); when nothing runs and nothing is ready, the first
+      pending command starts anyway.
+    tag: the prefix of the start / exit lines.
+  """
+  labels = labels or {}
+  total = len(cmds)
+  index = {n: i + 1 for i, (n, _) in enumerate(cmds)}
+  finished = {n for n, _ in cmds if is_done(os.path.join(workdir, n))}
+  for n, _ in cmds:
+    if n in finished:
+      print(f"[{index[n]}/{total}] {labels.get(n, n)} ... done before "
+            "(skipped)", flush=True)
   pending = [(n, a) for n, a in cmds if n not in finished]
   codes = {n: 0 for n in finished}
-  running: list[tuple[str, subprocess.Popen, Any]] = []
+  running: list[tuple[str, subprocess.Popen, Any, float]] = []
   while pending or running:
     while pending and len(running) < max(parallel, 1):
-      name, argv = pending.pop(0)
+      names = {r[0] for r in running}
+      pick = next((i for i, (n, _) in enumerate(pending)
+                   if ready is None or ready(n, names, codes)), None)
+      if pick is None and not running:
+        pick = 0
+      if pick is None:
+        break
+      name, argv = pending.pop(pick)
       os.makedirs(os.path.join(workdir, name), exist_ok=True)
       log = open(os.path.join(workdir, name, "log.txt"), "a",
                  encoding="utf-8")
-      print(f"[sweep] start {name}", flush=True)
+      print(f"[{index[name]}/{total}] {labels.get(name, name)} ... started "
+            f"[{tag}]", flush=True)
       running.append((name, subprocess.Popen(argv, stdout=log,
-                                             stderr=subprocess.STDOUT), log))
+                                             stderr=subprocess.STDOUT), log,
+                      time.time()))
     time.sleep(0.5)
     for item in list(running):
-      name, proc, log = item
+      name, proc, log, t0 = item
       if proc.poll() is not None:
         log.close()
         codes[name] = proc.returncode
-        print(f"[sweep] {name} exited {proc.returncode}", flush=True)
+        dt = time.time() - t0
+        what = ("done" if proc.returncode == 0 else
+                f"exited {proc.returncode} (see "
+                f"{os.path.join(workdir, name, 'log.txt')})")
+        print(f"[{index[name]}/{total}] {labels.get(name, name)} ... {what} "
+              f"in {dt:.0f} s", flush=True)
         running.remove(item)
   return codes
 

@@ -20,7 +20,7 @@ from entropy_rl.training import metrics as metrics_lib
 from tests import training_loop_test
 
 # Config families with their own runners and tests.
-OTHER_FAMILIES = ("classic_", "agent_")
+OTHER_FAMILIES = ("classic_", "agent_", "study_")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(p for p in glob.glob(os.path.join(ROOT, "experiments",
                                                    "configs", "*.py"))
