@@ -7,6 +7,11 @@ r"""Runs one experiment config: RLVR, multi-turn agent or classic RL.
   python -m experiments.main --config=experiments/configs/classic_sac.py:tiny \
       --workdir=runs/classic_sac --config.num_seeds=4
 
+An RLVR method config's argument is ``<size>[,paper]``: ``:paper`` (or
+``:smollm2,paper``) restores the paper's hyperparameters where the toy
+defaults differ; each config's docstring cites its source and says which
+values differ and why (``experiments/configs/base.py``).
+
 ``config.kind`` picks the runner: ``"rlvr"`` (the default; SFT warm-up,
 then RL, ``entropy_rl.builders``), ``"agent"`` (multi-turn agents,
 ``entropy_rl.agent_builders``, ``experiments/agents/runner.py``) or

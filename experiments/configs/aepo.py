@@ -1,6 +1,8 @@
 """AEPO (RLVR): a REINFORCE regulariser on temperature-adjusted samples.
 
-Wang et al. 2025, https://arxiv.org/abs/2510.08141 (methods_rlvr.md §5).
+Wang et al. 2025, https://arxiv.org/abs/2510.08141; values from
+methods_rlvr.md §5(e) (authors' code github.com/597358816/AEPO,
+``examples/qwen-math-7b-AEPO.sh``; KL off as there).
 Each step also samples the first quarter of the prompts at the controller's
 temperature (T_high = 1.2 while the entropy proxy is at or below H*, else
 T_low = 0.8), keeps the samples with GRPO advantage > 0.05, and puts up to

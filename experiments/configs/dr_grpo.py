@@ -1,6 +1,10 @@
 """Dr. GRPO: no std normalisation, constant 1/(G·L_max) normaliser.
 
-Liu et al. 2025, https://arxiv.org/abs/2503.20783.
+Liu et al. 2025, "Understanding R1-Zero-Like Training: A Critical
+Perspective", https://arxiv.org/abs/2503.20783 (§3, Dr. GRPO);
+methods_rlvr.md §1.2: advantages R − mean (no std), loss
+Σ_{i,t} ℓ / (G·L_max) (seq-mean-token-sum-norm, L_max = the response
+budget). Clip ε: not stated in the spec; we use GRPO's 0.2 (no dual clip).
 
   python -m experiments.main --config=experiments/configs/dr_grpo.py:tiny \
       --workdir=runs/dr_grpo

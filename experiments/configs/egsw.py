@@ -1,6 +1,10 @@
 """EGSW: entropy-guided sequence weighting.
 
-Vanlioglu 2025, https://arxiv.org/abs/2503.22456.
+Vanlioglu 2025, https://arxiv.org/abs/2503.22456; methods_rlvr.md §12
+(abstract and a summary only; no code found): weights
+softmax_group((A + α·H)/P) on a GRPO base (DeepSeekMath's loss: clip 0.2,
+seq-mean-token-mean). α and P: not stated in what we could read; we use
+α = 0.5, P = 1.
 
   python -m experiments.main --config=experiments/configs/egsw.py:tiny \
       --workdir=runs/egsw

@@ -2,9 +2,10 @@
 entropy out of a linearly annealed target band; GRPO with a k3 KL loss.
 
 Li et al. 2026, https://arxiv.org/abs/2604.26326 (spec
-docs/specs/entrocraft.md). Reference run ``grpo_range_linear``: band
-(0.6, 0.7) -> (0.4, 0.5) linearly over training, GRPO clip 0.2, token-mean,
-KL loss 0.001 (low_var_kl = k3), n = 8.
+docs/specs/entrocraft.md §(e), paper App. C.1 Table 4). Reference run
+``grpo_range_linear``: band (0.6, 0.7) -> (0.4, 0.5) linearly over
+training, GRPO clip 0.2, token-mean, KL loss 0.001 (low_var_kl = k3),
+n = 8.
 
   python -m experiments.main --config=experiments/configs/entrocraft.py:tiny \
       --workdir=runs/entrocraft

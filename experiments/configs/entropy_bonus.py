@@ -1,6 +1,9 @@
 """GRPO with an entropy bonus −c·H (verl entropy_coeff).
 
-Williams & Peng 1991; Mnih et al. 2016, https://arxiv.org/abs/1602.01783.
+Williams & Peng 1991; Mnih et al. 2016, https://arxiv.org/abs/1602.01783
+(entropy weight β = 0.01 in its experiments); methods_rlvr.md §1.5: the
+bonus −c·agg(H_θ) uses the PG loss's aggregation (GRPO's here). The RLVR
+recipes read in the spec leave verl's entropy_coeff at 0 (EM-RL: 0.001).
 
   python -m experiments.main \
       --config=experiments/configs/entropy_bonus.py:tiny \

@@ -1,6 +1,9 @@
 """GRPO-λ: length-aware rewards for correct answers, then GRPO.
 
-Dai et al. 2025, https://arxiv.org/abs/2505.18086.
+Dai et al. 2025, https://arxiv.org/abs/2505.18086; methods_rlvr.md §15(e)
+(third-party code only): λ = 0.2, α = 0.6 (unverified). The base loss: not
+stated in what we could read; we use GRPO's (clip 0.2,
+seq-mean-token-mean, no KL).
 
   python -m experiments.main --config=experiments/configs/grpo_lambda.py:tiny \
       --workdir=runs/grpo_lambda

@@ -1,6 +1,11 @@
 """HAEPO: a Plackett-Luce return objective with entropy and KL terms.
 
-HAEPO (methods_rlvr.md).
+Trivedi et al. 2025, https://arxiv.org/abs/2508.18884; methods_rlvr.md
+§14 (abstract and a review only; loss INFERRED): Plackett-Luce weights
+softmax(Σ_t ℓ) over a group times z-scored returns, plus an entropy bonus
+and a KL to the previous policy. Their coefficients: not stated in what we
+could read; we use coef 1, entropy_coef 0, kl_coef 0 (token-mean for the
+entropy term).
 
   python -m experiments.main --config=experiments/configs/haepo.py:tiny \
       --workdir=runs/haepo

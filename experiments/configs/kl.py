@@ -1,6 +1,8 @@
 """GRPO with a k3 KL penalty to the reference (the SFT policy).
 
-Shao et al. 2024, https://arxiv.org/abs/2402.03300 (β = 0.04).
+Shao et al. 2024, DeepSeekMath, https://arxiv.org/abs/2402.03300 (§4.2:
+β = 0.04; §4.1 Eq. 3: k3 estimator, seq-mean-token-mean); methods_rlvr.md
+§1.6. (verl recipes use β = 0.001.)
 
   python -m experiments.main --config=experiments/configs/kl.py:tiny \
       --workdir=runs/kl

@@ -1,7 +1,8 @@
 """STEER: stop-gradient token weights from each token's first-order
 entropy change, on the DAPO surrogate.
 
-STEER (methods_rlvr.md §2), reference run_linear.sh: w in [0.8, 1.2],
+STEER (methods_rlvr.md §2(e); authors' code github.com/zz-haooo/STEER),
+reference ``run/run_linear.sh``: w in [0.8, 1.2],
 linear mode, DAPO objective, statistics per 8-row micro-batch.
 
   python -m experiments.main --config=experiments/configs/steer.py:tiny \
