@@ -198,12 +198,17 @@ def main(argv):
     parallel.initialize_distributed(
         dist.coordinator_address or None, dist.num_processes or None,
         dist.process_id if dist.num_processes else None, force=True)
+  from entropy_rl.training import checkpoint  # pylint: disable=import-outside-toplevel
   from entropy_rl.training import loop  # pylint: disable=import-outside-toplevel
   try:
     summary = run_experiment(config, _WORKDIR.value)
   except loop.Preempted as e:
     print(str(e), flush=True)
     return 0
+  except (checkpoint.CheckpointCorruptError,
+          checkpoint.CheckpointSaveError) as e:
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    return 1
   print_summary(summary)
   return 0
 

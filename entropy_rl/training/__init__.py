@@ -8,13 +8,19 @@
 * :func:`make_rollout_fn`, :func:`make_rl_iteration`, :func:`vmap_seeds` --
   rollout + JAX reward + update as one jitted program, over seeds;
   :func:`python_reward_iteration` for host-side checkers.
-* :class:`Checkpointer` -- orbax, train state + grain iterator together.
+* :class:`Checkpointer` -- orbax, train state + grain iterator together;
+  damaged checkpoints are reported, moved aside and skipped
+  (:class:`CheckpointCorruptError` when none restores,
+  :class:`CheckpointSaveError` when a save fails).
 * :class:`MetricWriter`, :class:`Progress`, :func:`pass_at_k`.
 * :func:`run`, :func:`run_sft`, :func:`run_rl` -- the resumable loop over an
   :class:`Experiment` (built from a config by ``entropy_rl.builders``).
 """
 
+from entropy_rl.training.checkpoint import CheckpointCorruptError
 from entropy_rl.training.checkpoint import Checkpointer
+from entropy_rl.training.checkpoint import CheckpointSaveError
+from entropy_rl.training.checkpoint import CheckpointWarning
 from entropy_rl.training.iteration import make_rl_iteration
 from entropy_rl.training.iteration import make_rollout_fn
 from entropy_rl.training.iteration import Prompts
@@ -45,8 +51,9 @@ from entropy_rl.training.types import step_key
 from entropy_rl.training.types import TrainState
 
 __all__ = (
-    "BatchLayout", "Checkpointer", "Experiment", "MetricWriter", "Preempted",
-    "Progress", "Prompts", "RLVR_LAYOUT", "Rollout", "SFTBatch", "Settings",
+    "BatchLayout", "CheckpointCorruptError", "CheckpointSaveError",
+    "CheckpointWarning", "Checkpointer", "Experiment", "MetricWriter",
+    "Preempted", "Progress", "Prompts", "RLVR_LAYOUT", "Rollout", "SFTBatch", "Settings",
     "TrainState", "apply_gradients", "init_train_state", "make_rl_iteration",
     "make_rollout_fn", "make_sft_step", "make_train_step", "pass_at_k",
     "python_reward_iteration", "run", "run_rl", "run_sft", "score",
