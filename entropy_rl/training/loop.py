@@ -25,7 +25,7 @@ import os
 import signal
 import threading
 import time
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -145,7 +145,17 @@ class Experiment:
 
 
 class Preempted(Exception):
-  """Raised when a signal stopped the SFT phase (after saving)."""
+  """Raised when a signal stopped the SFT phase (after saving).
+
+  Attributes:
+    step: the SFT step of the saved checkpoint.
+    workdir: the SFT directory (a re-run resumes from it).
+  """
+
+  def __init__(self, step: int, workdir: str):
+    super().__init__(f"stopped by a signal during SFT (checkpoint at step "
+                     f"{step} in {workdir}); re-run to resume")
+    self.step, self.workdir = step, workdir
 
 
 class StopSignal:
@@ -181,14 +191,18 @@ class StopSignal:
 # ------------------------------------------------------------------ helpers
 
 
-def _truncate_jsonl(path: str, phase: str, step: int) -> None:
-  """Drops records of ``phase`` after ``step`` (they will be redone)."""
-  records = metrics_lib.read_jsonl(path)
-  keep = [r for r in records if r.get("phase") != phase or r["step"] <= step]
-  if len(keep) != len(records):
-    with open(path, "w", encoding="utf-8") as f:
-      for r in keep:
-        f.write(json.dumps(r) + "\n")
+def _resume_jsonl(path: str, redo: Mapping[str, int]) -> None:
+  """Prepares a run's metrics file for a (re)start.
+
+  Rewrites ``path`` atomically (:func:`metrics.rewrite_jsonl`) to its
+  well-formed records, less those of each phase ``p`` in ``redo`` at steps
+  ``>= redo[p]``: the run writes them again. With a torn last line dropped
+  and the earlier rows kept, the file then holds one row per (phase, step)
+  whatever the point at which the previous run was killed.
+  """
+  metrics_lib.rewrite_jsonl(
+      path, lambda r: r.get("phase") not in redo or
+      not isinstance(r.get("step"), int) or r["step"] < redo[r["phase"]])
 
 
 def _mesh_and_specs(exp: Experiment, params: Any):
@@ -273,8 +287,8 @@ def run_sft(exp: Experiment, workdir: str) -> Any:
   if start >= s.sft_steps:
     ckpt.close()
     return state.params
+  _resume_jsonl(os.path.join(workdir, "metrics.jsonl"), {"sft": start + 1})
   writer = metrics_lib.MetricWriter(workdir, tensorboard=s.tensorboard)
-  _truncate_jsonl(writer.path, "sft", start)
   step = parallel.shard_train_step(
       step_lib.make_sft_step(exp.fns, exp.sft_optimizer,
                              **_sft_kwargs(exp.step_kwargs)),
@@ -295,13 +309,13 @@ def run_sft(exp: Experiment, workdir: str) -> Any:
       done = i + 1 == s.sft_steps
       if done or stop.stop or (s.checkpoint_every and
                                (i + 1) % s.checkpoint_every == 0):
+        writer.sync()  # the rows up to here on disk before the checkpoint
         ckpt.save(i + 1, state, data_iterator=it, meta={"phase": "sft"},
                   force=True)
       if stop.stop and not done:
         ckpt.close()
         writer.close()
-        raise Preempted(f"stopped by a signal during SFT (checkpoint at "
-                        f"step {i + 1} in {workdir})")
+        raise Preempted(i + 1, workdir)
   bar.close()
   ckpt.close()
   writer.close()
@@ -443,9 +457,11 @@ def run_rl(exp: Experiment, workdir: str, params: Any = None
     state, meta = restored
     last_eval = dict(meta.get("eval", {}))
   start = int(np.asarray(state.step).reshape(-1)[0])
+  # Rows after the restored step are redone; so is the step-0 evaluation
+  # when no checkpoint was found (it runs before the first step).
+  _resume_jsonl(os.path.join(workdir, "metrics.jsonl"),
+                {"rl": start + 1, "eval": start + 1 if start else 0})
   writer = metrics_lib.MetricWriter(workdir, tensorboard=s.tensorboard)
-  _truncate_jsonl(writer.path, "rl", start)
-  _truncate_jsonl(writer.path, "eval", start)
 
   fns = exp.step_functions
   use_jax = _use_jax_reward(exp)
@@ -504,6 +520,7 @@ def run_rl(exp: Experiment, workdir: str, params: Any = None
       done = step_no == s.num_steps
       if done or stop.stop or (s.checkpoint_every and
                                step_no % s.checkpoint_every == 0):
+        writer.sync()  # the rows up to here on disk before the checkpoint
         ckpt.save(step_no, state, data_iterator=it,
                   metrics={s.best_metric: last_eval.get(s.best_metric,
                                                         float("-inf"))},
