@@ -362,9 +362,9 @@ class Evaluator:
 
   def _rewards(self, ro, n: int) -> np.ndarray:
     if self.use_jax:
-      r = it_lib.score(self.exp.task.jax_reward_fn, ro, self.prompts.answer,
-                       n).rewards
-      return np.asarray(r)
+      return np.asarray(_jax_rewards(self.exp.task.jax_reward_fn, ro.prompt,
+                                     ro.response, ro.response_mask,
+                                     self.prompts.answer, n))
     answers = [a for a in self.batch.answers for _ in range(n)]
     r, _ = data_lib.score_responses(self.exp.task, self.exp.tokenizer,
                                     np.asarray(ro.response),
@@ -390,6 +390,14 @@ class Evaluator:
       out["eval/entropy"] = float(
           (np.asarray(ro.entropy) * m).sum() / max(m.sum(), 1.0))
     return out
+
+
+@functools.partial(jax.jit, static_argnums=(0, 5))
+def _jax_rewards(reward_fn: Any, prompt: jax.Array, response: jax.Array,
+                 mask: jax.Array, answer: Any, n: int) -> jax.Array:
+  """The evaluation's JAX rewards in one program (run op by op, a checker's
+  scan over the response costs more than the evaluation's sampling)."""
+  return reward_fn(prompt, response, mask, it_lib.repeat_answers(answer, n))
 
 
 def _evaluate(evaluator: Evaluator, state: TrainState, step: int,
