@@ -82,12 +82,12 @@ ENV_KINDS = ("token_game", "calculator")
 LAYOUTS = ("l1", "l2")
 
 # The smallest valid value of each size / count field of an agent config
-# (``builders.check_sizes``, before anything is built).
+# (``builders.check_sizes``, before anything is built; rollout.branching's
+# are checked when it is enabled: its initial_rollouts follows group_size).
 SIZE_MINIMUMS: dict[str, int] = {
     "num_seeds": 1, "log_every": 1,
     "train.num_steps": 1, "train.epochs": 1, "train.minibatches": 1,
     "rollout.num_groups": 1, "rollout.group_size": 1,
-    "rollout.branching.initial_rollouts": 1, "rollout.branching.window": 1,
     "rollout.dataset_reset.demo_turns": 1,
     "model.hidden_size": 1, "model.num_layers": 1, "model.num_heads": 1,
     "model.num_kv_heads": 1, "model.intermediate_size": 1,

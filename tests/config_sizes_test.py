@@ -71,6 +71,9 @@ class SizeChecksTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError,
                                 r"config\.log_every must be >= 1, got 0"):
       agent_builders.build(c)
+    c = agent_base.get_config("tiny")
+    c.rollout.group_size = 1  # branching off: its initial_rollouts (0) is
+    builders.check_sizes(c, agent_builders.SIZE_MINIMUMS)  # not checked
 
   def test_classic_names_the_key(self):
     c = _classic_config("sac")

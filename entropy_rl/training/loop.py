@@ -7,13 +7,19 @@ transform, optimizer, settings -- built from a config by
 Each phase resumes from its directory's latest checkpoint: the train state
 and the grain iterator are restored together, so a resumed run repeats
 exactly the numbers an uninterrupted one produces. SIGTERM / SIGINT finish
-the current step, save a checkpoint and return ``status="preempted"``.
+the current step, save a checkpoint and return ``status="preempted"`` (RL)
+or raise :class:`Preempted` (SFT); ``experiments.main`` then exits with
+status 143.
 
 Per step, ``metrics.jsonl`` and TensorBoard get every scalar (entropy and
 quantiles, predicted and realised ΔH, cov(logp, A), clip fractions, KL,
 reward, accuracy, response length, tokens/s, step time) and, every
 ``eval_every`` steps, the held-out ``eval/accuracy`` (greedy) and
-``eval/pass@k``.
+``eval/pass@k``. A (re)started phase first rewrites ``metrics.jsonl`` to
+the well-formed rows before its restored step (a torn last line and the
+rows it redoes dropped), so the file holds one row per (phase, step)
+whatever the point at which a run was killed; TensorBoard's event files
+are only appended to.
 """
 
 from __future__ import annotations
