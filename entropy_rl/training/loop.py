@@ -159,9 +159,12 @@ class Preempted(Exception):
   """
 
   def __init__(self, step: int, workdir: str):
-    super().__init__(f"stopped by a signal during SFT (checkpoint at step "
-                     f"{step} in {workdir}); re-run to resume")
+    super().__init__(step, workdir)  # args: picklable as (step, workdir)
     self.step, self.workdir = step, workdir
+
+  def __str__(self) -> str:
+    return (f"stopped by a signal during SFT (checkpoint at step "
+            f"{self.step} in {self.workdir}); re-run to resume")
 
 
 class StopSignal:
