@@ -12,6 +12,8 @@ from absl import flags
 from absl.testing import absltest
 import numpy as np
 
+from entropy_rl import builders
+from entropy_rl.training import loop as loop_lib
 from experiments import plot
 from experiments import sweep
 
@@ -157,8 +159,6 @@ class ExitCodeTest(absltest.TestCase):
 
   def run_main(self, run_sft, run_rl):
     from experiments import main  # pylint: disable=g-import-not-at-top
-    from entropy_rl import builders  # pylint: disable=g-import-not-at-top
-    from entropy_rl.training import loop  # pylint: disable=g-import-not-at-top
     workdir = tempfile.mkdtemp()
     cfg = main.load_config("experiments/configs/grpo.py:tiny")
     holder = lambda v: mock.Mock(value=v, present=False)  # noqa: E731
@@ -166,9 +166,9 @@ class ExitCodeTest(absltest.TestCase):
         mock.patch.object(main, "_WORKDIR", holder(workdir)), \
         mock.patch.object(main, "_PLOT", holder(False)), \
         mock.patch.object(builders, "build_experiment"), \
-        mock.patch.object(loop, "describe", return_value=""), \
-        mock.patch.object(loop, "run_sft", side_effect=run_sft), \
-        mock.patch.object(loop, "run_rl", side_effect=run_rl):
+        mock.patch.object(loop_lib, "describe", return_value=""), \
+        mock.patch.object(loop_lib, "run_sft", side_effect=run_sft), \
+        mock.patch.object(loop_lib, "run_rl", side_effect=run_rl):
       code = main.main(["main"])
     with open(os.path.join(workdir, "summary.json"), encoding="utf-8") as f:
       return code, json.load(f), main.EXIT_PREEMPTED
@@ -179,8 +179,8 @@ class ExitCodeTest(absltest.TestCase):
                          "eval": {}}
 
     def sft_preempted(exp, workdir):
-      from entropy_rl.training import loop  # pylint: disable=g-import-not-at-top
-      raise loop.Preempted(3, workdir)
+      del exp
+      raise loop_lib.Preempted(3, workdir)
 
     code, summary, preempted = self.run_main(lambda *a: None, rl("done"))
     self.assertEqual((code, summary["status"]), (0, "done"))
