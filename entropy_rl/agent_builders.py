@@ -81,6 +81,25 @@ from entropy_rl.training import types as train_types
 ENV_KINDS = ("token_game", "calculator")
 LAYOUTS = ("l1", "l2")
 
+# The smallest valid value of each size / count field of an agent config
+# (``builders.check_sizes``, before anything is built; rollout.branching's
+# are checked when it is enabled: its initial_rollouts follows group_size).
+SIZE_MINIMUMS: dict[str, int] = {
+    "num_seeds": 1, "log_every": 1,
+    "train.num_steps": 1, "train.epochs": 1, "train.minibatches": 1,
+    "rollout.num_groups": 1, "rollout.group_size": 1,
+    "rollout.dataset_reset.demo_turns": 1,
+    "model.hidden_size": 1, "model.num_layers": 1, "model.num_heads": 1,
+    "model.num_kv_heads": 1, "model.intermediate_size": 1,
+    "env.token_game.num_slots": 1, "env.token_game.num_values": 1,
+    "env.token_game.max_turns": 1, "env.token_game.command_mod": 1,
+    "env.calculator.max_turns": 1, "env.calculator.action_len": 1,
+    "env.calculator.obs_len": 1, "env.calculator.init_obs_len": 1,
+    "env.calculator.size": 1,
+    "replay.buffer_size": 1, "replay.baseline_size": 1,
+    "replay.tolerate_steps": 0, "replay.total_steps": 1,
+}
+
 
 class AgentExperiment(NamedTuple):
   """A built agent experiment.
@@ -337,6 +356,7 @@ def build_env(c: Any):
 
 def build(c: Any) -> AgentExperiment:
   """An :class:`AgentExperiment` for config ``c`` (see the module doc)."""
+  builders.check_sizes(c, SIZE_MINIMUMS)
   env, envs, spec = build_env(c)
   mcfg = build_model_config(c, spec.vocab_size)
   seeds = [c.seed + i for i in range(c.num_seeds)]
@@ -475,5 +495,5 @@ __all__ = (
     "AgentExperiment", "branching_config", "build", "build_env",
     "build_model_config", "build_transform", "dataset_reset_config",
     "dataset_reset_rollout", "DatasetReset", "episode_metrics",
-    "replay_config", "to_python", "transform_registry",
+    "replay_config", "SIZE_MINIMUMS", "to_python", "transform_registry",
 )

@@ -55,6 +55,68 @@ def _unknown(what: str, name: str, valid) -> ValueError:
   return ValueError(f"unknown {what} {name!r}{hint} Valid: {', '.join(valid)}")
 
 
+# ----------------------------------------------------------- size checks
+
+
+# The smallest valid value of each size / count field of an RLVR config
+# (0 where 0 means "off" or "the preset's"); checked by build_experiment.
+SIZE_MINIMUMS: dict[str, int] = {
+    "num_seeds": 1,
+    "train.num_steps": 1, "train.epochs": 1, "train.minibatches": 1,
+    "train.stat_scope": 0, "train.token_chunk": 1, "train.vocab_chunk": 1,
+    "data.prompts_per_step": 1, "data.num_samples": 1,
+    "data.max_prompt_len": 1,
+    "sampling.max_new_tokens": 1, "sampling.block_size": 1,
+    "sampling.top_k": 0, "sampling.top_h_n": 1, "sampling.num_buckets": 0,
+    "rollout.dynamic_sampling.max_rounds": 1, "rollout.cure.n2": 1,
+    "rollout.cure.top_k": 1,
+    "optimizer.warmup_steps": 0,
+    "sft.steps": 0, "sft.batch_size": 1, "sft.seq_len": 1,
+    "sft.warmup_steps": 0,
+    "eval.every": 0, "eval.num_prompts": 1, "eval.num_samples": 0,
+    "eval.ks": 1,
+    "checkpoint.every": 0, "checkpoint.keep": 1, "checkpoint.keep_best": 0,
+    "log.every": 1,
+    "model.hidden_size": 0, "model.num_layers": 0, "model.num_heads": 0,
+    "model.num_kv_heads": 0, "model.intermediate_size": 0,
+    "model.head_dim": 0, "model.attention_chunk": 1,
+}
+
+
+def check_sizes(config: Any, minimums: Mapping[str, int]) -> None:
+  """Checks a config's size and count fields against their minimums.
+
+  Used by the three builders (RLVR, agent, classic) before they build
+  anything, so a bad size names its key instead of failing later inside
+  the code it reaches.
+
+  Args:
+    config: a ConfigDict (or nested mappings).
+    minimums: ``{dotted key: smallest valid value}``. A key the config
+      lacks, or whose value is None or not a number, is skipped; the items
+      of a list or tuple value are each checked (``eval.ks[1]``).
+
+  Raises:
+    ValueError: naming every field below its minimum, e.g.
+      ``config.train.num_steps must be >= 1, got -1``.
+  """
+  errors = []
+  for key, low in minimums.items():
+    node = config
+    for part in key.split("."):
+      node = node.get(part) if hasattr(node, "keys") else None
+    items = (list(enumerate(node)) if isinstance(node, (list, tuple))
+             else [(None, node)])
+    for i, v in items:
+      if isinstance(v, bool) or not isinstance(v, (int, float)):
+        continue
+      if v < low:
+        name = key if i is None else f"{key}[{i}]"
+        errors.append(f"config.{name} must be >= {low}, got {v}")
+  if errors:
+    raise ValueError("; ".join(errors))
+
+
 # ------------------------------------------------------------- registries
 
 
@@ -608,6 +670,7 @@ def build_experiment(config: Any, *, reuse: Any = None,
   """
   from entropy_rl.training import loop  # pylint: disable=import-outside-toplevel
   c = config
+  check_sizes(c, SIZE_MINIMUMS)
   old = None if reuse is None else reuse.config
   if abstract:
     tokenizer = _abstract_tokenizer(c)
@@ -721,6 +784,8 @@ __all__ = (
     "build_optimizer", "build_rollout_hook", "build_rollout_processors",
     "build_sampling",
     "build_schedule", "build_settings",
-    "build_task", "build_tokenizer", "build_transform", "deep_update",
-    "objective_registry", "regularizer_registry", "step_kwargs", "variants",
+    "build_task", "build_tokenizer", "build_transform", "check_sizes",
+    "deep_update",
+    "objective_registry", "regularizer_registry", "SIZE_MINIMUMS",
+    "step_kwargs", "variants",
 )

@@ -28,6 +28,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from entropy_rl import builders
 from entropy_rl.classic import bobw
 from entropy_rl.classic import doraemon
 from entropy_rl.classic import envs
@@ -195,8 +196,34 @@ ALGORITHMS: dict[str, Callable[[dict[str, Any]], Curves]] = dict(
     ppo=_pg(ppo, ppo.PPOConfig), trpo=_pg(trpo, trpo.TRPOConfig))
 
 
+# The smallest valid value of each size / count setting an algorithm may
+# have (``config.algorithm.<name>``; DORAEMON's nested ``ppo`` and
+# ``doraemon`` too); 0 where 0 means "off".
+_SETTING_MINIMUMS: dict[str, int] = {
+    "total_steps": 1, "num_envs": 1, "num_steps": 1, "buffer_size": 1,
+    "batch_size": 1, "learning_starts": 0, "hidden": 1, "update_epochs": 1,
+    "num_minibatches": 1, "train_every": 1, "target_update_every": 1,
+    "eps_decay_steps": 0, "update_every": 1, "cic_hidden": 1,
+    "skill_dim": 1, "skill_every": 1, "partitions": 1, "n_step": 1,
+    "knn_k": 1, "episode_len": 1, "cg_iters": 1, "max_backtracks": 1,
+    "critic_steps": 1, "bl_samples": 1, "ace_causal_interval": 1,
+    "ace_causal_sample": 1, "ace_reset_interval": 0, "ace_reset_start": 0,
+    "ace_target_update_interval": 1, "mi_ensemble": 1, "diayn_skills": 1,
+    "solver_steps": 1, "outer_iters": 1, "ppo_updates_per_iter": 1,
+    "eval_episodes": 1, "eval_steps": 1, "num_states": 1, "num_actions": 1,
+    "iters": 1, "size": 1, "horizon": 1, "episodes": 1, "n": 1,
+    "num_basis": 1,
+}
+# ... as dotted keys of a classic config (``builders.check_sizes``).
+SIZE_MINIMUMS: dict[str, int] = {
+    "num_seeds": 1,
+    **{f"algorithm.{prefix}{k}": v for prefix in ("", "ppo.", "doraemon.")
+       for k, v in _SETTING_MINIMUMS.items()}}
+
+
 def build(config: Any) -> Curves:
   """``config.algorithm`` -> ``curves(keys)`` (see the module doc)."""
+  builders.check_sizes(config, SIZE_MINIMUMS)
   kind = config.algorithm.kind
   if kind not in ALGORITHMS:
     close = difflib.get_close_matches(str(kind), sorted(ALGORITHMS), 3)
@@ -211,4 +238,4 @@ def seed_keys(config: Any) -> jax.Array:
   return jax.random.split(jax.random.PRNGKey(config.seed), config.num_seeds)
 
 
-__all__ = ("ALGORITHMS", "build", "Curves", "seed_keys")
+__all__ = ("ALGORITHMS", "build", "Curves", "seed_keys", "SIZE_MINIMUMS")

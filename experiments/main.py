@@ -20,9 +20,21 @@ then RL, ``entropy_rl.builders``), ``"agent"`` (multi-turn agents,
 side (each in ``<workdir>/<name>``) and is swept by ``experiments.sweep``.
 
 Every config field can be overridden with ``--config.<path>=<value>``; the
-config is locked, so a misspelt key fails with a did-you-mean message.
-RLVR runs re-run with the same ``--workdir`` resume from the last
-checkpoint; SIGTERM / SIGINT save a checkpoint and exit cleanly.
+config is locked, so a misspelt key fails with a did-you-mean message, and
+a negative or zero size names its key (``config.train.num_steps must be
+>= 1, got -1``).
+
+Preemption (RLVR): re-running with the same ``--workdir`` resumes from the
+last checkpoint. SIGTERM / SIGINT during the SFT or RL steps finish the
+current step, save a checkpoint, write ``summary.json`` with status
+``"preempted"`` and exit with status 143 (``EXIT_PREEMPTED``: "preempted,
+checkpoint saved, re-run to resume"); before the first step (building,
+compiling) a signal ends the process at once. Agent and classic runs keep
+no checkpoints: a signal ends them at once (no ``summary.json``) and a
+re-run starts over.
+
+Exit status: 0 finished; 143 preempted (RLVR, re-run to resume); 2 a bad
+flag or config override; 1 any other error.
 
 Outputs in the workdir: ``config.json``, ``summary.json`` and, per run,
 ``metrics.jsonl`` (RLVR: also ``tb/`` (TensorBoard) and ``checkpoints/``)
@@ -60,6 +72,9 @@ def define_flags() -> None:
   _PLOT = flags.DEFINE_bool("plot", True, "Write PNG curves at the end.")
 
 KINDS = ("rlvr", "agent", "classic")
+# The exit status of a run a signal stopped after saving a checkpoint
+# (128 + SIGTERM, also after SIGINT): re-run with the same --workdir.
+EXIT_PREEMPTED = 143
 
 
 def load_config(config_arg: str, overrides: Sequence[str] = ()) -> Any:
@@ -87,7 +102,9 @@ def run_experiment(config: Any, workdir: str, *,
 
   Returns:
     ``{"runs": {name: run summary}, "status", "seconds"}`` (also written to
-    ``summary.json``), plus ``"plot"`` (the PNG path) when plotted.
+    ``summary.json``), plus ``"plot"`` (the PNG path) when plotted. Status
+    ``"preempted"``: a signal stopped the run after a checkpoint (RLVR;
+    SFT stopped: ``"sft": {"step", "workdir"}`` and no runs).
   """
   kind = config.get("kind", "rlvr")
   if kind not in KINDS:
@@ -104,7 +121,7 @@ def run_experiment(config: Any, workdir: str, *,
   with open(os.path.join(workdir, "summary.json"), "w",
             encoding="utf-8") as f:
     json.dump(summary, f, indent=1, default=float)
-  if not plot:
+  if not plot or draw is None:
     return summary
   try:
     summary["plot"] = draw()
@@ -124,7 +141,12 @@ def _run_rlvr(config: Any, workdir: str):
   runs = builders.variants(config)
   base = builders.build_experiment(runs[0][1])
   print(loop.describe(base), flush=True)
-  params = loop.run_sft(base, os.path.join(workdir, "sft"))
+  try:
+    params = loop.run_sft(base, os.path.join(workdir, "sft"))
+  except loop.Preempted as e:
+    print(str(e), flush=True)
+    return {"runs": {}, "status": "preempted",
+            "sft": {"step": e.step, "workdir": e.workdir}}, None
   summary: dict[str, Any] = {"runs": {}}
   dirs = {}
   for name, cfg in runs:
@@ -183,6 +205,9 @@ def print_summary(summary: dict[str, Any]) -> None:
     print(f"  {name}: step {r['step']} {ev} | train {tr}")
   if "plot" in summary:
     print(f"  curves: {summary['plot']}")
+  if summary["status"] == "preempted":
+    print(f"  preempted: checkpoint saved; re-run with the same --workdir "
+          f"to resume (exit status {EXIT_PREEMPTED})")
 
 
 def main(argv):
@@ -199,18 +224,14 @@ def main(argv):
         dist.coordinator_address or None, dist.num_processes or None,
         dist.process_id if dist.num_processes else None, force=True)
   from entropy_rl.training import checkpoint  # pylint: disable=import-outside-toplevel
-  from entropy_rl.training import loop  # pylint: disable=import-outside-toplevel
   try:
     summary = run_experiment(config, _WORKDIR.value)
-  except loop.Preempted as e:
-    print(str(e), flush=True)
-    return 0
   except (checkpoint.CheckpointCorruptError,
           checkpoint.CheckpointSaveError) as e:
     print(f"error: {e}", file=sys.stderr, flush=True)
     return 1
   print_summary(summary)
-  return 0
+  return EXIT_PREEMPTED if summary["status"] == "preempted" else 0
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -6,11 +6,14 @@ import os
 import subprocess
 import sys
 import tempfile
+from unittest import mock
 
 from absl import flags
 from absl.testing import absltest
 import numpy as np
 
+from entropy_rl import builders
+from entropy_rl.training import loop as loop_lib
 from experiments import plot
 from experiments import sweep
 
@@ -147,6 +150,48 @@ class EntryPointsTest(absltest.TestCase):
     cfg = main.load_config("experiments/configs/steer.py:tiny",
                            ["--config.train.num_steps=3"])
     self.assertEqual(cfg.train.num_steps, 3)
+
+
+class ExitCodeTest(absltest.TestCase):
+  """main()'s exit status: 0 when finished, EXIT_PREEMPTED (143) when a
+  signal stopped SFT or RL after saving a checkpoint; summary.json says
+  "preempted" in both cases. The loop is stubbed (no model is built)."""
+
+  def run_main(self, run_sft, run_rl):
+    from experiments import main  # pylint: disable=g-import-not-at-top
+    workdir = tempfile.mkdtemp()
+    cfg = main.load_config("experiments/configs/grpo.py:tiny")
+    holder = lambda v: mock.Mock(value=v, present=False)  # noqa: E731
+    with mock.patch.object(main, "_CONFIG", holder(cfg)), \
+        mock.patch.object(main, "_WORKDIR", holder(workdir)), \
+        mock.patch.object(main, "_PLOT", holder(False)), \
+        mock.patch.object(builders, "build_experiment"), \
+        mock.patch.object(loop_lib, "describe", return_value=""), \
+        mock.patch.object(loop_lib, "run_sft", side_effect=run_sft), \
+        mock.patch.object(loop_lib, "run_rl", side_effect=run_rl):
+      code = main.main(["main"])
+    with open(os.path.join(workdir, "summary.json"), encoding="utf-8") as f:
+      return code, json.load(f), main.EXIT_PREEMPTED
+
+  def test_preempted_runs_exit_143_finished_ones_0(self):
+    def rl(status):
+      return lambda *a: {"status": status, "step": 2, "final": {},
+                         "eval": {}}
+
+    def sft_preempted(exp, workdir):
+      del exp
+      raise loop_lib.Preempted(3, workdir)
+
+    code, summary, preempted = self.run_main(lambda *a: None, rl("done"))
+    self.assertEqual((code, summary["status"]), (0, "done"))
+    self.assertEqual(preempted, 143)
+    code, summary, _ = self.run_main(lambda *a: None, rl("preempted"))
+    self.assertEqual((code, summary["status"]), (143, "preempted"))
+    self.assertEqual(summary["runs"]["run"]["step"], 2)
+    code, summary, _ = self.run_main(sft_preempted, rl("done"))
+    self.assertEqual((code, summary["status"]), (143, "preempted"))
+    self.assertEqual(summary["sft"]["step"], 3)
+    self.assertEqual(summary["runs"], {})
 
 
 class PlotTest(absltest.TestCase):

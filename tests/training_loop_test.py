@@ -211,6 +211,84 @@ class LoopTest(FastCompiles):
                      jax.tree.structure(exp.params))
 
 
+class _Killed(Exception):
+  """A simulated kill of the process (raised mid-write by a test)."""
+
+
+def _rows_by_key(recs):
+  """{(phase, step): record without timing fields}; asserts one each."""
+  out = {}
+  for r in recs:
+    key = (r["phase"], r["step"])
+    assert key not in out, f"two rows for {key}"
+    out[key] = {k: v for k, v in r.items()
+                if k not in ("step_time", "tokens_per_s")}
+  return out
+
+
+class ResumeMetricsTest(FastCompiles):
+  """Kills at random points of the metric writes, then resumes: the log
+  ends with exactly the rows an uninterrupted run writes."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cfg = tiny_config(num_steps=3)
+    cfg.eval.every = 2
+    cfg.checkpoint.every = 1
+    cls.exp = builders.build_experiment(cfg)
+    cls.want_dir = tempfile.mkdtemp()
+    loop.run_rl(cls.exp, cls.want_dir)
+
+  def rows(self, workdir):
+    with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+      lines = f.read().splitlines()
+    return _rows_by_key([json.loads(line) for line in lines])
+
+  def run_killed_at(self, workdir, kill_at, cut):
+    """run_rl that dies in its ``kill_at``-th metric write (0-based), after
+    writing ``cut`` (a fraction) of that line; True if it was killed."""
+    append = metrics_lib.MetricWriter._append
+    calls = []
+
+    def torn_append(writer, data):
+      calls.append(None)
+      if len(calls) - 1 == kill_at:
+        append(writer, data[:int(cut * len(data))])
+        raise _Killed()
+      append(writer, data)
+
+    metrics_lib.MetricWriter._append = torn_append
+    try:
+      loop.run_rl(self.exp, workdir)
+    except _Killed:
+      return True
+    finally:
+      metrics_lib.MetricWriter._append = append
+    return False
+
+  def test_kills_during_metric_writes_then_resume_equal_a_straight_run(self):
+    want = self.rows(self.want_dir)
+    self.assertEqual(sorted(want), [("eval", 0), ("eval", 2), ("eval", 3),
+                                    ("rl", 1), ("rl", 2), ("rl", 3)])
+    rng = np.random.default_rng(0)
+    workdir = tempfile.mkdtemp()
+    # The first kill tears the step-1 row: eval 0 is written, no checkpoint
+    # yet, so the resumed run evaluates step 0 again. Then random points.
+    kills = [(1, rng.uniform())] + [(int(rng.integers(0, 3)), rng.uniform())
+                                    for _ in range(2)]
+    for kill_at, cut in kills:
+      self.assertTrue(self.run_killed_at(workdir, kill_at, cut))
+    self.assertFalse(self.run_killed_at(workdir, 99, 0.0))
+    self.assertEqual(self.rows(workdir), want)
+
+  def test_kill_before_the_first_checkpoint_keeps_one_step0_eval(self):
+    workdir = tempfile.mkdtemp()
+    self.assertTrue(self.run_killed_at(workdir, 1, 1.0))  # whole rl-1 line
+    self.assertFalse(self.run_killed_at(workdir, 99, 0.0))
+    self.assertEqual(self.rows(workdir), self.rows(self.want_dir))
+
+
 class LayoutTest(absltest.TestCase):
 
   def test_the_loop_names_no_method(self):
@@ -244,6 +322,68 @@ class MetricsTest(absltest.TestCase):
                                "b@seed0": 1.0, "b@seed1": 3.0})
     self.assertIsNone(recs[1]["a"])
     self.assertTrue(os.listdir(os.path.join(d, "tb")))
+
+  def test_resume_drops_a_torn_tail_and_the_next_row_is_whole(self):
+    d = tempfile.mkdtemp()
+    path = os.path.join(d, "metrics.jsonl")
+    rows = [{"step": 0, "phase": "eval", "a": 0.5},
+            {"step": 1, "phase": "rl", "a": 1.0},
+            {"step": 2, "phase": "rl", "a": 2.0}]
+    with open(path, "w", encoding="utf-8") as f:
+      f.writelines(json.dumps(r) + "\n" for r in rows)
+      f.write(json.dumps({"step": 3, "phase": "rl", "a": 3.0})[:9])  # torn
+    loop._resume_jsonl(path, {"rl": 3, "eval": 1})  # checkpoint at step 2
+    w = metrics_lib.MetricWriter(d, tensorboard=False)
+    w.write(3, {"a": 3.5})
+    w.close()
+    with open(path, encoding="utf-8") as f:
+      lines = f.read().splitlines()
+    self.assertEqual([json.loads(x) for x in lines],
+                     rows + [{"step": 3, "phase": "rl", "a": 3.5}])
+
+  def test_resume_drops_redone_steps_and_the_step0_eval(self):
+    d = tempfile.mkdtemp()
+    path = os.path.join(d, "metrics.jsonl")
+    rows = [{"step": 0, "phase": "eval"}, {"step": 1, "phase": "rl"},
+            {"step": 1, "phase": "sft"}]
+    with open(path, "w", encoding="utf-8") as f:
+      f.writelines(json.dumps(r) + "\n" for r in rows)
+    # No checkpoint yet: step 0 is evaluated again, step 1 redone.
+    loop._resume_jsonl(path, {"rl": 1, "eval": 0})
+    self.assertEqual(metrics_lib.read_jsonl(path), rows[2:])
+
+  def test_a_failed_rewrite_leaves_the_file_as_it_was(self):
+    d = tempfile.mkdtemp()
+    path = os.path.join(d, "metrics.jsonl")
+    text = '{"step": 1, "phase": "rl"}\n{"step": 2, "ph'
+    with open(path, "w", encoding="utf-8") as f:
+      f.write(text)
+    replace = os.replace
+
+    def killed(*args):
+      raise _Killed()
+
+    os.replace = killed
+    try:
+      with self.assertRaises(_Killed):
+        metrics_lib.rewrite_jsonl(path, lambda r: True)
+    finally:
+      os.replace = replace
+    with open(path, encoding="utf-8") as f:
+      self.assertEqual(f.read(), text)
+    self.assertEqual(os.listdir(d), ["metrics.jsonl"])  # no temporary left
+
+  def test_writer_starts_a_new_line_after_a_torn_one(self):
+    d = tempfile.mkdtemp()
+    path = os.path.join(d, "metrics.jsonl")
+    with open(path, "w", encoding="utf-8") as f:
+      f.write('{"step": 1, "phase": "rl"}\n{"step": 2, "ph')
+    w = metrics_lib.MetricWriter(d, tensorboard=False)
+    w.write(2, {"a": 1.0})
+    w.close()
+    self.assertEqual(metrics_lib.read_jsonl(path),
+                     [{"step": 1, "phase": "rl"},
+                      {"step": 2, "phase": "rl", "a": 1.0}])
 
 
 if __name__ == "__main__":

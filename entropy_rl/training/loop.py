@@ -7,13 +7,19 @@ transform, optimizer, settings -- built from a config by
 Each phase resumes from its directory's latest checkpoint: the train state
 and the grain iterator are restored together, so a resumed run repeats
 exactly the numbers an uninterrupted one produces. SIGTERM / SIGINT finish
-the current step, save a checkpoint and return ``status="preempted"``.
+the current step, save a checkpoint and return ``status="preempted"`` (RL)
+or raise :class:`Preempted` (SFT); ``experiments.main`` then exits with
+status 143.
 
 Per step, ``metrics.jsonl`` and TensorBoard get every scalar (entropy and
 quantiles, predicted and realised ΔH, cov(logp, A), clip fractions, KL,
 reward, accuracy, response length, tokens/s, step time) and, every
 ``eval_every`` steps, the held-out ``eval/accuracy`` (greedy) and
-``eval/pass@k``.
+``eval/pass@k``. A (re)started phase first rewrites ``metrics.jsonl`` to
+the well-formed rows before its restored step (a torn last line and the
+rows it redoes dropped), so the file holds one row per (phase, step)
+whatever the point at which a run was killed; TensorBoard's event files
+are only appended to.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import os
 import signal
 import threading
 import time
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -145,7 +151,20 @@ class Experiment:
 
 
 class Preempted(Exception):
-  """Raised when a signal stopped the SFT phase (after saving)."""
+  """Raised when a signal stopped the SFT phase (after saving).
+
+  Attributes:
+    step: the SFT step of the saved checkpoint.
+    workdir: the SFT directory (a re-run resumes from it).
+  """
+
+  def __init__(self, step: int, workdir: str):
+    super().__init__(step, workdir)  # args: picklable as (step, workdir)
+    self.step, self.workdir = step, workdir
+
+  def __str__(self) -> str:
+    return (f"stopped by a signal during SFT (checkpoint at step "
+            f"{self.step} in {self.workdir}); re-run to resume")
 
 
 class StopSignal:
@@ -181,14 +200,18 @@ class StopSignal:
 # ------------------------------------------------------------------ helpers
 
 
-def _truncate_jsonl(path: str, phase: str, step: int) -> None:
-  """Drops records of ``phase`` after ``step`` (they will be redone)."""
-  records = metrics_lib.read_jsonl(path)
-  keep = [r for r in records if r.get("phase") != phase or r["step"] <= step]
-  if len(keep) != len(records):
-    with open(path, "w", encoding="utf-8") as f:
-      for r in keep:
-        f.write(json.dumps(r) + "\n")
+def _resume_jsonl(path: str, redo: Mapping[str, int]) -> None:
+  """Prepares a run's metrics file for a (re)start.
+
+  Rewrites ``path`` atomically (:func:`metrics.rewrite_jsonl`) to its
+  well-formed records, less those of each phase ``p`` in ``redo`` at steps
+  ``>= redo[p]``: the run writes them again. With a torn last line dropped
+  and the earlier rows kept, the file then holds one row per (phase, step)
+  whatever the point at which the previous run was killed.
+  """
+  metrics_lib.rewrite_jsonl(
+      path, lambda r: r.get("phase") not in redo or
+      not isinstance(r.get("step"), int) or r["step"] < redo[r["phase"]])
 
 
 def _mesh_and_specs(exp: Experiment, params: Any):
@@ -273,8 +296,8 @@ def run_sft(exp: Experiment, workdir: str) -> Any:
   if start >= s.sft_steps:
     ckpt.close()
     return state.params
+  _resume_jsonl(os.path.join(workdir, "metrics.jsonl"), {"sft": start + 1})
   writer = metrics_lib.MetricWriter(workdir, tensorboard=s.tensorboard)
-  _truncate_jsonl(writer.path, "sft", start)
   step = parallel.shard_train_step(
       step_lib.make_sft_step(exp.fns, exp.sft_optimizer,
                              **_sft_kwargs(exp.step_kwargs)),
@@ -295,13 +318,13 @@ def run_sft(exp: Experiment, workdir: str) -> Any:
       done = i + 1 == s.sft_steps
       if done or stop.stop or (s.checkpoint_every and
                                (i + 1) % s.checkpoint_every == 0):
+        writer.sync()  # the rows up to here on disk before the checkpoint
         ckpt.save(i + 1, state, data_iterator=it, meta={"phase": "sft"},
                   force=True)
       if stop.stop and not done:
         ckpt.close()
         writer.close()
-        raise Preempted(f"stopped by a signal during SFT (checkpoint at "
-                        f"step {i + 1} in {workdir})")
+        raise Preempted(i + 1, workdir)
   bar.close()
   ckpt.close()
   writer.close()
@@ -348,9 +371,9 @@ class Evaluator:
 
   def _rewards(self, ro, n: int) -> np.ndarray:
     if self.use_jax:
-      r = it_lib.score(self.exp.task.jax_reward_fn, ro, self.prompts.answer,
-                       n).rewards
-      return np.asarray(r)
+      return np.asarray(_jax_rewards(self.exp.task.jax_reward_fn, ro.prompt,
+                                     ro.response, ro.response_mask,
+                                     self.prompts.answer, n))
     answers = [a for a in self.batch.answers for _ in range(n)]
     r, _ = data_lib.score_responses(self.exp.task, self.exp.tokenizer,
                                     np.asarray(ro.response),
@@ -376,6 +399,14 @@ class Evaluator:
       out["eval/entropy"] = float(
           (np.asarray(ro.entropy) * m).sum() / max(m.sum(), 1.0))
     return out
+
+
+@functools.partial(jax.jit, static_argnums=(0, 5))
+def _jax_rewards(reward_fn: Any, prompt: jax.Array, response: jax.Array,
+                 mask: jax.Array, answer: Any, n: int) -> jax.Array:
+  """The evaluation's JAX rewards in one program (run op by op, a checker's
+  scan over the response costs more than the evaluation's sampling)."""
+  return reward_fn(prompt, response, mask, it_lib.repeat_answers(answer, n))
 
 
 def _evaluate(evaluator: Evaluator, state: TrainState, step: int,
@@ -443,9 +474,11 @@ def run_rl(exp: Experiment, workdir: str, params: Any = None
     state, meta = restored
     last_eval = dict(meta.get("eval", {}))
   start = int(np.asarray(state.step).reshape(-1)[0])
+  # Rows after the restored step are redone; so is the step-0 evaluation
+  # when no checkpoint was found (it runs before the first step).
+  _resume_jsonl(os.path.join(workdir, "metrics.jsonl"),
+                {"rl": start + 1, "eval": start + 1 if start else 0})
   writer = metrics_lib.MetricWriter(workdir, tensorboard=s.tensorboard)
-  _truncate_jsonl(writer.path, "rl", start)
-  _truncate_jsonl(writer.path, "eval", start)
 
   fns = exp.step_functions
   use_jax = _use_jax_reward(exp)
@@ -504,6 +537,7 @@ def run_rl(exp: Experiment, workdir: str, params: Any = None
       done = step_no == s.num_steps
       if done or stop.stop or (s.checkpoint_every and
                                step_no % s.checkpoint_every == 0):
+        writer.sync()  # the rows up to here on disk before the checkpoint
         ckpt.save(step_no, state, data_iterator=it,
                   metrics={s.best_metric: last_eval.get(s.best_metric,
                                                         float("-inf"))},

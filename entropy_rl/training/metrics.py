@@ -1,9 +1,9 @@
 """Metrics out of the loop: JSONL + TensorBoard, a progress line, pass@k.
 
 Every logged step appends one JSON object ``{"step": s, "phase": ..., k: v}``
-to ``<workdir>/metrics.jsonl`` and writes the same scalars to TensorBoard
-(tensorboardX) under ``<workdir>/tb``. ``plot.py`` and the sweep table read
-the JSONL.
+(one whole line) to ``<workdir>/metrics.jsonl`` and writes the same scalars
+to TensorBoard (tensorboardX) under ``<workdir>/tb``. ``plot.py`` and the
+sweep table read the JSONL.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import math
 import os
 import sys
 import time
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -41,6 +41,14 @@ def to_floats(metrics: Mapping[str, Any]) -> dict[str, float]:
 class MetricWriter:
   """Appends metrics to JSONL and TensorBoard.
 
+  Each record is one ``os.write`` of a whole line to a file opened for
+  appending, so a killed process leaves at most one torn last line, which
+  :func:`read_jsonl` skips; a writer opened on a file whose last line is torn
+  starts a new line first. A resumed run first rewrites the file to the
+  records it keeps (:func:`rewrite_jsonl`). :meth:`sync` puts the records on
+  disk (the loop calls it before each checkpoint). TensorBoard event files
+  are appended to as they are: after a resume they may hold a step twice.
+
   Args:
     workdir: the run directory.
     tensorboard: also write TensorBoard event files (tensorboardX).
@@ -51,7 +59,10 @@ class MetricWriter:
                filename: str = "metrics.jsonl"):
     os.makedirs(workdir, exist_ok=True)
     self.path = os.path.join(workdir, filename)
-    self._f = open(self.path, "a", encoding="utf-8")
+    self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+                       0o644)
+    if not _ends_a_line(self.path):
+      self._append("\n")
     self._tb = None
     if tensorboard:
       try:
@@ -66,40 +77,100 @@ class MetricWriter:
     values = to_floats(metrics)
     record = {"step": int(step), "phase": phase, **{
         k: (v if math.isfinite(v) else None) for k, v in values.items()}}
-    self._f.write(json.dumps(record) + "\n")
-    self._f.flush()
+    self._append(json.dumps(record) + "\n")
     if self._tb is not None:
       for k, v in values.items():
         if math.isfinite(v):
           self._tb.add_scalar(f"{phase}/{k}", v, int(step))
     return values
 
+  def _append(self, data: str) -> None:
+    """One write of ``data`` (a whole line) at the end of the file."""
+    buf = data.encode("utf-8")
+    while buf:  # a regular file takes it in one call; loop on a short one
+      buf = buf[os.write(self._fd, buf):]
+
+  def sync(self) -> None:
+    """Flushes TensorBoard and puts the JSONL records on disk (fsync)."""
+    if self._tb is not None:
+      self._tb.flush()
+    os.fsync(self._fd)
+
   def flush(self) -> None:
-    self._f.flush()
     if self._tb is not None:
       self._tb.flush()
 
   def close(self) -> None:
-    self._f.close()
+    if self._fd >= 0:
+      os.close(self._fd)
+      self._fd = -1
     if self._tb is not None:
       self._tb.close()
 
 
+def _ends_a_line(path: str) -> bool:
+  """Whether ``path`` is empty or ends with a newline."""
+  with open(path, "rb") as f:
+    f.seek(0, os.SEEK_END)
+    if f.tell() == 0:
+      return True
+    f.seek(-1, os.SEEK_END)
+    return f.read(1) == b"\n"
+
+
 def read_jsonl(path: str) -> list[dict[str, Any]]:
-  """The records of a metrics file (a truncated last line is skipped)."""
+  """The records of a metrics file: its lines that are whole JSON objects
+  (a torn line, e.g. the last one of a killed run, is skipped)."""
   out = []
   if not os.path.exists(path):
     return out
-  with open(path, encoding="utf-8") as f:
+  with open(path, encoding="utf-8", errors="replace") as f:
     for line in f:
       line = line.strip()
       if not line:
         continue
       try:
-        out.append(json.loads(line))
+        record = json.loads(line)
       except json.JSONDecodeError:
         continue
+      if isinstance(record, dict):
+        out.append(record)
   return out
+
+
+def rewrite_jsonl(path: str, keep: Callable[[dict[str, Any]], bool]
+                  ) -> list[dict[str, Any]]:
+  """Rewrites ``path`` to its records for which ``keep(record)`` holds.
+
+  The file becomes exactly those well-formed records, one per line (a torn
+  line is dropped). It is replaced atomically: the records go to
+  ``<path>.tmp``, which is fsynced and renamed over ``path`` (then the
+  directory is fsynced), so a kill at any point leaves either the old file
+  or the new one. A missing file stays missing.
+
+  Returns:
+    The records kept.
+  """
+  if not os.path.exists(path):
+    return []
+  records = [r for r in read_jsonl(path) if keep(r)]
+  tmp = path + ".tmp"
+  try:
+    with open(tmp, "w", encoding="utf-8") as f:
+      f.writelines(json.dumps(r) + "\n" for r in records)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+  dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+  try:
+    os.fsync(dir_fd)
+  finally:
+    os.close(dir_fd)
+  return records
 
 
 class Progress:
