@@ -40,8 +40,11 @@ Rollout-side settings, each off unless its ``enabled`` is set:
   (:func:`entropy_rl.agents.replay_pass`: triggered above
   ``trigger``·``buffer_size`` rows, advantages recalibrated against the
   median stored group mean, kept if ≥ 0, power-of-two subsample), appends
-  those ``buffer_size`` rows to the on-policy batch with weight w(t)
-  (:func:`entropy_rl.agents.mix_replay`, the replay-loss ramp), trains, then
+  those ``buffer_size`` rows to the on-policy batch
+  (:func:`entropy_rl.agents.mix_replay`), trains on ``L_on + w(t)·L_replay``
+  (:func:`entropy_rl.agents.replay_loss` wraps the chain; w(t) is the
+  replay-loss ramp; a ``spear_clip_cov`` member gives replayed rows
+  SPEAR's replay Clip-Cov settings), then
   admits the rollout's positive-advantage trajectories and the step's group
   statistics, with the rewards the update used (a ``toolcall_reward``
   member's bonus included). A ``replay`` member
@@ -139,8 +142,12 @@ def _unknown(what: str, name: Any, valid) -> ValueError:
 
 
 def _member(name: str, spec: Mapping[str, Any],
-            registry: Mapping[str, Callable[..., Any]]
+            registry: Mapping[str, Callable[..., Any]],
+            objective_kw: Mapping[str, Any] | None = None
             ) -> core_types.EntropyTransform:
+  """One chain member; ``objective_kw`` (the objective's ``agg``) fills the
+  arguments of that name the constructor takes and the spec leaves out
+  (DR-PO's PG mask must aggregate like the objective)."""
   kind = spec.get("kind")
   if kind not in registry:
     raise _unknown(f"agent method kind for {name!r}", kind, registry)
@@ -153,10 +160,14 @@ def _member(name: str, spec: Mapping[str, Any],
     raise ValueError(f"agent method {kind!r} ({name!r}) got unknown "
                      f"arguments {bad}; its arguments are "
                      f"{', '.join(params)}")
+  for k, v in (objective_kw or {}).items():
+    if k in params and k not in kw:
+      kw[k] = v
   return fn(**kw)
 
 
-def build_transform(cfg: Any, *, replay: bool = False
+def build_transform(cfg: Any, *, replay: bool = False,
+                    agg: str = "token-mean", smtsn: str = "verl"
                     ) -> core_types.EntropyTransform:
   """``config.regularizers`` -> ``named_chain`` in ``order``.
 
@@ -164,7 +175,12 @@ def build_transform(cfg: Any, *, replay: bool = False
     cfg: a ConfigDict with ``order`` (tuple of names) and one sub-dict per
       name with ``kind`` and keyword arguments.
     replay: insert ``("replay", agents.replay_advantages())`` after the last
-      member whose kind is an advantage estimator (``*advantages``).
+      member whose kind is an advantage estimator (``*advantages``), and
+      wrap the chain in :func:`entropy_rl.agents.replay_loss` (the loss
+      ``L_on + w·L_replay``).
+    agg, smtsn: the objective's aggregation (read with ``replay``, and
+      passed as ``agg`` to members whose constructor takes one and whose
+      entry does not set it: ``dr_po``, ``dr_po_turns``).
 
   Returns:
     The named chain.
@@ -178,12 +194,15 @@ def build_transform(cfg: Any, *, replay: bool = False
       raise _unknown("regularizer entry (config.regularizers.order names "
                      "an entry that is not defined)", name,
                      [k for k in spec if k != "order"])
-    members.append((name, _member(name, spec[name], registry)))
+    members.append((name, _member(name, spec[name], registry,
+                                  {"agg": agg})))
   if replay:
     adv = [i for i, n in enumerate(order)
            if str(spec[n].get("kind", "")).endswith("advantages")]
     at = adv[-1] + 1 if adv else 0
     members.insert(at, ("replay", agents.replay_advantages()))
+    return agents.replay_loss(combine.named_chain(*members), agg=agg,
+                              smtsn=smtsn)
   return combine.named_chain(*members)
 
 
@@ -364,8 +383,9 @@ def build(c: Any) -> AgentExperiment:
     _FNS[mcfg] = as_functions(Decoder(mcfg, rngs=nnx.Rngs(0)))[0]
   fns = _FNS[mcfg]
   rcfg = replay_config(c)
-  transform = build_transform(c.regularizers, replay=rcfg is not None)
   objective = builders.build_objective(c.objective)
+  transform = build_transform(c.regularizers, replay=rcfg is not None,
+                              agg=objective.agg, smtsn=objective.smtsn)
   optimizer = builders.build_optimizer(c.optimizer, c.train.num_steps)
   temp = c.rollout.temperature
   sampling = (sampling_lib.SamplingMethod() if temp == 1.0

@@ -56,7 +56,9 @@ class DatasetResetTest(absltest.TestCase):
       self.assertGreater(float(ent[r][free].sum()), 0.0)
     pb = layouts.policy_batch(tr)
     out, _ = dr_po.dr_po_turns().update(pb, (), rng=None, step=0)
-    kept = np.asarray(out.mask).sum(1)
+    # Out of the PG loss (weight 0), still in the loss mask.
+    np.testing.assert_array_equal(out.mask, pb.mask)
+    kept = (np.asarray(out.weights) * np.asarray(out.mask) > 0).sum(1)
     np.testing.assert_array_equal(
         kept, np.asarray(tr.loss_mask).sum(1) - 4 * rollin)
     np.testing.assert_allclose(out.metrics["rollin_frac"],
@@ -69,6 +71,48 @@ class DatasetResetTest(absltest.TestCase):
     pb = layouts.policy_batch(tr)
     out, _ = dr_po.dr_po_turns().update(pb, (), rng=None, step=0)
     np.testing.assert_array_equal(out.mask, pb.mask)
+    np.testing.assert_allclose(out.weights, 1.0, rtol=1e-6)
+
+
+class PGOnlyMaskTest(absltest.TestCase):
+  """Spec A7 (c) 5: only the PG loss drops roll-in tokens; the entropy
+  bonus and the KL term still see them (hand-computed, token-mean)."""
+
+  def loss(self, member, **aux):
+    import entropy_rl as er
+    from entropy_rl import regularizers
+    # Row 0: turns [0, 0, 1, 1], turn 0 forced (tokens 0, 1); row 1: no
+    # roll-in, 3 tokens. Ratio 1, so a token's PPO loss is −A.
+    mask = jnp.array([[1.0, 1, 1, 1], [1, 1, 1, 0]])
+    pb = er.PolicyBatch(
+        logp=-jnp.ones((2, 4)), old_logp=-jnp.ones((2, 4)),
+        advantages=jnp.array([[1.0] * 4, [-0.5] * 4]) * mask, mask=mask,
+        entropy=jnp.array([[2.0, 2, 0.5, 0.5], [0.5, 0.5, 0.5, 0]]),
+        ref_logp=jnp.array([[-3.0, -3, -1, -1], [-1.0] * 4]),
+        segment_ids=jnp.array([[0, 0, 1, 1], [0, 1, 1, -1]]), aux=aux)
+    t = er.named_chain(("dr_po", member),
+                       ("bonus", regularizers.entropy_bonus(0.1)),
+                       ("kl", regularizers.kl_penalty(0.1, "k1")))
+    loss, (_, m) = er.policy_loss(pb, t, t.init(None),
+                                  objective=er.ppo_clip(0.2))
+    return float(loss), m
+
+  def check(self, loss, m):
+    pg = (-1.0 * 2 + 0.5 * 3) / 5  # −0.1: the 5 policy tokens only
+    bonus = -0.1 * (2 + 2 + 0.5 * 5) / 7  # −0.092857: all 7 tokens
+    kl = 0.1 * (2 + 2) / 7  # 0.057143: k1 = ℓ − ℓʳ = 2 on the forced tokens
+    np.testing.assert_allclose(m["pg_loss"], pg, rtol=1e-5)
+    np.testing.assert_allclose(m["terms/bonus/entropy_bonus"], bonus,
+                               rtol=1e-5)
+    np.testing.assert_allclose(m["terms/kl/kl"], kl, rtol=1e-5)
+    np.testing.assert_allclose(loss, pg + bonus + kl, rtol=1e-5)
+
+  def test_turns(self):
+    self.check(*self.loss(dr_po.dr_po_turns(),
+                          rollin_turns=jnp.array([1, 0])))
+
+  def test_tokens(self):
+    self.check(*self.loss(dr_po.dr_po(), rollin=jnp.array([2, 0])))
 
 
 if __name__ == "__main__":

@@ -95,7 +95,10 @@ class MixReplayTest(absltest.TestCase):
     np.testing.assert_array_equal(pb.aux["is_replay"], [0, 0, 1, 0])
     np.testing.assert_array_equal(pb.aux["replay_advantage"], [0, 0, 1.5, 0])
     np.testing.assert_array_equal(pb.aux["valid"], [1, 1, 0, 0])
-    np.testing.assert_allclose(pb.weights[:, 2], [1, 1, w, w], rtol=1e-6)
+    np.testing.assert_allclose(pb.aux["replay_weight"], [0, 0, w, w],
+                               rtol=1e-6)
+    np.testing.assert_array_equal(pb.aux["replay_slot"], [0, 0, 1, 1])
+    np.testing.assert_array_equal(pb.weights, 1.0)
     np.testing.assert_array_equal(pb.mask.sum(1), [2, 2, 2, 0])
     chain = er.chain(train.episode_advantages(), spear.replay_advantages())
     out, _, _ = er.prepare_batch(pb, chain, chain.init(None), rng=None,
@@ -106,6 +109,86 @@ class MixReplayTest(absltest.TestCase):
     np.testing.assert_allclose(out.advantages[:, 2:].sum(1) / 2,
                                [-s, s, 1.5, 0.0], rtol=1e-6)
     np.testing.assert_array_equal(out.advantages[:, :2], 0.0)
+
+
+def _inputs(mask, logp, rewards=None, group_ids=None):
+  """AgentInputs over a hand-made [B, T] policy batch (ratio 1: logp =
+  old_logp); the model-input fields are placeholders."""
+  mask = jnp.asarray(mask, jnp.float32)
+  logp = jnp.asarray(logp, jnp.float32)
+  b, t = mask.shape
+  pb = er.PolicyBatch(
+      logp=logp, old_logp=logp, advantages=jnp.zeros((b, t)), mask=mask,
+      rewards=None if rewards is None else jnp.asarray(rewards, jnp.float32),
+      group_ids=None if group_ids is None else jnp.asarray(group_ids,
+                                                           jnp.int32))
+  return train.AgentInputs(jnp.zeros((b, t), jnp.int32),
+                           jnp.ones((b, t), bool), pb)
+
+
+class ReplayLossTest(absltest.TestCase):
+  """The SPEAR loss is L_on + w·L_replay, each aggregated over its own
+  rows' tokens, with Clip-Cov's replay settings on replayed rows (spec A4
+  (c) 2-3; ``dp_actor.py`` runs the replay batch as its own loss)."""
+
+  # On-policy: one group, rewards (1, 0) -> A = ±0.5/(0.70711 + 1e-6);
+  # 3 and 1 action tokens. Replayed: A_replay = 2 (4 tokens), 0.5
+  # (2 tokens) and a padding slot (ok False). Ratio 1 everywhere, so a
+  # token's PPO loss is −A.
+  ON_MASK = [[1, 1, 1, 0], [1, 0, 0, 0]]
+  REP_MASK = [[1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 1]]
+  W = 0.3
+
+  def mixed(self, rep_logp):
+    on = _inputs(self.ON_MASK, -jnp.ones((2, 4)), [1.0, 0.0], [0, 0])
+    rep = _inputs(self.REP_MASK, rep_logp, [0.0, 0.0, 0.0], [5, 5, 5])
+    return train.mix_replay(on, rep, jnp.array([2.0, 0.5, 7.0]),
+                            jnp.array([True, True, False]), self.W)
+
+  def loss(self, regularizers, rep_logp):
+    from entropy_rl import agent_builders
+    t = agent_builders.build_transform(regularizers, replay=True)
+    pb = self.mixed(rep_logp).batch
+    pb, s, _ = er.prepare_batch(pb, t, t.init(None), rng=jax.random.key(1))
+    loss, (_, m) = er.policy_loss(pb, t, s, objective=er.ppo_clip(
+        0.2, 0.28, agg="token-mean"), rng=jax.random.key(2))
+    return float(loss), m
+
+  def test_loss_is_on_policy_plus_weighted_replay_token_means(self):
+    import ml_collections
+    regs = ml_collections.ConfigDict(dict(
+        order=("advantages",), advantages=dict(kind="episode_advantages")))
+    loss, _ = self.loss(regs, -jnp.ones((3, 4)))
+    a = 0.5 / (math.sqrt(0.5) + 1e-6)  # 0.70711
+    l_on = -(3 * a - 1 * a) / 4  # −0.35355
+    l_rep = -(4 * 2.0 + 2 * 0.5) / 6  # −1.5
+    np.testing.assert_allclose(loss, l_on + self.W * l_rep, rtol=1e-5)
+    np.testing.assert_allclose(loss, -0.803553, rtol=1e-5)
+    # The old pooled token-mean (w folded into the weights) is −0.411421.
+    pooled = (-(3 * a - a) + self.W * -(4 * 2.0 + 2 * 0.5)) / 10
+    self.assertGreater(abs(loss - pooled), 0.3)
+
+  def test_replayed_rows_use_replay_clip_cov_settings(self):
+    # The config's Clip-Cov member: on-policy (2e-4, 1, 5), replay
+    # (0.02, 2, 60). On-policy logp are equal: covariance 0, nothing
+    # eligible. Replayed rows (statistics over their own 6 tokens):
+    # Ā = (4·2 + 2·0.5)/6 = 1.5; logp −1 except row 1 token 0 (−10), so
+    # ℓ̄ = −2.5 and c = (A − Ā)(ℓ − ℓ̄): row 0: 0.5·1.5 = 0.75, row 1:
+    # −1·(−7.5) = 7.5 and −1·1.5 = −1.5. Only c = 7.5 lies in (2, 60) (and
+    # outside the on-policy (1, 5)); n = max(1, ⌊0.02·6⌋) = 1: that token
+    # is detached and keeps its place in the denominator.
+    from experiments.configs import agent_spear
+    regs = agent_spear.get_config("tiny").regularizers
+    regs.order = ("advantages", "clip_cov")
+    rep_logp = jnp.full((3, 4), -1.0).at[1, 0].set(-10.0)
+    loss, m = self.loss(regs, rep_logp)
+    a = 0.5 / (math.sqrt(0.5) + 1e-6)
+    l_on = -(3 * a - 1 * a) / 4
+    l_rep = -(4 * 2.0 + 1 * 0.5 + 0.0) / 6  # −1.41667
+    np.testing.assert_allclose(loss, l_on + self.W * l_rep, rtol=1e-5)
+    np.testing.assert_allclose(m["clip_cov/clip_cov_frac_replay"], 1 / 6,
+                               rtol=1e-6)
+    np.testing.assert_allclose(m["clip_cov/clip_cov_frac"], 0.0, atol=0)
 
 
 class ReplayRunnerTest(absltest.TestCase):

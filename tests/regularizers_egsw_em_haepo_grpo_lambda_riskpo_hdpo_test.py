@@ -63,6 +63,22 @@ class EgswTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, "step"):
       egsw.egsw(mode="sequence")
 
+  def test_trajectory_weight_is_one_per_sequence_across_lengths(self):
+    # One group, rows of 3 and 1 tokens; per-sequence A = (1, −1) and mean
+    # H = (2, 1), α = 0.5, P = 1: w = softmax(2, −0.5) = (0.924142,
+    # 0.075858) over the two sequences, ×2 rescaled, on every token of the
+    # row, also after the short row has ended.
+    mask = jnp.array([[1.0, 1, 1], [1, 0, 0]])
+    adv = jnp.array([[1.0, 1, 1], [-1, 0, 0]])
+    ent = jnp.array([[1.0, 2, 3], [1, 0, 0]])
+    for rescale, scale in ((False, 1.0), (True, 2.0)):
+      w = egsw.egsw_weights(adv, ent, mask, jnp.array([0, 0]), alpha=0.5,
+                            temperature=1.0, mode="trajectory",
+                            rescale=rescale)
+      np.testing.assert_allclose(
+          w, scale * np.array([[0.924142] * 3, [0.075858, 0, 0]]),
+          atol=1e-5)
+
 
 class EntropyMinTest(absltest.TestCase):
 

@@ -124,6 +124,27 @@ class AdvantageTest(parameterized.TestCase):
     self.assertGreater(float(er.core.ops.masked_mean(joint, pos)), 1.5)
     self.assertLess(float(er.core.ops.masked_mean(joint, neg)), -1.5)
 
+  def test_default_keeps_correct_vs_incorrect_signal(self):
+    # R = (1, 1, 0, 0), equal entropies, 2 tokens each: r̃ = +1.1 on O⁺
+    # tokens, −1.1 on O⁻ tokens (α₁ = 1, α₂ = 0.1·(1/2)·2).
+    # Joint (default): r̃⁺ extended by 0 -> (1.1, 1.1, 0, 0) per row, mean
+    # 0.55, std 0.55 -> Â⁺ = (+1, +1, −1, −1); likewise Â⁻ = (+1, +1, −1,
+    # −1); A = Â⁺ + Â⁻ = ±2. Separate: each set is constant -> A = 0.
+    r = jnp.array([1.0, 1.0, 0.0, 0.0])
+    h, m, g = jnp.ones((4, 2)), jnp.ones((4, 2)), jnp.zeros(4, jnp.int32)
+    want = np.array([[2.0, 2.0]] * 2 + [[-2.0, -2.0]] * 2)
+    np.testing.assert_allclose(gtpo_lib.gtpo_advantages(r, h, m, g), want,
+                               rtol=1e-6)
+    np.testing.assert_allclose(gtpo_lib.gtpo_advantages(
+        r, h, m, g, normalization="joint"), want, rtol=1e-6)
+    np.testing.assert_allclose(gtpo_lib.gtpo_advantages(
+        r, h, m, g, normalization="separate"), 0.0, atol=1e-6)
+    b = test_utils.make_batch(np.zeros((4, 2)), np.zeros((4, 2)),
+                              np.zeros((4, 2)), m, old_entropy=h, entropy=h,
+                              rewards=r, group_ids=g)
+    out, _, _ = er.prepare_batch(b, regularizers.gtpo(), ())
+    np.testing.assert_allclose(out.advantages, want, rtol=1e-6)
+
   def test_groups_are_independent(self):
     # Two copies of the spec group in one batch give the same advantages.
     r2, h2, m2 = (jnp.concatenate([x, x]) for x in (R, H, M))
@@ -173,7 +194,7 @@ class GrpoSTest(absltest.TestCase):
 
 
 def _transforms():
-  return {"gtpo_separate": regularizers.gtpo(),
+  return {"gtpo_separate": regularizers.gtpo(normalization="separate"),
           "gtpo_joint": regularizers.gtpo(normalization="joint"),
           "grpo_s": regularizers.grpo_s()}
 

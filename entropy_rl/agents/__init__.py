@@ -30,10 +30,12 @@ from entropy_rl.agents._spear import init_replay_buffer
 from entropy_rl.agents._spear import init_replay_state
 from entropy_rl.agents._spear import recalibrate
 from entropy_rl.agents._spear import replay_advantages
+from entropy_rl.agents._spear import replay_loss
 from entropy_rl.agents._spear import replay_pass
 from entropy_rl.agents._spear import ReplayConfig
 from entropy_rl.agents._spear import ReplayState
 from entropy_rl.agents._spear import replay_weight
+from entropy_rl.agents._spear import spear_clip_cov
 from entropy_rl.agents._spear import toolcall_bonus
 from entropy_rl.agents._spear import toolcall_reward
 from entropy_rl.agents._calculator import calculator_task
@@ -106,6 +108,7 @@ __all__ = (
     "PythonEnv",
     "recalibrate",
     "replay_advantages",
+    "replay_loss",
     "replay_pass",
     "replay_weight",
     "ReplayConfig",
@@ -115,6 +118,7 @@ __all__ = (
     "rollout",
     "safe_eval",
     "sample_turn",
+    "spear_clip_cov",
     "token_game",
     "toolcall_bonus",
     "toolcall_reward",
@@ -137,5 +141,6 @@ TRANSFORMS = {
     "episode_advantages": episode_advantages,
     "epo": epo,
     "replay_advantages": replay_advantages,
+    "spear_clip_cov": spear_clip_cov,
     "toolcall_reward": toolcall_reward,
 }

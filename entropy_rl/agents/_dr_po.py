@@ -8,8 +8,10 @@ response: per sample ``reset ~ Bernoulli(β)``; if reset and the reference has
 ℓ ≥ 2 tokens, ``L ~ Uniform{1, …, ℓ − 1}``, else L = 0. For decode steps
 t < L the logits are replaced by a one-hot on the reference token
 (:func:`rollin_processor`); the policy samples the rest. Only the PG loss is
-masked: roll-in tokens get no policy gradient (:func:`dr_po` removes them from
-the loss mask; rewards, KL and values still see every token).
+masked: roll-in tokens get no policy gradient, ``L_PG = Σ ℓ·(1 − rollin) /
+Σ (1 − rollin)`` (spec A7 (c) 5). :func:`dr_po` does it with token weights
+(the batch's loss mask is left alone), so the entropy bonus, KL and every
+other term still see every token, roll-in included.
 
 Multi-turn agents (:func:`dr_po_turns`, :func:`turn_rollin`): the reset
 state is reached by teacher-forcing the first L *turns* of a reference
@@ -23,6 +25,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from entropy_rl.core import objectives as objectives_lib
 from entropy_rl.core import ops
 from entropy_rl.core import types
 
@@ -71,8 +74,58 @@ def rollin_mask(rollin: Array, num_tokens: int) -> Array:
       jnp.float32)
 
 
-def dr_po() -> types.EntropyTransform:
-  """Removes roll-in tokens (``aux['rollin']`` lengths [B]) from the PG mask."""
+def pg_mask_weights(mask: Array, forced: Array, agg: str = "token-mean"
+                    ) -> Array:
+  """[B, T] token weights that take ``forced`` tokens out of the PG loss only.
+
+  With these weights the objective's aggregate over ``mask`` equals its
+  aggregate over ``mask·(1 − forced)`` (the PG mask), while the loss terms
+  keep aggregating over ``mask``:
+
+  * ``token-mean``: ``(1 − forced)·N/N_keep`` (N, N_keep: valid and kept
+    tokens of the scope);
+  * ``seq-mean-token-mean``: ``(1 − forced)·n_b/n_b,keep`` per row (a row
+    with no kept token gives 0 and counts in the mean);
+  * ``seq-mean-token-sum``, ``seq-mean-token-sum-norm``: ``1 − forced``.
+
+  Args:
+    mask: [B, T] loss mask.
+    forced: [B, T] 1 on roll-in tokens.
+    agg: the objective's aggregation (``Objective.agg``).
+  """
+  objectives_lib.check_agg_mode(agg)
+  keep = mask * (1.0 - forced)
+  if agg == "token-mean":
+    n, n_keep = jnp.sum(mask), jnp.sum(keep)
+    scale = jnp.where(n_keep > 0, n / jnp.maximum(n_keep, 1e-8), 0.0)
+  elif agg == "seq-mean-token-mean":
+    n, n_keep = mask.sum(-1, keepdims=True), keep.sum(-1, keepdims=True)
+    scale = jnp.where(n_keep > 0, n / jnp.maximum(n_keep, 1e-8), 0.0)
+  else:
+    scale = 1.0
+  return (1.0 - forced) * scale
+
+
+def _mask_pg(batch: types.PolicyBatch, forced: Array, agg: str
+             ) -> types.PolicyBatch:
+  w = jax.lax.stop_gradient(pg_mask_weights(batch.mask, forced, agg))
+  weights = w if batch.weights is None else batch.weights * w
+  return batch._replace(weights=weights)
+
+
+def dr_po(agg: str = "token-mean") -> types.EntropyTransform:
+  """Takes roll-in tokens (``aux['rollin']`` lengths [B]) out of the PG loss.
+
+  Only the policy-gradient term: the roll-in tokens get token weight 0 and
+  the others are rescaled (:func:`pg_mask_weights`) so that the PG loss is
+  the objective's aggregate over the policy's own tokens; the loss mask is
+  unchanged, so the entropy bonus, KL and other terms keep the roll-in
+  tokens (spec A7 (c) 3-5). Needs an objective that honours ``weights``.
+
+  Args:
+    agg: the objective's aggregation (``Objective.agg``).
+  """
+  objectives_lib.check_agg_mode(agg)
 
   def update(batch, state, *, rng=None, step=None, **extra):
     del rng, step, extra
@@ -80,7 +133,7 @@ def dr_po() -> types.EntropyTransform:
     if rollin is None:
       raise ValueError("dr_po needs batch.aux['rollin'] [B]")
     r = rollin_mask(rollin, batch.mask.shape[1])
-    batch = batch._replace(mask=batch.mask * (1.0 - r))
+    batch = _mask_pg(batch, r * (batch.mask > 0), agg)
     return ops.add_metrics(batch, rollin_frac=jnp.mean(r)), state
 
   return types.EntropyTransform(types.init_empty_state, update)
@@ -113,9 +166,17 @@ def turn_rollin(ref_actions: Array, rollin_turns: Array):
   return at
 
 
-def dr_po_turns() -> types.EntropyTransform:
-  """Removes roll-in turns from the PG mask: tokens with
-  ``0 ≤ segment_ids < aux['rollin_turns']`` (agents, either layout)."""
+def dr_po_turns(agg: str = "token-mean") -> types.EntropyTransform:
+  """Takes roll-in turns out of the PG loss: tokens with
+  ``0 ≤ segment_ids < aux['rollin_turns']`` (agents, either layout).
+
+  As :func:`dr_po`: token weights, the loss mask (and so the entropy bonus,
+  KL and other terms) unchanged.
+
+  Args:
+    agg: the objective's aggregation (``Objective.agg``).
+  """
+  objectives_lib.check_agg_mode(agg)
 
   def update(batch, state, *, rng=None, step=None, **extra):
     del rng, step, extra
@@ -126,7 +187,7 @@ def dr_po_turns() -> types.EntropyTransform:
     seg = batch.segment_ids
     forced = ((seg >= 0) & (seg < rollin[:, None])).astype(jnp.float32)
     frac = ops.masked_mean(forced, batch.mask)
-    batch = batch._replace(mask=batch.mask * (1.0 - forced))
+    batch = _mask_pg(batch, forced * (batch.mask > 0), agg)
     return ops.add_metrics(batch, rollin_frac=frac), state
 
   return types.EntropyTransform(

@@ -13,8 +13,12 @@ Pieces:
   ``tolerate_steps``, recalibration of replayed advantages against the median
   of stored group means (and stds) and a power-of-two subsample;
 * the replay-loss weight ramp ``w(t) = c_r(1 − cos(π t/T_r))/2``;
-* Clip-Cov token masking: :func:`entropy_rl.regularizers.clip_cov` with the
-  on-policy (2e-4, 1, 5) and replay (0.02, 2, 60) settings.
+* Clip-Cov token masking with the on-policy (2e-4, 1, 5) settings on
+  on-policy rows and the replay (0.02, 2, 60) settings on replayed rows,
+  each over its own rows' statistics (:func:`spear_clip_cov`);
+* the loss ``L_on + w(t)·L_replay`` (:func:`replay_loss`), each part
+  aggregated over its own rows' tokens, as SPEAR's ``dp_actor.py`` runs the
+  replay batch as a loss of its own.
 """
 
 from __future__ import annotations
@@ -25,10 +29,13 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from entropy_rl import regularizers
+from entropy_rl.core import objectives as objectives_lib
 from entropy_rl.core import ops
 from entropy_rl.core import types
 
 Array = types.Array
+sg = jax.lax.stop_gradient
 BONUS_MODES = ("cosine", "constant", "none")
 ON_POLICY_CLIP_COV = dict(ratio=2e-4, cov_low=1.0, cov_high=5.0)
 REPLAY_CLIP_COV = dict(ratio=0.02, cov_low=2.0, cov_high=60.0)
@@ -286,7 +293,8 @@ def replay_advantages() -> types.EntropyTransform:
   advantage: rows with ``aux['is_replay'] > 0`` get
   ``aux['replay_advantage']`` on their tokens (place it after the on-policy
   advantages, which leave replayed rows out of the group statistics via
-  ``aux['valid'] = 0``). The replay weight w(t) is the rows' ``weights``."""
+  ``aux['valid'] = 0``). The replay weight w(t) is applied by
+  :func:`replay_loss`."""
 
   def prepare(batch, state, *, rng=None, step=None, **extra):
     del rng, step, extra
@@ -302,3 +310,145 @@ def replay_advantages() -> types.EntropyTransform:
 
   return types.EntropyTransform(
       types.init_empty_state, types.identity_update, prepare)
+
+
+# ----------------------------------------------------------------------------
+# The SPEAR loss over a mixed batch (on-policy rows + replayed rows).
+
+
+def _replay_rows(batch: types.PolicyBatch, what: str) -> tuple[Array, Array]:
+  """``(is_replay [B, 1], replay_slot [B, 1])`` float from ``batch.aux``."""
+  aux = batch.aux or {}
+  missing = [k for k in ("is_replay", "replay_slot") if k not in aux]
+  if missing:
+    raise ValueError(f"{what} needs batch.aux {missing} (written by "
+                     "entropy_rl.agents.mix_replay); found aux keys "
+                     f"{sorted(aux)}")
+  f = lambda k: (jnp.asarray(aux[k], jnp.float32) > 0).astype(
+      jnp.float32)[:, None]
+  return f("is_replay"), f("replay_slot")
+
+
+def spear_clip_cov(ratio: float = ON_POLICY_CLIP_COV["ratio"],
+                   cov_low: float = ON_POLICY_CLIP_COV["cov_low"],
+                   cov_high: float = ON_POLICY_CLIP_COV["cov_high"], *,
+                   replay_ratio: float = REPLAY_CLIP_COV["ratio"],
+                   replay_cov_low: float = REPLAY_CLIP_COV["cov_low"],
+                   replay_cov_high: float = REPLAY_CLIP_COV["cov_high"]
+                   ) -> types.EntropyTransform:
+  """SPEAR's Clip-Cov: on-policy and replayed rows each with their settings.
+
+  SPEAR calls ``compute_policy_loss_clip_cov`` on the on-policy batch with
+  (ρ, lb, ub) = (2e-4, 1, 5) and on the replay batch (``is_replay=True``)
+  with (0.02, 2, 60) (spec A4 (c) 3, (e)). Here the rows with
+  ``aux['is_replay'] > 0`` (:func:`entropy_rl.agents.mix_replay`) get
+  :func:`entropy_rl.regularizers.clip_cov` with the replay settings and the
+  other rows the on-policy settings, each with its covariance statistics
+  and its ``n = max(1, ⌊ρ·N⌋)`` over its own rows' tokens. A batch without
+  ``aux['is_replay']`` is all on-policy (exactly ``clip_cov(ratio, cov_low,
+  cov_high)``).
+
+  Args:
+    ratio, cov_low, cov_high: on-policy ρ, lb, ub.
+    replay_ratio, replay_cov_low, replay_cov_high: replay ρ, lb, ub.
+
+  Returns:
+    An :class:`EntropyTransform` writing ``weights`` (needs ``rng``).
+    Metrics: ``clip_cov_frac``, ``clip_cov_candidate_frac`` (on-policy
+    rows) and ``clip_cov_frac_replay``, ``clip_cov_candidate_frac_replay``.
+  """
+  on_t = regularizers.clip_cov(ratio, cov_low, cov_high)
+  rep_t = regularizers.clip_cov(replay_ratio, replay_cov_low,
+                                replay_cov_high)
+
+  def update(batch, state, *, rng=None, step=None, **extra):
+    del extra
+    if "is_replay" not in (batch.aux or {}):
+      return on_t.update(batch, state, rng=rng, step=step)
+    rep = (jnp.asarray(batch.aux["is_replay"], jnp.float32) > 0)[:, None]
+    mask_on = jnp.where(rep, 0.0, batch.mask)
+    mask_rep = jnp.where(rep, batch.mask, 0.0)
+    k_rep = None if rng is None else jax.random.fold_in(rng, 1)
+    b_on, _ = on_t.update(batch._replace(mask=mask_on), state, rng=rng,
+                          step=step)
+    b_rep, _ = rep_t.update(batch._replace(mask=mask_rep), state, rng=k_rep,
+                            step=step)
+    weights = jnp.where(rep, b_rep.weights, b_on.weights)
+    out = batch._replace(weights=weights, metrics=b_on.metrics)
+    return ops.add_metrics(
+        out, clip_cov_frac_replay=b_rep.metrics["clip_cov_frac"],
+        clip_cov_candidate_frac_replay=b_rep.metrics[
+            "clip_cov_candidate_frac"]), state
+
+  return types.EntropyTransform(types.init_empty_state, update)
+
+
+def replay_loss(transform: types.EntropyTransform, *,
+                agg: str = "token-mean", smtsn: str = "verl"
+                ) -> types.EntropyTransform:
+  """Wraps a chain so that the loss is ``L_on + w·L_replay`` (spec A4 (c) 2).
+
+  SPEAR's ``dp_actor.py`` computes the replay batch's loss (PG and entropy
+  bonus) with ``agg_loss`` over the replay rows alone and scales it by the
+  ramped weight w(t). On a mixed batch (:func:`entropy_rl.agents.mix_replay`)
+  the objective aggregates every row together; after ``transform``'s loss
+  side this wrapper rescales each row's token weights and each ``[B, T]``
+  loss term (the entropy bonus, ...) by a row factor that makes the pooled
+  aggregate exactly the sum of the two groups' own aggregates:
+
+  * ``token-mean``: N/N_on on on-policy rows, w·N/N_rep on replayed rows
+    (N: valid tokens of the scope);
+  * ``seq-mean-*`` and ``seq-mean-token-sum-norm`` with ``smtsn="mean"``:
+    B/B_on and w·B/B_rep (rows; padding replay slots count in neither);
+  * ``seq-mean-token-sum-norm`` with ``smtsn="verl"`` (constant
+    denominator): 1 and w.
+
+  Per statistics scope (mini-batch): a scope without replayed rows is
+  ``L_on``. Scalar loss terms are added once, unscaled. Note: SPEAR's
+  replay loss has no KL term; a ``[B, T]`` KL term here is scaled like the
+  others. SPEAR also takes a separate optimizer step per replay
+  mini-batch; here the replayed rows share the on-policy gradient steps.
+
+  Args:
+    transform: the chain (its ``prepare``, ``init`` and ``needs`` are kept).
+    agg: the objective's aggregation (``Objective.agg``).
+    smtsn: the objective's ``-norm`` variant (``Objective.smtsn``).
+
+  Returns:
+    The wrapped :class:`EntropyTransform`; it reads ``aux['is_replay']``,
+    ``aux['replay_slot']`` and ``aux['replay_weight']`` (w per row).
+  """
+  objectives_lib.check_agg_mode(agg)
+
+  def update(batch, state, *, rng=None, step=None, **extra):
+    batch, state = transform.update(batch, state, rng=rng, step=step,
+                                    **extra)
+    rep, slot = _replay_rows(batch, "replay_loss")
+    if "replay_weight" not in batch.aux:
+      raise ValueError("replay_loss needs batch.aux['replay_weight'] (w per "
+                       "row, written by entropy_rl.agents.mix_replay)")
+    w = jnp.asarray(batch.aux["replay_weight"], jnp.float32)[:, None]
+    on = 1.0 - slot
+    if agg == "token-mean":
+      n_on = jnp.sum(batch.mask * on)
+      n_rep = jnp.sum(batch.mask * rep)
+    elif agg == "seq-mean-token-sum-norm" and smtsn == "verl":
+      n_on = n_rep = None
+    else:
+      n_on, n_rep = jnp.sum(on), jnp.sum(rep)
+    if n_on is None:
+      f_on, f_rep = jnp.ones_like(w), w
+    else:
+      n = (jnp.sum(batch.mask) if agg == "token-mean"
+           else jnp.asarray(batch.mask.shape[0], jnp.float32))
+      f_on = jnp.where(n_on > 0, n / jnp.maximum(n_on, 1e-8), 0.0)
+      f_rep = jnp.where(n_rep > 0, w * n / jnp.maximum(n_rep, 1e-8), 0.0)
+    factor = sg(on * f_on + rep * f_rep)  # [B, 1]; 0 on padding slots
+    terms = {k: v * factor if v.ndim == 2 else v
+             for k, v in (batch.loss_terms or {}).items()}
+    batch = batch._replace(weights=batch.weights * factor, loss_terms=terms)
+    return ops.add_metrics(batch, replay_token_frac=ops.masked_mean(
+        jnp.broadcast_to(rep, batch.mask.shape), batch.mask)), state
+
+  return types.EntropyTransform(transform.init, update, transform.prepare,
+                                transform.needs)

@@ -255,9 +255,12 @@ def mix_replay(inputs: AgentInputs, replay_inputs: AgentInputs,
   ``aux['replay_advantage']`` (their recalibrated A, read by
   :func:`entropy_rl.agents.spear.replay_advantages`), ``aux['valid']`` (0 on
   replayed rows, so :func:`episode_advantages` leaves them out of the
-  on-policy group statistics) and ``weights`` = ``weight`` (the replay-loss
-  weight w(t)) on replayed rows, 1 elsewhere. Rows with ``ok`` False get
-  an all-zero mask (padding of a fixed-size pass).
+  on-policy group statistics), ``aux['replay_slot']`` (1 on all K appended
+  rows) and ``aux['replay_weight']`` (the replay-loss weight w(t) on the
+  appended rows, 0 elsewhere). Rows with ``ok`` False get an all-zero mask
+  (padding of a fixed-size pass). Token weights stay 1: train with the
+  chain wrapped in :func:`entropy_rl.agents.replay_loss`, which makes the
+  loss ``L_on + w·L_replay`` (each part aggregated over its own rows).
 
   Args:
     inputs: the on-policy :class:`AgentInputs` [B].
@@ -274,18 +277,21 @@ def mix_replay(inputs: AgentInputs, replay_inputs: AgentInputs,
                                 jnp.float32)
   aux_on["is_replay"] = jnp.zeros((b,), jnp.float32)
   aux_on["replay_advantage"] = jnp.zeros((b,), jnp.float32)
+  aux_on["replay_slot"] = jnp.zeros((b,), jnp.float32)
+  aux_on["replay_weight"] = jnp.zeros((b,), jnp.float32)
   okf = ok.astype(jnp.float32)
   aux_rep = {key: rb.aux[key] for key in aux_on if key in (rb.aux or {})}
   aux_rep.update(valid=jnp.zeros((k,), jnp.float32), is_replay=okf,
                  replay_advantage=jnp.where(ok, advantages, 0.0).astype(
-                     jnp.float32))
+                     jnp.float32),
+                 replay_slot=jnp.ones((k,), jnp.float32),
+                 replay_weight=jnp.full((k,), weight, jnp.float32))
   missing = set(aux_on) - set(aux_rep)
   if missing:
     raise ValueError(f"replayed rows lack aux entries {sorted(missing)}")
   on = pb._replace(aux=aux_on, weights=jnp.ones_like(pb.mask))
-  rep = rb._replace(
-      mask=rb.mask * okf[:, None], aux=aux_rep,
-      weights=jnp.full(rb.mask.shape, weight, jnp.float32))
+  rep = rb._replace(mask=rb.mask * okf[:, None], aux=aux_rep,
+                    weights=jnp.ones_like(rb.mask))
   cat = lambda x, y: jnp.concatenate([x, y], axis=0)
   return AgentInputs(cat(inputs.tokens, replay_inputs.tokens),
                      cat(inputs.attn_mask, replay_inputs.attn_mask),

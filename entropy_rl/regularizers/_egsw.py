@@ -13,8 +13,19 @@ at the same step t::
 ``n_t`` (the number of active members) rescales the softmax so that uniform
 weights are 1 and the GRPO mean over the group becomes the paper's weighted
 sum (``rescale=True``, the default; ``False`` gives the raw softmax of the
-summary). The trajectory-wise variant uses the row-mean entropy and the row
-advantage. Weights are stop-gradient and multiply the surrogate.
+summary).
+
+Trajectory-wise (``mode="trajectory"``): **one weight per sequence**, the
+paper's "temperature-scaled softmax weighting over sequences" with the
+sequence-mean entropy H̄_i and the sequence advantage Ā_i (spec §12 (c))::
+
+    w_i = n_G · exp((Ā_i + α·H̄_i)/P) / Σ_{j∈G(i)} exp((Ā_j + α·H̄_j)/P)
+
+normalised once over the group's sequences (n_G: sequences with a valid
+token) and put on every token of sequence i, so a row's weight does not
+change when a shorter row of its group ends. No author code was released,
+so there is no other reading to keep. Weights are stop-gradient and
+multiply the surrogate.
 """
 
 from __future__ import annotations
@@ -43,12 +54,15 @@ def egsw_weights(advantages: Array, entropy: Array, mask: Array,
   ids = adv_lib.dense_group_ids(group_ids)
   g = ids.shape[0]
   if mode == "trajectory":
-    n = jnp.maximum(m.sum(-1, keepdims=True), 1.0)
-    h = (entropy * m).sum(-1, keepdims=True) / n
-    a = (advantages * m).sum(-1, keepdims=True) / n
-    score = jnp.broadcast_to((a + alpha * h) / temperature, m.shape)
-  else:
-    score = (advantages + alpha * entropy) / temperature
+    # One softmax over the group's sequences: a [B, 1] problem.
+    n = m.sum(-1, keepdims=True)
+    h = (entropy * m).sum(-1, keepdims=True) / jnp.maximum(n, 1.0)
+    a = (advantages * m).sum(-1, keepdims=True) / jnp.maximum(n, 1.0)
+    w = egsw_weights(a, h, (n > 0).astype(jnp.float32), group_ids,
+                     alpha=alpha, temperature=temperature, mode="step",
+                     rescale=rescale)
+    return jnp.where(m > 0, w, 0.0)
+  score = (advantages + alpha * entropy) / temperature
   score = jnp.where(m > 0, score, -jnp.inf)
   top = jax.ops.segment_max(score, ids, num_segments=g)  # [G, T]
   top = jnp.where(jnp.isfinite(top), top, 0.0)
@@ -69,7 +83,9 @@ def egsw(alpha: float = 0.5, temperature: float = 1.0, *,
     alpha: α, the entropy bonus inside the weight (0 and ``temperature=inf``
       is the identity).
     temperature: P, the softmax temperature.
-    mode: ``"step"`` (per token position) or ``"trajectory"``.
+    mode: ``"step"`` (per token position, normalised over the group members
+      active at that position) or ``"trajectory"`` (one weight per
+      sequence, normalised over the group's sequences; see the module).
     rescale: multiply by the number of active group members (see module).
 
   Returns:

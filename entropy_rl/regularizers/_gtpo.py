@@ -94,17 +94,20 @@ def _normalize(x: Array, sel: Array, ids: Array, g: int, eps: float
 
 def gtpo_advantages(rewards: Array, entropy: Array, mask: Array,
                     group_ids: Array, *, alpha1: float = 1.0,
-                    alpha2: float = 0.1, normalization: str = "separate",
+                    alpha2: float = 0.1, normalization: str = "joint",
                     threshold: float = 0.5, eps: float = 1e-8) -> Array:
   """GTPO token advantages from :func:`gtpo_shaped_rewards` (paper Eq. 6).
 
+  * ``"joint"`` (default; the likely paper intent, INFERRED, spec §6 (c)):
+    r̃⁺ is extended by 0 on O⁻ tokens and r̃⁻ by 0 on O⁺ tokens, each is
+    normalised over all valid tokens of the group, and ``A = Â⁺ + Â⁻``.
+    A group with R = (1, 1, 0, 0) and equal entropies gets A = +2 on the
+    correct rows' tokens and −2 on the incorrect ones.
   * ``"separate"`` (the third-party code): O⁺ tokens are normalised by the
     mean and population std of all O⁺ shaped rewards of their group, O⁻
     tokens by those of O⁻ (``+ε`` inside the sqrt). This centring removes
-    the correct-vs-incorrect signal; only the entropy shaping is left.
-  * ``"joint"`` (the likely paper intent, INFERRED): r̃⁺ is extended by 0
-    on O⁻ tokens and r̃⁻ by 0 on O⁺ tokens, each is normalised over all
-    valid tokens of the group, and ``A = Â⁺ + Â⁻``.
+    the correct-vs-incorrect signal; only the entropy shaping is left (the
+    group above gets A = 0 on every token).
 
   Returns:
     [B, T] advantages, 0 on padding.
@@ -180,7 +183,7 @@ def _shaping_transform(fn, name: str) -> types.EntropyTransform:
 
 
 def gtpo(alpha1: float = 1.0, alpha2: float = 0.1, *,
-         normalization: str = "separate", threshold: float = 0.5,
+         normalization: str = "joint", threshold: float = 0.5,
          eps: float = 1e-8) -> types.EntropyTransform:
   r"""GTPO: entropy-shaped token-level advantages, a ``prepare`` transform.
 
@@ -190,15 +193,15 @@ def gtpo(alpha1: float = 1.0, alpha2: float = 0.1, *,
   token-mean over all group tokens, e.g. ``objectives.ppo_clip()``.
 
   ``normalization`` picks the reading of Eq. 6 (see
-  :func:`gtpo_advantages`): ``"separate"`` (the third-party code, default)
-  or ``"joint"`` (centring over all group tokens, keeping the
-  correct-vs-incorrect signal). With α₂ = 0 the shaped reward is the
-  uniform ±α₁.
+  :func:`gtpo_advantages`): ``"joint"`` (default: centring over all group
+  tokens, keeping the correct-vs-incorrect signal) or ``"separate"`` (the
+  third-party code, whose per-set centring leaves only the entropy
+  shaping). With α₂ = 0 the shaped reward is the uniform ±α₁.
 
   Args:
     alpha1: α₁ (paper experiments: 1.0).
     alpha2: α₂ (paper experiments: 0.1); α₁ + α₂ = 1 conserves reward.
-    normalization: ``"separate"`` or ``"joint"``.
+    normalization: ``"joint"`` (default) or ``"separate"``.
     threshold: success threshold on R (O⁺ = R > threshold).
     eps: ε of the entropy divisions and of the std.
 

@@ -3,9 +3,10 @@
 Qin et al. 2025, https://arxiv.org/abs/2509.22601. A cosine-decayed
 tool-call bonus ``min(1, 0.1·n_calls)·c(t)`` added to the return before the
 GRPO advantages (T_tc = half the run; tool calls are the token game's TOOL
-turns or the calculator's ``calc:`` turns), Clip-Cov with the on-policy
-settings (2e-4, 1, 5; ``entropy_rl.regularizers.clip_cov``'s defaults) and
-the Dr.BoT clip 0.2/0.28.
+turns or the calculator's ``calc:`` turns), Clip-Cov
+(``entropy_rl.agents.spear_clip_cov``: on-policy rows 2e-4/1/5, replayed
+rows 0.02/2/60, each over its own rows' statistics) and the Dr.BoT clip
+0.2/0.28.
 
 Self-imitation replay (``replay``, token game only): positive-advantage
 trajectories enter a buffer (expiry after ``tolerate_steps``); once it holds
@@ -13,8 +14,8 @@ more than 1.5·``buffer_size`` rows, a pass recalibrates their advantages
 against the median of the stored group means (``R − μ₅₀``), keeps A ≥ 0,
 subsamples a power of two and appends them to the batch with the ramped
 weight ``w(t) = c_r(1 − cos(πt/T_r))/2`` (T_r = ``total_steps``, default
-half the run). Replayed rows go through the on-policy Clip-Cov settings
-(SPEAR's separate replay settings 0.02/2/60 need a separate loss pass).
+half the run): the loss is ``L_on + w(t)·L_replay``, each a token-mean over
+its own rows' tokens (``entropy_rl.agents.replay_loss``).
 SPEAR's script: buffer 2048, baseline 10240, tolerate 5, c_r = 1,
 T_r = 200; scaled here to 64 episodes per iteration.
 
@@ -36,7 +37,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       toolcall=dict(kind="toolcall_reward", total_steps=agent_base.half_run(c),
                     mode="cosine"),
       advantages=dict(kind="episode_advantages"),
-      clip_cov=dict(kind="clip_cov", ratio=2e-4, cov_low=1.0, cov_high=5.0)))
+      clip_cov=dict(kind="spear_clip_cov", ratio=2e-4, cov_low=1.0,
+                    cov_high=5.0, replay_ratio=0.02, replay_cov_low=2.0,
+                    replay_cov_high=60.0)))
   c.replay.update(enabled=c.env.kind == "token_game", buffer_size=8,
                   baseline_size=64, tolerate_steps=5, coef=1.0)
   return c
