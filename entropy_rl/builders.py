@@ -22,6 +22,7 @@ optax schedule of the step.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import inspect
 from typing import Any, Callable, Mapping
@@ -423,11 +424,17 @@ def build_mesh(cfg: Any):
 # ------------------------------------------------------ task and model
 
 
+DEFAULT_REWARD_TIME_BUDGET = 0.2
+
+
 def build_task(cfg: Any, tokenizer: Any = None) -> Any:
   """``config.task`` (``name`` + ``kwargs``) -> ``entropy_rl.data.Task``.
 
   Built-in tasks (which take a ``tokenizer`` argument) get ``tokenizer`` so
-  their on-device checker decodes that tokenizer's ids.
+  their on-device checker decodes that tokenizer's ids. The task's
+  ``reward_time_budget`` is ``config.task.reward_time_budget`` (CPU seconds
+  per response; default `DEFAULT_REWARD_TIME_BUDGET`; 0 = unbounded,
+  in-process).
   """
   from entropy_rl import data  # pylint: disable=import-outside-toplevel
   spec = _as_dict(cfg)
@@ -438,6 +445,12 @@ def build_task(cfg: Any, tokenizer: Any = None) -> Any:
       "tokenizer" in inspect.signature(factory).parameters):
     kwargs["tokenizer"] = tokenizer
   task = data.get_task(name, **kwargs)
+  budget = spec.get("reward_time_budget", DEFAULT_REWARD_TIME_BUDGET)
+  if (isinstance(budget, bool) or not isinstance(budget, (int, float))
+      or not 0 <= budget < 1e6):
+    raise ValueError("config.task.reward_time_budget must be a number of "
+                     f"seconds >= 0 (0 = unbounded), got {budget!r}")
+  task = dataclasses.replace(task, reward_time_budget=float(budget) or None)
   suffix = spec.get("prompt_suffix", "")
   return with_prompt_suffix(task, suffix) if suffix else task
 
@@ -446,7 +459,6 @@ def with_prompt_suffix(task: Any, suffix: str) -> Any:
   """The task with ``suffix`` appended to every prompt (e.g. an answer
   format instruction for an instruction-tuned model); answers, checkers and
   gold solutions are unchanged."""
-  import dataclasses  # pylint: disable=import-outside-toplevel
   from entropy_rl.data import types as data_types  # pylint: disable=import-outside-toplevel
 
   def add(example):

@@ -9,7 +9,9 @@ Each turn the agent writes at most L characters ending with ``<eos>``:
   (a safe evaluator: numbers, + − × ÷, parentheses, unary signs; exact
   rationals), or ``=?`` if the expression is invalid; reward 0;
 * ``answer:<x>`` ends the episode with reward ``score_answer(x)``, the
-  dataset's own exact scorer (1.0 for the right number);
+  dataset's own exact scorer (1.0 for the right number; an answer that a
+  scorer would evaluate as code scores 0 unread, see
+  :func:`entropy_rl.data.rg_tasks.safe_score_answer`);
 * anything else is malformed: observation ``?``, reward 0. Nothing raises.
 
 The character alphabet is :data:`ALPHABET` (digits, operators and the
@@ -27,6 +29,7 @@ import numpy as np
 
 from entropy_rl import tokenizers as tok_lib
 from entropy_rl.agents import _envs as envs_lib
+from entropy_rl.data import rg_tasks
 
 ALPHABET = tok_lib.DEFAULT_CHARS + "acelnrsw"
 CALL, ANSWER = "calc:", "answer:"
@@ -76,7 +79,7 @@ def safe_eval(expr: str) -> str | None:
   try:
     v = _value(ast.parse(expr.strip(), mode="eval"))
   except (SyntaxError, ValueError, ZeroDivisionError, TypeError,
-          RecursionError, MemoryError):
+          RecursionError, MemoryError, OverflowError):
     return None
   if v.denominator == 1:
     return str(v.numerator)
@@ -96,6 +99,9 @@ class CalculatorEnv:
   def __init__(self, dataset: Any, tokenizer: tok_lib.CharTokenizer,
                spec: envs_lib.EnvSpec):
     self.dataset = dataset
+    # Whether the dataset's scorer evaluates answers (then only inert ones
+    # reach it).
+    self._kind = rg_tasks.evaluation_kind("", dataset)
     self.tok = tokenizer
     self.spec = spec
     self.item = None
@@ -134,12 +140,9 @@ class CalculatorEnv:
       obs = "=?" if value is None else "=" + value
     elif text.startswith(ANSWER):
       done, self.answered = True, True
-      try:
-        reward = float(self.dataset.score_answer(
-            answer=text[len(ANSWER):].strip(), entry=self.item))
-      except Exception:  # pylint: disable=broad-except
-        reward = 0.0
-      reward = reward if reward == reward else 0.0
+      reward = rg_tasks.safe_score_answer(
+          self.dataset, text[len(ANSWER):].strip(), self.item,
+          self._kind) or 0.0
       self.score = reward
       obs = "."
     else:

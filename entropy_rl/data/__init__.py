@@ -7,6 +7,7 @@ jitted RL iteration can score responses on device). reasoning-gym datasets
 (``get_task("jsonl:/path/train.jsonl")``) are checked in Python.
 """
 
+from entropy_rl.data import bounded
 from entropy_rl.data.arithmetic_task import arithmetic
 from entropy_rl.data.arithmetic_task import arithmetic_jax_reward
 from entropy_rl.data.char_classes import char_class_table
@@ -26,6 +27,8 @@ from entropy_rl.data.pipeline import prompt_dataset
 from entropy_rl.data.pipeline import prompt_map_dataset
 from entropy_rl.data.pipeline import PromptBatch
 from entropy_rl.data.pipeline import score_responses
+from entropy_rl.data.pipeline import score_responses_bounded
+from entropy_rl.data.pipeline import score_texts
 from entropy_rl.data.pipeline import sft_batches
 from entropy_rl.data.pipeline import task_corpus
 from entropy_rl.data.pipeline import task_examples
@@ -55,6 +58,7 @@ __all__ = (
     "answers_match",
     "arithmetic",
     "arithmetic_jax_reward",
+    "bounded",
     "char_class_table",
     "countdown",
     "countdown_jax_reward",
@@ -74,6 +78,8 @@ __all__ = (
     "rg_task",
     "safe_reward",
     "score_responses",
+    "score_responses_bounded",
+    "score_texts",
     "sft_batches",
     "task_corpus",
     "task_examples",

@@ -233,4 +233,5 @@ def arithmetic(num_digits: int | Sequence[int] = 2, num_operands: int = 2,
       jax_reward_fn=jax_fn,
       make_jax_reward_fn=arithmetic_jax_reward, tokenizer=tokenizer,
       config=dict(num_digits=num_digits, num_operands=num_operands, ops=ops,
-                  allow_negative=allow_negative))
+                  allow_negative=allow_negative),
+      reward_in_process=True)

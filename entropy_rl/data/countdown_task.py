@@ -17,6 +17,7 @@ a `jax.lax.scan`. Tests hold them equal.
 from __future__ import annotations
 
 import collections
+import functools
 import re
 from typing import Any, NamedTuple
 
@@ -184,18 +185,24 @@ def evaluate(text: str) -> tuple[int, list[int]]:
       literals.append(int(digits))
     else:
       items.append(t)
-  while "(" in items or ")" in items:
-    if ")" not in items:
-      raise SyntaxError("unclosed '('")
-    close = items.index(")")
-    opens = [i for i in range(close) if items[i] == "("]
-    if not opens:
-      raise SyntaxError("unmatched ')'")
-    start = opens[-1]
-    inner = items[start + 1:close]
-    if not inner:
-      raise SyntaxError("empty parentheses")
-    items[start:close + 1] = [_eval_flat(inner)]
+  # Groups are evaluated innermost-first, left to right (the order of
+  # their closing parentheses), in one pass: linear in the length.
+  frames: list[list[Any]] = [[]]
+  for t in items:
+    if t == "(":
+      frames.append([])
+    elif t == ")":
+      if len(frames) == 1:
+        raise SyntaxError("unmatched ')'")
+      inner = frames.pop()
+      if not inner:
+        raise SyntaxError("empty parentheses")
+      frames[-1].append(_eval_flat(inner))
+    else:
+      frames[-1].append(t)
+  if len(frames) > 1:
+    raise SyntaxError("unclosed '('")
+  items = frames[0]
   return _eval_flat(items), literals
 
 
@@ -400,10 +407,10 @@ def countdown(num_numbers: int = 4, max_number: int = 20, *,
 
   return types.Task(
       name="countdown", sample=lambda rng: generate(rng, **kw),
-      reward_fn=lambda text, answer: reward(text, answer, use_all=use_all),
+      reward_fn=functools.partial(reward, use_all=use_all),
       solution_fn=lambda prompt, answer: answer.solution,
       encode_answer=encode_answer,
       jax_reward_fn=jax_fn,
       make_jax_reward_fn=lambda tok: countdown_jax_reward(tok,
                                                           use_all=use_all),
-      tokenizer=tokenizer, config=kw)
+      tokenizer=tokenizer, config=kw, reward_in_process=True)

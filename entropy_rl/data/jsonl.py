@@ -10,6 +10,7 @@ present) is the gold response for supervised warm-up.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from typing import Any, NamedTuple, Sequence
@@ -90,6 +91,16 @@ def _first_key(rec: dict[str, Any], keys: Sequence[str], path: str,
                    f"record with keys {sorted(rec)}")
 
 
+def _reward(text: str, answer: GoldAnswer, *, mode: str,
+            use_math_verify: bool) -> types.RewardResult:
+  """A JSONL task's reward (module level: picklable for worker processes)."""
+  return math_answers.math_reward(text, answer.final, mode=mode,
+                                  use_math_verify=use_math_verify)
+
+
+_reward.preload = ("math_verify", "sympy")  # What a worker process needs.
+
+
 def jsonl_task(path: str | os.PathLike[str], *,
                question_key: str | None = None,
                answer_key: str | None = None,
@@ -123,10 +134,8 @@ def jsonl_task(path: str | os.PathLike[str], *,
   def sample(rng: np.random.Generator):
     return examples[int(rng.integers(0, len(examples)))]
 
-  def reward(text, answer):
-    return math_answers.math_reward(text, answer.final, mode=mode,
-                                    use_math_verify=use_math_verify)
-
+  reward = functools.partial(_reward, mode=mode,
+                             use_math_verify=use_math_verify)
   return types.Task(
       name=f"jsonl:{os.fspath(path)}", sample=sample, reward_fn=reward,
       solution_fn=lambda prompt, answer: answer.solution,

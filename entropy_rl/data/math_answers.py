@@ -8,6 +8,13 @@ equality first (integers, decimals, ``a/b``, ``\\frac{a}{b}``, thousands
 separators; huge numbers compared as decimals, never converted to floats),
 then ``math-verify`` where installed (symbolic equivalence). Both never
 raise: unreadable output gets reward 0 and ``parse_failed=True``.
+
+Answers that only a pathological expression would be (`too_complex`:
+brackets nested deeper than 12, numeric power towers, exponents of 7 or
+more digits, factorials of numbers of 5 or more digits) are not sent to the
+symbolic checker: they score 0 in microseconds instead of costing sympy
+seconds (towers of four powers too). Time bounds for the rest are
+`entropy_rl.data.bounded`'s.
 """
 
 from __future__ import annotations
@@ -37,6 +44,14 @@ _TEX_FRAC_RE = re.compile(r"(-?)\\[dt]?frac\{?([0-9]+)\}?\{?([0-9]+)\}?")
 
 
 _BARE_RE = re.compile(r"[^\s$]+")
+
+_MAX_DEPTH = 12  # Deeper nesting of ( [ { is not an answer.
+# A number raised to a power that is itself a power: 9^{9^{9}}, 10^(10^10).
+_TOWER_RE = re.compile(r"[0-9.]\s*[)}]*\s*(?:\^|\*\*)\s*[({]*\s*-?[0-9.]+"
+                       r"\s*(?:\^|\*\*)")
+_BIG_EXP_RE = re.compile(r"(?:\^|\*\*)\s*[({]*\s*[+-]?[0-9]{7}")
+# The factorial of a 5+ digit number or of a power: 99999!, (10^{100})!.
+_BIG_FACT_RE = re.compile(r"[0-9]{5}\s*[)}]*\s*!|(?:\^|\*\*)[0-9.{}()\s]*!")
 
 
 def _brace_pairs(text: str) -> dict[int, int]:
@@ -235,17 +250,61 @@ def math_verify_available() -> bool:
   return _math_verify() is not None
 
 
+def too_complex(answer: str) -> bool:
+  """Whether an extracted answer is a pathological expression.
+
+  True for brackets nested deeper than 12, a numeric power tower
+  (``9^{9^{9}}``, ``10^{10^{10}}!``), any tower of four powers
+  (``x^{x^{x^{x}}}``), an exponent of 7+ digits or the factorial of a
+  5+ digit number or of a power: what no gold answer is, and what costs
+  the symbolic checker seconds (the exact-number and string comparisons
+  before it still apply).
+  """
+  depth = best = 0
+  exponents = []  # Per open bracket: does it open an exponent?
+  power_depth = 0  # Exponent groups we are in.
+  after_caret = False
+  for ch in answer:
+    if ch in "([{":
+      depth += 1
+      best = max(best, depth)
+      exponents.append(after_caret)
+      power_depth += after_caret
+    elif ch in ")]}":
+      depth = max(0, depth - 1)
+      if exponents:
+        power_depth -= exponents.pop()
+    elif ch == "^" and power_depth >= 2:
+      return True  # A tower of 4 powers: x^{x^{x^{x}}}.
+    after_caret = ch == "^" or (after_caret and ch == " ")
+  if best > _MAX_DEPTH:
+    return True
+  return bool(_TOWER_RE.search(answer) or _BIG_EXP_RE.search(answer)
+              or _BIG_FACT_RE.search(answer))
+
+
+def _wrap(s: str) -> str:
+  return s if "$" in s or "\\boxed" in s else f"${s}$"
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_gold(gold: str, main: bool) -> Any:
+  """math-verify's parse of a gold answer (cached: a group's responses
+  share it; the parsed expressions are not modified by ``verify``)."""
+  kw = {} if main else dict(parsing_timeout=None)
+  return _math_verify().parse(_wrap(gold), **kw)
+
+
 def _verify(gold: str, pred: str) -> bool:
   mv = _math_verify()
-  if mv is None or len(pred) > _MAX_ANSWER_CHARS:
+  if mv is None or len(pred) > _MAX_ANSWER_CHARS or too_complex(pred):
     return False
   main = threading.current_thread() is threading.main_thread()
   kw = {} if main else dict(parsing_timeout=None)
   if not main:  # signal.alarm is main-thread only; silence the warning.
     logging.getLogger("math_verify").setLevel(logging.ERROR)
-  wrap = lambda s: s if "$" in s or "\\boxed" in s else f"${s}$"
-  g = mv.parse(wrap(gold), **kw)
-  p = mv.parse(wrap(pred), **kw)
+  g = _parse_gold(gold, main)
+  p = mv.parse(_wrap(pred), **kw)
   if not g or not p:
     return False
   vkw = {} if main else dict(timeout_seconds=None)

@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 from entropy_rl import tokenizers as tok_lib
+from entropy_rl.data import bounded
 from entropy_rl.data import types
 
 DEFAULT_NUM_EXAMPLES = 1 << 20  # Size of a generated task's index space.
@@ -313,7 +314,9 @@ def score_responses(task: types.Task, tokenizer: tok_lib.Tokenizer,
 
   Each row is cut at its first end token (among masked positions), decoded
   and passed to ``task.reward_fn``; a checker that raises counts as a parse
-  failure with reward 0.
+  failure with reward 0. With a ``task.reward_time_budget`` the rows are
+  scored in parallel worker processes, each within its budget (see
+  `score_responses_bounded`, which also returns the timeouts).
 
   Args:
     task: the `Task`.
@@ -325,6 +328,15 @@ def score_responses(task: types.Task, tokenizer: tok_lib.Tokenizer,
   Returns:
     ``rewards`` float32 ``[B]`` and ``parse_failed`` bool ``[B]``.
   """
+  out = score_responses_bounded(task, tokenizer, response_tokens,
+                                response_mask, answers)
+  return out.rewards, out.parse_failed
+
+
+def score_responses_bounded(task: types.Task, tokenizer: tok_lib.Tokenizer,
+                            response_tokens: Any, response_mask: Any,
+                            answers: Sequence[Any]) -> bounded.BatchScores:
+  """`score_responses` with the timeouts: a `bounded.BatchScores`."""
   toks = np.asarray(response_tokens)
   mask = np.asarray(response_mask)
   if toks.ndim != 2 or mask.shape != toks.shape:
@@ -333,9 +345,15 @@ def score_responses(task: types.Task, tokenizer: tok_lib.Tokenizer,
   if len(answers) != toks.shape[0]:
     raise ValueError(f"{len(answers)} answers for {toks.shape[0]} rows")
   texts = tok_lib.decode_batch(tokenizer, toks, mask)
-  results = [task.score(t, a) for t, a in zip(texts, answers)]
-  return (np.asarray([r.reward for r in results], np.float32),
-          np.asarray([r.parse_failed for r in results], bool))
+  return score_texts(task, texts, answers)
+
+
+def score_texts(task: types.Task, texts: Sequence[str],
+                answers: Sequence[Any]) -> bounded.BatchScores:
+  """``task``'s scores of response texts, under its time budget (if any)."""
+  budget = None if task.reward_in_process else task.reward_time_budget
+  return bounded.score_batch(task.reward_fn, list(texts), list(answers),
+                             budget=budget, name=task.name)
 
 
 def task_examples(task: types.Task, n: int, seed: int = 0

@@ -58,6 +58,15 @@ class Task:
     tokenizer: the tokenizer the task was designed for (the built-in tasks
       use a `CharTokenizer`); None = bring your own.
     config: the generator's settings (for logs).
+    reward_time_budget: CPU seconds one response's ``reward_fn`` may take
+      when a batch is scored (`entropy_rl.data.score_responses`): with a
+      budget the batch runs in `entropy_rl.data.bounded`'s worker
+      processes, and a response over budget scores 0 and counts as a
+      timeout. None (or 0): scored in-process, unbounded. Builders set it
+      from ``config.task.reward_time_budget``.
+    reward_in_process: the checker's cost is bounded by construction
+      (linear in a capped response length, no symbolic maths, no
+      evaluation of the text): it is always scored in-process, fast.
   """
   name: str
   sample: Callable[[np.random.Generator], tuple[str, Any]]
@@ -69,11 +78,17 @@ class Task:
   make_jax_reward_fn: Callable[[Any], JaxRewardFn] | None = None
   tokenizer: Any = None
   config: dict[str, Any] = dataclasses.field(default_factory=dict)
+  reward_time_budget: float | None = None
+  reward_in_process: bool = False
 
   def __post_init__(self):
     if not callable(self.sample) or not callable(self.reward_fn):
       raise ValueError(f"Task {self.name!r}: sample and reward_fn must be "
                        "callable")
+    b = self.reward_time_budget
+    if b is not None and not (isinstance(b, (int, float)) and 0 <= b < 1e6):
+      raise ValueError(f"Task {self.name!r}: reward_time_budget must be a "
+                       f"number of seconds >= 0 or None, got {b!r}")
 
   def score(self, response_text: str, answer: Any) -> RewardResult:
     """``reward_fn`` with a last-resort guard: it never raises."""

@@ -356,6 +356,7 @@ class Evaluator:
         use_chat_template=s.use_chat_template, add_bos=s.add_bos,
         truncate="left", shard_index=0, shard_count=1)
     self.batch = ds[0]
+    self._timeouts = 0  # Responses over the reward time budget (a call).
     self.use_jax = _use_jax_reward(exp)
     self.prompts = _prompts(self.batch, self.use_jax)
     n = s.eval_samples
@@ -375,15 +376,17 @@ class Evaluator:
                                      ro.response, ro.response_mask,
                                      self.prompts.answer, n))
     answers = [a for a in self.batch.answers for _ in range(n)]
-    r, _ = data_lib.score_responses(self.exp.task, self.exp.tokenizer,
-                                    np.asarray(ro.response),
-                                    np.asarray(ro.response_mask), answers)
+    r, _, timeouts = data_lib.score_responses_bounded(
+        self.exp.task, self.exp.tokenizer, np.asarray(ro.response),
+        np.asarray(ro.response_mask), answers)
+    self._timeouts += int(np.sum(timeouts))
     return r
 
   def __call__(self, params: Any, step: int) -> dict[str, float]:
     n = self.s.eval_samples
     key = jax.random.fold_in(jax.random.PRNGKey(self.s.eval_seed), step)
     out = {}
+    self._timeouts = 0
     ro = self._greedy(params, self.prompts, key)
     r = self._rewards(ro, 1)
     out["eval/accuracy"] = float(np.mean(r >= 1.0 - 1e-6))
@@ -398,6 +401,8 @@ class Evaluator:
       m = np.asarray(ro.response_mask)
       out["eval/entropy"] = float(
           (np.asarray(ro.entropy) * m).sum() / max(m.sum(), 1.0))
+    if not self.use_jax:
+      out["eval/reward_timeouts"] = float(self._timeouts)
     return out
 
 
@@ -597,8 +602,8 @@ def _python_step(exp: Experiment, roll, update, state: TrainState,
   toks = np.asarray(toks).reshape(-1, toks.shape[-1])
   mask = np.asarray(mask).reshape(toks.shape)
   answers = [a for a in batch.answers for _ in range(n)] * seeds
-  rewards, failed = data_lib.score_responses(exp.task, exp.tokenizer, toks,
-                                             mask, answers)
+  rewards, failed, timeouts = data_lib.score_responses_bounded(
+      exp.task, exp.tokenizer, toks, mask, answers)
   rewards = jnp.asarray(rewards.reshape(ro.response.shape[:-1]))
   ro = it_lib.with_rewards(ro, rewards)
   state, m = update(state, ro)
@@ -607,6 +612,7 @@ def _python_step(exp: Experiment, roll, update, state: TrainState,
         if seeds > 1 else it_lib.reward_metrics)
   m.update(rm(rewards, ro.group_ids, s.prompts_per_step))
   m["parse_failures"] = float(np.mean(failed))
+  m["reward/timeouts"] = float(np.sum(timeouts))
   return state, m
 
 
@@ -713,8 +719,10 @@ def _hook_functions(exp: Experiment, rollout_fn: Any, train_step: Any,
 
 
 def _host_rewards(exp: Experiment, fns: dict[str, Any], ro: types.Rollout,
-                  answers: Sequence[Any]) -> tuple[Any, np.ndarray]:
-  """Python rewards of a (seed-stacked) rollout; row answers by group."""
+                  answers: Sequence[Any]
+                  ) -> tuple[Any, np.ndarray, np.ndarray]:
+  """Python rewards of a (seed-stacked) rollout; row answers by group.
+  Returns ``(rewards, parse_failed, timeouts)``."""
   view = fns["reward_view"]
   _, toks, mask = ((None, ro.response, ro.response_mask) if view is None
                    else view(ro))
@@ -722,9 +730,10 @@ def _host_rewards(exp: Experiment, fns: dict[str, Any], ro: types.Rollout,
   toks = np.asarray(toks).reshape(-1, np.shape(toks)[-1])
   mask = np.asarray(mask).reshape(toks.shape)
   row_answers = [answers[int(g)] for g in np.asarray(gids).reshape(-1)]
-  rewards, failed = data_lib.score_responses(exp.task, exp.tokenizer, toks,
-                                             mask, row_answers)
-  return jnp.asarray(rewards.reshape(np.shape(gids))), np.asarray(failed)
+  rewards, failed, timeouts = data_lib.score_responses_bounded(
+      exp.task, exp.tokenizer, toks, mask, row_answers)
+  return (jnp.asarray(rewards.reshape(np.shape(gids))), np.asarray(failed),
+          np.asarray(timeouts))
 
 
 def _python_hooked_step(exp: Experiment, fns: dict[str, Any], update: Any,
@@ -734,7 +743,7 @@ def _python_hooked_step(exp: Experiment, fns: dict[str, Any], update: Any,
   -> finish (jitted) [-> more rounds] -> update (jitted)."""
   s = exp.settings
   b = s.prompts_per_step
-  failed_all = []
+  failed_all, timeouts_all = [], []
 
   def collect_round(r):
     pr = jax.tree.map(lambda x: x[r * b:(r + 1) * b], prompts)
@@ -742,8 +751,9 @@ def _python_hooked_step(exp: Experiment, fns: dict[str, Any], update: Any,
     ros = fns["hook_rollouts"](state, pr, jnp.int32(r))
     scored = []
     for ro in ros:
-      rewards, failed = _host_rewards(exp, fns, ro, answers)
+      rewards, failed, timeouts = _host_rewards(exp, fns, ro, answers)
       failed_all.append(failed)
+      timeouts_all.append(timeouts)
       scored.append(it_lib.with_rewards(ro, rewards))
     return fns["hook_finish"](state, pr, tuple(scored))
 
@@ -754,6 +764,7 @@ def _python_hooked_step(exp: Experiment, fns: dict[str, Any], update: Any,
   m = dict(m)
   m.update(hm)
   m["parse_failures"] = float(np.mean(np.concatenate(failed_all)))
+  m["reward/timeouts"] = float(np.sum(np.concatenate(timeouts_all)))
   return state, m
 
 

@@ -83,6 +83,10 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   # Task: entropy_rl.data.get_task(name, **kwargs).
   c.task = ml_collections.ConfigDict(dict(
       name="arithmetic", prompt_suffix="",  # appended to every prompt
+      # CPU seconds one response's Python checker may take (worker
+      # processes; over budget: reward 0, counted in reward/timeouts);
+      # 0 = unbounded, in-process. Built-in tasks' checkers are exempt.
+      reward_time_budget=0.2,
       kwargs=ml_collections.ConfigDict(dict(num_digits=2, num_operands=2,
                                             ops="+-"))))
   c.data = ml_collections.ConfigDict(dict(
@@ -164,6 +168,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     c.task = ml_collections.ConfigDict(dict(
         name="rg:basic_arithmetic",
         prompt_suffix=" Reply with only the final number.",
+        reward_time_budget=0.2,
         kwargs=ml_collections.ConfigDict(dict(
             size=10_000, seed=0, min_terms=2, max_terms=2, min_digits=1,
             max_digits=2, operators=("+", "-"), allow_parentheses=False,
@@ -189,6 +194,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
         name="rg:gsm_symbolic",
         prompt_suffix=(" Think step by step, then give the final answer as "
                        "<answer>N</answer>."),
+        reward_time_budget=0.2,
         kwargs=ml_collections.ConfigDict(dict(size=10_000, seed=0))))
     c.data.update(prompts_per_step=32, num_samples=8, max_prompt_len=384,
                   use_chat_template=True, jax_reward=False)
