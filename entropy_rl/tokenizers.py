@@ -25,9 +25,12 @@ from __future__ import annotations
 
 import io
 import os
+import pathlib
 from typing import Any, Iterable, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
+
+from entropy_rl.models import files as model_files
 
 Message = Mapping[str, str]
 
@@ -180,6 +183,12 @@ class SentencePieceTokenizer(TokenizerBase):
     end_ids: ids that end a response (default: the eos id).
     chat_template: optional ``f(messages, add_generation_prompt) -> str``;
       default `simple_chat_template`.
+
+  Raises:
+    ModelFileError: (a path) no such file, or a truncated or corrupt model
+      (a model cut between two pieces is caught too: it would otherwise
+      load as a smaller vocabulary).
+    ValueError: (bytes) not a complete sentencepiece model.
   """
 
   def __init__(self, model: str | os.PathLike[str] | bytes, *,
@@ -187,18 +196,27 @@ class SentencePieceTokenizer(TokenizerBase):
                chat_template: Any = None):
     import sentencepiece as spm  # pylint: disable=g-import-not-at-top
     if isinstance(model, (bytes, bytearray)):
-      proto = bytes(model)
+      proto, path = bytes(model), None
     elif isinstance(model, (str, os.PathLike)):
+      path = model
       if not os.path.exists(model):
-        raise ValueError(f"model: no sentencepiece file at {model!r}")
-      with open(model, "rb") as f:
-        proto = f.read()
+        raise model_files.ModelFileError(
+            model, "no sentencepiece file (no such file)")
+      proto = model_files.read_bytes(model)
     else:
       raise ValueError(f"model must be a path or bytes, got {type(model)}")
-    try:
-      self.sp = spm.SentencePieceProcessor(model_proto=proto)
-    except Exception as e:  # sentencepiece raises RuntimeError/OSError.
-      raise ValueError(f"model: not a sentencepiece model ({e})") from e
+    problem = model_files.sentencepiece_problem(proto)
+    if problem is None:
+      try:
+        self.sp = spm.SentencePieceProcessor(model_proto=proto)
+      except Exception as e:  # sentencepiece raises RuntimeError/OSError.
+        problem = str(e)
+    if problem is not None:
+      if path is not None:
+        raise model_files.ModelFileError(
+            path, f"not a sentencepiece model ({len(proto)} bytes): "
+                  f"{problem}")
+      raise ValueError(f"model: not a sentencepiece model ({problem})")
     self._proto = proto
     self.vocab_size = int(self.sp.get_piece_size())
     opt = lambda i: int(i) if i >= 0 else None
@@ -309,6 +327,11 @@ def train_sentencepiece(
 # ---------------------------------------------------------------------------
 # Hugging Face adapter.
 
+# The JSON files of a tokenizer directory (checked before transformers).
+_HF_TOKENIZER_JSON = ("tokenizer.json", "tokenizer_config.json",
+                      "special_tokens_map.json", "added_tokens.json",
+                      "vocab.json", "config.json")
+
 
 class HFTokenizer(TokenizerBase):
   """Adapter over a ``transformers`` tokenizer (imported lazily).
@@ -344,14 +367,46 @@ class HFTokenizer(TokenizerBase):
   @classmethod
   def from_pretrained(cls, path: str | os.PathLike[str], **kwargs: Any
                       ) -> "HFTokenizer":
-    """Loads ``transformers.AutoTokenizer.from_pretrained(path)``."""
+    """Loads ``transformers.AutoTokenizer.from_pretrained(path)``.
+
+    For a local directory, its JSON files (tokenizer.json,
+    tokenizer_config.json, ...) and sentencepiece ``tokenizer.model`` are
+    checked first, and a failure of transformers to load it is reported
+    against the directory.
+
+    Raises:
+      ModelFileError: (a local directory) a truncated or corrupt tokenizer
+        file (named, with the line and column of a JSON error), or one
+        transformers cannot load.
+    """
     try:
       import transformers  # pylint: disable=g-import-not-at-top
     except ImportError as e:
       raise ImportError("HFTokenizer needs `pip install transformers`") from e
     end_ids = kwargs.pop("end_ids", None)
-    tok = transformers.AutoTokenizer.from_pretrained(os.fspath(path),
-                                                     **kwargs)
+    local = pathlib.Path(os.fspath(path))
+    if local.is_dir():
+      for name in _HF_TOKENIZER_JSON:
+        if (local / name).exists():
+          model_files.read_json(local / name)
+      spm_file = local / "tokenizer.model"
+      if spm_file.exists():
+        problem = model_files.sentencepiece_problem(
+            model_files.read_bytes(spm_file))
+        if problem is not None:
+          raise model_files.ModelFileError(
+              spm_file, f"not a sentencepiece model: {problem}")
+    try:
+      tok = transformers.AutoTokenizer.from_pretrained(os.fspath(path),
+                                                       **kwargs)
+    except ImportError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except
+      if not local.is_dir():
+        raise
+      raise model_files.ModelFileError(
+          local, f"transformers could not load the tokenizer: "
+                 f"{type(e).__name__}: {e}") from e
     return cls(tok, end_ids=end_ids)
 
   def encode(self, text: str) -> list[int]:

