@@ -25,7 +25,7 @@ case "$cmd" in
     exec "$VENV/bin/python" -m experiments.main \
       --config=experiments/configs/default.py --workdir="${WORKDIR:-runs/default}" "$@" ;;
   test)
-    exec "$VENV/bin/python" -m pytest -q -n 2 --timeout=900 tests "$@" ;;
+    exec "$VENV/bin/python" -m pytest -q -n 2 --dist worksteal --timeout=900 tests "$@" ;;
   python)
     exec "$VENV/bin/python" "$@" ;;
   *)

@@ -23,6 +23,10 @@ from entropy_rl.agents import _token_game as game
 from entropy_rl.agents import _train as train
 from entropy_rl.agents import _layouts as layouts
 
+# Compiles whole rollouts / iterations: XLA with most optimisations off
+# (tests/conftest.py).
+UNOPTIMISED_COMPILES = True
+
 CFG = DecoderConfig(vocab_size=16, hidden_size=16, num_layers=1, num_heads=2,
                     num_kv_heads=2, intermediate_size=32)
 EXTRA = ("valid", "branch_turn", "branch_source", "fresh", "global_samples")

@@ -29,6 +29,10 @@ from entropy_rl.agents import _turns as turns_lib
 from experiments import main
 from experiments.agents import runner
 
+# Compiles whole rollouts / iterations: XLA with most optimisations off
+# (tests/conftest.py).
+UNOPTIMISED_COMPILES = True
+
 L, O, T = 16, 12, 3
 
 

@@ -20,6 +20,10 @@ from entropy_rl import agent_builders
 from experiments import main
 from experiments.agents import runner
 
+# Compiles whole rollouts / iterations: XLA with most optimisations off
+# (tests/conftest.py).
+UNOPTIMISED_COMPILES = True
+
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "experiments",
                        "configs")
 TINY = ("--config.rollout.num_groups=2", "--config.rollout.group_size=2",

@@ -17,6 +17,10 @@ from entropy_rl.agents import _dr_po as dr_po
 from entropy_rl.agents import _layouts as layouts
 from entropy_rl.agents import _token_game as game
 
+# Compiles whole rollouts / iterations: XLA with most optimisations off
+# (tests/conftest.py).
+UNOPTIMISED_COMPILES = True
+
 CFG = DecoderConfig(vocab_size=16, hidden_size=16, num_layers=1, num_heads=2,
                     num_kv_heads=2, intermediate_size=32)
 DEMO = ((2, 8, 8, 8),) * 3  # ℓ = 3 tool calls

@@ -16,6 +16,10 @@ from entropy_rl.agents import _token_game as game
 from entropy_rl.agents import _calculator as calc
 from entropy_rl.agents import _envs as envs_lib
 
+# Compiles whole rollouts / iterations: XLA with most optimisations off
+# (tests/conftest.py).
+UNOPTIMISED_COMPILES = True
+
 TOOL, ANSWER, SLOT, VALUE, NOTHING = (game.TOOL, game.ANSWER, game.SLOT,
                                       game.VALUE, game.NOTHING)
 

@@ -12,6 +12,10 @@ from tests import test_utils
 from entropy_rl.agents import _empg as empg
 from entropy_rl.agents import _epo as epo
 
+# Compiles whole rollouts / iterations: XLA with most optimisations off
+# (tests/conftest.py).
+UNOPTIMISED_COMPILES = True
+
 ENT = jnp.array([[0.5, 1.0, 1.9, 2.5]])
 
 

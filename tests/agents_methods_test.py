@@ -17,6 +17,10 @@ from entropy_rl.agents import _spear as spear
 from entropy_rl.agents import _dr_po as dr_po
 from entropy_rl.agents import _epf as epf
 
+# Compiles whole rollouts / iterations: XLA with most optimisations off
+# (tests/conftest.py).
+UNOPTIMISED_COMPILES = True
+
 
 class AgenticAepoTest(parameterized.TestCase):
 

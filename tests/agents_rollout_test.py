@@ -22,6 +22,10 @@ from entropy_rl.agents import _token_game as game
 from entropy_rl.agents import _train as train
 from entropy_rl.agents import _turns as turns_lib
 
+# Compiles whole rollouts / iterations: XLA with most optimisations off
+# (tests/conftest.py).
+UNOPTIMISED_COMPILES = True
+
 T, G, N = 4, 2, 2  # turns, groups, group size
 CFG = DecoderConfig(vocab_size=16, hidden_size=16, num_layers=1, num_heads=2,
                     num_kv_heads=2, intermediate_size=32)

@@ -18,6 +18,10 @@ from entropy_rl.agents import _train as train
 from entropy_rl.agents import _layouts as layouts
 from tests import agents_configs_test as configs_test
 
+# Compiles whole rollouts / iterations: XLA with most optimisations off
+# (tests/conftest.py).
+UNOPTIMISED_COMPILES = True
+
 
 def fake_trajs(returns, group_ids, c=4, t=2):
   """L2 rows with 2 action tokens each (slots 2, 3) after 2 obs tokens."""

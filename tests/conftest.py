@@ -63,3 +63,19 @@ def _fresh_trace_counters():
   pytest-xdist several tests share a process, so start each test at zero."""
   chex.clear_trace_counter()
   yield
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _unoptimised_compiles(request):
+  """XLA with most optimisations off for a module that sets
+  ``UNOPTIMISED_COMPILES = True``: its tests compile whole rollouts or
+  training iterations and compare paths or check behaviour, not speed or
+  compiled memory, and unoptimised XLA compiles them faster."""
+  if not getattr(request.module, "UNOPTIMISED_COMPILES", False):
+    yield
+    return
+  import jax  # pylint: disable=import-outside-toplevel
+  old = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", old)

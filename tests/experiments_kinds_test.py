@@ -18,6 +18,7 @@ import sys
 import tempfile
 
 from absl.testing import absltest
+from absl.testing import parameterized
 import jax
 import numpy as np
 
@@ -101,7 +102,7 @@ def read_jsonl(path):
     return [json.loads(line) for line in f if line.strip()]
 
 
-class KindsTest(absltest.TestCase):
+class KindsTest(parameterized.TestCase):
 
   @classmethod
   def setUpClass(cls):
@@ -177,26 +178,26 @@ class KindsTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, r"did you mean \['trpo'\]"):
       main.run_experiment(c, tempfile.mkdtemp(), plot=False)
 
-  def test_classic_configs_run(self):
-    for path in CLASSIC:
-      name = name_of(path)
-      with self.subTest(name):
-        c = main.load_config(f"{path}:tiny", ["--config.num_seeds=1"] + [
-            f"--config.algorithm.{o}" for o in CLASSIC_TINY[name]])
-        d = tempfile.mkdtemp()
-        s = main.run_experiment(c, d, plot=False)
-        self.assertEqual(s["status"], "done")
-        r = s["runs"]["run"]
-        self.assertGreater(r["step"], 0)
-        self.assertNotEmpty(r["final"])
-        rows = read_jsonl(os.path.join(d, "metrics.jsonl"))
-        self.assertNotEmpty(rows)
-        for k, v in r["final"].items():
-          if (name, k) not in NO_EPISODE_ENDS:
-            self.assertTrue(np.isfinite(v), (name, k, v))
-          self.assertLen(rows[0][k + "/seeds"], 1)
-        with open(os.path.join(d, "summary.json"), encoding="utf-8") as f:
-          self.assertEqual(json.load(f)["runs"]["run"]["step"], r["step"])
+  # One test per config, so pytest-xdist spreads them over its workers.
+  @parameterized.named_parameters((name_of(p), p) for p in CLASSIC)
+  def test_classic_config_runs(self, path):
+    name = name_of(path)
+    c = main.load_config(f"{path}:tiny", ["--config.num_seeds=1"] + [
+        f"--config.algorithm.{o}" for o in CLASSIC_TINY[name]])
+    d = tempfile.mkdtemp()
+    s = main.run_experiment(c, d, plot=False)
+    self.assertEqual(s["status"], "done")
+    r = s["runs"]["run"]
+    self.assertGreater(r["step"], 0)
+    self.assertNotEmpty(r["final"])
+    rows = read_jsonl(os.path.join(d, "metrics.jsonl"))
+    self.assertNotEmpty(rows)
+    for k, v in r["final"].items():
+      if (name, k) not in NO_EPISODE_ENDS:
+        self.assertTrue(np.isfinite(v), (name, k, v))
+      self.assertLen(rows[0][k + "/seeds"], 1)
+    with open(os.path.join(d, "summary.json"), encoding="utf-8") as f:
+      self.assertEqual(json.load(f)["runs"]["run"]["step"], r["step"])
 
   def test_agent_base_and_comparison_run(self):
     d = tempfile.mkdtemp()
