@@ -136,8 +136,8 @@ class PreflightTest(absltest.TestCase):
     folder = os.path.join(_ROOT, "experiments", "configs")
     names = sorted(
         f[:-3] for f in os.listdir(folder)
-        if f.endswith(".py") and not f.startswith(("_", "agent_", "classic_"))
-        and f != "base.py")
+        if f.endswith(".py") and f != "base.py"
+        and not f.startswith(("_", "agent_", "classic_", "study_")))
     self.assertGreaterEqual(len(names), 25)
     for name in names:
       with self.subTest(name):
